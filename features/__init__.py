@@ -1,0 +1,1 @@
+"""The Zarr feature store: schema, safe concurrent writes, resume, and fast readers for training."""

@@ -1,0 +1,1 @@
+"""Media -> features: manifest readers, decode/face/audio/subtitle stages, encoder actors, the Ray Data job."""
