@@ -27,3 +27,32 @@ def wheel_dir() -> Path:
     if not (path / "format.csv").is_file():
         pytest.skip(f"emotion-wheel files not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random CLIP / HuBERT / Qwen2 checkpoints, built once per test session."""
+    from affectflow.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("models"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """A 24-sample MER2025-layout corpus (real mp4/wav/npy/CSV), written once per test session."""
+    from affectflow.synth_corpus import write_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root, n=24, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (starting Ray costs seconds; 2 CPUs as on CI)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
