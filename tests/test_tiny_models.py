@@ -33,7 +33,8 @@ PROMPT = (
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +125,13 @@ def test_deterministic_and_seeded(built, tmp_path):
     root, _ = built
     # Same seed in a fresh process (new hash seeds, fresh RNG) must give the same bytes.
     again = tmp_path / "again"
-    code = "import sys; from affectflow.tiny_models import build_tiny_models as b; b(sys.argv[1], 0)"
+    code = (
+        "import sys; from affectflow.tiny_models import build_tiny_models; "
+        "build_tiny_models(sys.argv[1], 0)"
+    )
     repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code, str(again)], check=True, cwd=repo, capture_output=True)
+    cmd = [sys.executable, "-c", code, str(again)]
+    subprocess.run(cmd, check=True, cwd=repo, capture_output=True)
     first, second = _files(root), _files(again)
     assert sorted(first) == sorted(second)
     for name, data in first.items():
