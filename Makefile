@@ -7,6 +7,10 @@ PIP := $(PY) -m pip
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.affectflow-installed
 PYTEST_ARGS ?=
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_DB ?= sqlite:///.affectflow/mlflow-server.db
+MLFLOW_ARTIFACTS ?= .affectflow/mlflow-artifacts
 
 .PHONY: install demo test bench mlflow-server clean
 
@@ -26,6 +30,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A tracking + registry server: sqlite database, local artifact root, bound to loopback by default.
+mlflow-server: install
+	mkdir -p .affectflow $(MLFLOW_ARTIFACTS)
+	$(VENV)/bin/mlflow server --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) \
+		--backend-store-uri $(MLFLOW_DB) --artifacts-destination $(MLFLOW_ARTIFACTS)
 
 clean:
 	rm -rf .affectflow .pytest_cache
