@@ -42,7 +42,7 @@ def _mean(values: list[float]) -> float:
 
 
 def ov_fscore(gold: Mapping[str, Any], pred: Mapping[str, Any], wheel: EmotionWheel) -> dict:
-    """Emotion-wheel F-score: per wheel mean P and R over samples, F=2PR/(P+R), then mean over wheels.
+    """EW F-score: per wheel mean P and R over samples, F=2PR/(P+R); then mean over wheels.
 
     Samples whose mapped gold set is empty are skipped; an empty mapped prediction scores P=R=0.
     """
@@ -70,7 +70,9 @@ def ov_fscore(gold: Mapping[str, Any], pred: Mapping[str, Any], wheel: EmotionWh
         precision, recall = _mean(precisions), _mean(recalls)
         # The reference divides unguarded (NaN when P=R=0); 0 is the F-score's limit there.
         f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        per_wheel.append({"wheel": k, "f": f, "precision": precision, "recall": recall, "n": len(precisions)})
+        per_wheel.append(
+            {"wheel": k, "f": f, "precision": precision, "recall": recall, "n": len(precisions)}
+        )
     return {
         "f": _mean([w["f"] for w in per_wheel]),
         "precision": _mean([w["precision"] for w in per_wheel]),
@@ -80,7 +82,7 @@ def ov_fscore(gold: Mapping[str, Any], pred: Mapping[str, Any], wheel: EmotionWh
 
 
 def hit_rate(gold: Mapping[str, str], pred: Mapping[str, Any], wheel: EmotionWheel) -> dict:
-    """Share of samples whose mapped prediction set contains the mapped gold label, mean over wheels.
+    """Share of samples whose mapped prediction holds the mapped gold label; mean over wheels.
 
     Per wheel, samples whose gold label maps to nothing (neutral, for one) are skipped.
     """
@@ -134,7 +136,8 @@ def sentiment(gold: Mapping[str, float], pred: Mapping[str, Any]) -> dict:
 
 
 def select_best_checkpoint(
-    scores_by_ckpt: Mapping[Any, Mapping[str, float]], epochs: Iterable[int] | None = range(30, 61, 5)
+    scores_by_ckpt: Mapping[Any, Mapping[str, float]],
+    epochs: Iterable[int] | None = range(30, 61, 5),
 ) -> dict[str, dict]:
     """Per dataset, the checkpoint with the highest main score (DESIGN §6: epochs 30, 35, ..., 60).
 

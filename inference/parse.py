@@ -21,7 +21,8 @@ from typing import Sequence
 # "states are" and a leading bracket/quote; anchored at the start so that a description
 # mentioning someone's emotional state mid-sentence is not mistaken for the template.
 _TEMPLATE = re.compile(
-    r"""^[\s"'`\[(*]*(?:the\s+)?(?:main\s+)?(?:character|person|speaker|subject)(?:'s|’s|s'|s’)?\s+"""
+    r"""^[\s"'`\[(*]*(?:the\s+)?(?:main\s+)?(?:character|person|speaker|subject)"""
+    r"""(?:'s|’s|s'|s’)?\s+"""
     r"""emotional\s+states?\s+(?:is|are)\s*:?\s*""",
     re.IGNORECASE,
 )
@@ -42,7 +43,7 @@ def parse_template(text: str) -> list[str] | None:
     m = _TEMPLATE.match(text)
     if m is None:
         return None
-    rest = text[m.end():]
+    rest = text[m.end() :]
     # First sentence: a period (or newline) that ends it, not one inside a word.
     rest = re.split(r"(?<=[^\s.])\.(?=\s|$)|\n", rest, maxsplit=1)[0]
     labels = []
@@ -57,13 +58,13 @@ def parse_template(text: str) -> list[str] | None:
 
 
 def format_openset(labels: Sequence[str]) -> str:
-    """``["happy", "sad"]`` -> ``"[happy, sad]"``: the list text the reference's LLM step produces."""
+    """``["happy", "sad"]`` -> ``"[happy, sad]"``, the list text the reference LLM produces."""
     return "[" + ", ".join(labels) + "]"
 
 
 # The reference prompts, word for word (including the spaces its line continuations leave).
 def openset_prompt(reason: str) -> str:
-    """Prompt asking the LLM to list the emotions in a generated description (reason_to_openset_qwen)."""
+    """Prompt: list the emotions in a description (reference reason_to_openset_qwen)."""
     return (
         "Please assume the role of an expert in the field of emotions. "
         "We provide clues that may be related to the emotions of the characters. "
@@ -79,12 +80,13 @@ def openset_prompt(reason: str) -> str:
 
 
 def sentiment_prompt(openset: str) -> str:
-    """Prompt asking the LLM to map an emotion list to positive/negative/neutral (openset_to_sentiment_qwen)."""
+    """Prompt: emotion list -> positive/negative/neutral (openset_to_sentiment_qwen)."""
     indent = " " * 12
     parts = [
         "Please act as an expert in the field of emotions. ",
         "We provide a few words to describe the emotions of a character. ",
-        "Please choose the most likely sentiment from the given candidates: [positive, negative, neutral] ",
+        "Please choose the most likely sentiment from the given candidates: "
+        "[positive, negative, neutral] ",
         "Please direct output answer without analyzing process. ",
         "Input: [joyful]; Output: positive ",
         "Input: []; Output: neutral ",
@@ -97,20 +99,20 @@ _PREFIXES = ("输入", "输出", "翻译", "让我们来翻译一下：", "outpu
 
 
 def clean_response(text: str) -> str:
-    """The reference's answer clean-up (func_postprocess_qwen): drop an echoed "Output:" and newlines."""
+    """Reference answer clean-up (func_postprocess_qwen): drop an echoed "Output:", newlines."""
     text = text.strip()
     for prefix in _PREFIXES:
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     text = text.strip()
     for colon in (":", "："):
         if text.startswith(colon):
-            text = text[len(colon):]
+            text = text[len(colon) :]
     return text.strip().replace("\n", "").strip()
 
 
 class LLMExtractor:
-    """Batched, left-padded greedy generation with a local Qwen2.5-Instruct (or compatible) checkpoint.
+    """Batched, left-padded greedy generation with a local Qwen2.5-Instruct checkpoint.
 
     The reference samples with vLLM (temperature 0.7, top-p 0.8, repetition penalty 1.05,
     512 new tokens); we decode greedily (DESIGN §7) so that scores are reproducible, and keep
@@ -139,7 +141,9 @@ class LLMExtractor:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        )
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.repetition_penalty = repetition_penalty
@@ -150,14 +154,16 @@ class LLMExtractor:
 
         answers: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start:start + self.batch_size]
+            chunk = prompts[start : start + self.batch_size]
             texts = [
                 self.tokenizer.apply_chat_template(
                     [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
                 )
                 for p in chunk
             ]
-            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            enc = self.tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             with torch.inference_mode():
                 out = self.model.generate(
                     **enc,
@@ -166,14 +172,17 @@ class LLMExtractor:
                     repetition_penalty=self.repetition_penalty,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
-            new_tokens = out[:, enc["input_ids"].shape[1]:]
-            answers.extend(clean_response(t) for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            answers.extend(
+                clean_response(t)
+                for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            )
         return answers
 
     def to_openset(self, texts: Sequence[str]) -> list[str]:
-        """Free-text descriptions -> the LLM's emotion list, as list text (parse with ``parse_openset``)."""
+        """Descriptions -> the LLM's emotion list as list text (read with ``parse_openset``)."""
         return self.generate([openset_prompt(t) for t in texts])
 
     def to_sentiment(self, opensets: Sequence[str]) -> list[str]:
-        """Emotion lists (list text) -> the LLM's "positive"/"negative"/"neutral" answer, verbatim."""
+        """Emotion lists (list text) -> the LLM's positive/negative/neutral answer, verbatim."""
         return self.generate([sentiment_prompt(o) for o in opensets])

@@ -38,7 +38,9 @@ def _require(path: Path) -> Path:
 def _require_columns(df, path: Path, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise WheelError(f"emotion wheel: {path} lacks column(s) {missing} (has {list(map(str, df.columns))})")
+        raise WheelError(
+            f"emotion wheel: {path} lacks column(s) {missing} (has {list(map(str, df.columns))})"
+        )
 
 
 def _is_blank(value) -> bool:
@@ -56,7 +58,7 @@ def read_format(path: Path) -> dict[str, list[str]]:
     df = pd.read_csv(_require(path))
     _require_columns(df, path, ("name", "format"))
     form2bases: dict[str, list[str]] = {}
-    for base, forms in zip(df["name"], df["format"]):
+    for base, forms in zip(df["name"], df["format"], strict=True):
         if _is_blank(base):
             continue
         base = str(base)
@@ -72,11 +74,15 @@ def read_synonyms(path: Path) -> dict[str, list[str]]:
     import pandas as pd
 
     df = pd.read_excel(_require(path))
-    columns = [f"{kind}_run{r}" for r in range(1, N_SYNONYM_RUNS + 1) for kind in ("word", "synonym")]
+    columns = [
+        f"{kind}_run{r}" for r in range(1, N_SYNONYM_RUNS + 1) for kind in ("word", "synonym")
+    ]
     _require_columns(df, path, columns)
     merged: dict[str, set[str]] = {}
     for r in range(1, N_SYNONYM_RUNS + 1):
-        for row, (word, synonyms) in enumerate(zip(df[f"word_run{r}"], df[f"synonym_run{r}"]), start=2):
+        for row, (word, synonyms) in enumerate(
+            zip(df[f"word_run{r}"], df[f"synonym_run{r}"], strict=True), start=2
+        ):
             if _is_blank(word):
                 raise WheelError(f"emotion wheel: {path} row {row}: empty word_run{r}")
             word = str(word).strip().lower()
@@ -87,18 +93,20 @@ def read_synonyms(path: Path) -> dict[str, list[str]]:
 
 
 def read_wheel_tree(path: Path) -> dict[str, dict[str, list[str]]]:
-    """``{level1: {level2: [level3, ...]}}``; a blank cell repeats the value above it (per column)."""
+    """``{level1: {level2: [level3, ...]}}``; a blank cell repeats the value above it."""
     import pandas as pd
 
     df = pd.read_excel(_require(path))
     _require_columns(df, path, ("level1", "level2", "level3"))
     tree: dict[str, dict[str, list[str]]] = {}
     current = {"level1": "", "level2": "", "level3": ""}
-    for l1, l2, l3 in zip(df["level1"], df["level2"], df["level3"]):
+    for l1, l2, l3 in zip(df["level1"], df["level2"], df["level3"], strict=True):
         for key, value in (("level1", l1), ("level2", l2), ("level3", l3)):
             if not _is_blank(value):
                 current[key] = str(value).lower().strip()
-        tree.setdefault(current["level1"], {}).setdefault(current["level2"], []).append(current["level3"])
+        tree.setdefault(current["level1"], {}).setdefault(current["level2"], []).append(
+            current["level3"]
+        )
     return tree
 
 
@@ -134,8 +142,12 @@ class EmotionWheel:
         """Read (once per folder and file version) the resources under ``root``."""
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"emotion wheel folder {root} does not exist (set --wheel or score.wheel_dir)")
-        files = [root / FORMAT_FILE, root / SYNONYM_FILE] + [root / f"wheel{k}.xlsx" for k in range(1, N_WHEELS + 1)]
+            raise FileNotFoundError(
+                f"emotion wheel folder {root} does not exist (set --wheel or score.wheel_dir)"
+            )
+        files = [root / FORMAT_FILE, root / SYNONYM_FILE] + [
+            root / f"wheel{k}.xlsx" for k in range(1, N_WHEELS + 1)
+        ]
         stamp = (str(root.resolve()),) + tuple(_require(p).stat().st_mtime_ns for p in files)
         with _CACHE_LOCK:
             cached = _CACHE.get(stamp)

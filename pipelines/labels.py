@@ -42,7 +42,7 @@ def split_list_text(value: Any) -> list[str]:
 
 
 def parse_openset(text: Any) -> list[str]:
-    """``"[Happy, 'relaxed']"`` -> ``["happy", "relaxed"]``: lower-cased, stripped, empties dropped."""
+    """``"[Happy, 'relaxed']"`` -> ``["happy", "relaxed"]``: lower-cased, no empties."""
     return [item.lower() for item in split_list_text(text)]
 
 

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 
 from inference import metrics
-from inference.parse import clean_response, format_openset, openset_prompt, parse_template, sentiment_prompt
+from inference.parse import (
+    clean_response,
+    format_openset,
+    openset_prompt,
+    parse_template,
+    sentiment_prompt,
+)
 from inference.wheel import EmotionWheel, WheelError, level1_grouping, read_wheel_tree
 from pipelines.labels import labels_or_neutral, parse_openset
 
@@ -20,7 +26,10 @@ def wheel_dir() -> Path:
     # In CI the shared folder is a sibling of the clone.
     path = REPO.parent / "shared" / "emotion_wheel"
     if not (path / "format.csv").is_file():
-        pytest.skip(f"emotion-wheel files not found at {path} (expected ../shared/emotion_wheel beside the repo)")
+        pytest.skip(
+            f"emotion-wheel files not found at {path} "
+            "(expected ../shared/emotion_wheel beside the repo)"
+        )
     return path
 
 
@@ -83,8 +92,18 @@ def test_first_sorted_synonym_target_decides(wheel):
 
 def test_synonyms_and_forms_map_together(wheel):
     for k in range(1, 6):
-        assert wheel.map_label("joyful", k) == wheel.map_label("happy", k) == wheel.map_label("happiness", k)
-    assert [wheel.map_label("happy", k) for k in range(1, 6)] == ["happy", "happy", "joyful", "joy", "powerful"]
+        assert (
+            wheel.map_label("joyful", k)
+            == wheel.map_label("happy", k)
+            == wheel.map_label("happiness", k)
+        )
+    assert [wheel.map_label("happy", k) for k in range(1, 6)] == [
+        "happy",
+        "happy",
+        "joyful",
+        "joy",
+        "powerful",
+    ]
     assert wheel.map_label("  Happy ", 1) == "happy"
 
 
@@ -101,7 +120,11 @@ def test_unknown_neutral_and_multiword(wheel):
 def test_wheel_tree_repeats_blank_cells(tmp_path):
     path = tmp_path / "w.xlsx"
     pd.DataFrame(
-        {"level1": ["Mad", None, None, "Sad"], "level2": [" Hurt ", None, "Hostile", None], "level3": ["a", "b", "c", "d"]}
+        {
+            "level1": ["Mad", None, None, "Sad"],
+            "level2": [" Hurt ", None, "Hostile", None],
+            "level3": ["a", "b", "c", "d"],
+        }
     ).to_excel(path, index=False)
     tree = read_wheel_tree(path)
     # level2 carries over into the next level-1 subtree, as in the reference reader.
@@ -169,7 +192,7 @@ def test_sentiment_hand_computed():
     gold = {"a": 1.2, "b": -0.4, "c": 0.0, "d": 2.0, "e": -1.0}
     pred = {"a": "positive", "b": "negative", "c": "positive", "d": "neutral", "e": "Positive"}
     out = metrics.sentiment(gold, pred)
-    # c dropped (gold 0); "Positive" is not the exact word, so e counts as not positive (correct here).
+    # c dropped (gold 0); "Positive" is not the exact word: e counts as not positive (right here).
     assert out["n"] == 4
     assert out["acc"] == pytest.approx(3 / 4)
     assert out["waf"] == pytest.approx((2 / 3 + 0.8) / 2)
@@ -185,7 +208,11 @@ def test_select_best_checkpoint():
         40: {"MER2023": 0.72, "MELD": 0.55},
     }
     best = metrics.select_best_checkpoint(scores)
-    assert best["MER2023"] == {"checkpoint": "checkpoint_000035_loss_0.7.npz", "epoch": 35, "score": 0.75}
+    assert best["MER2023"] == {
+        "checkpoint": "checkpoint_000035_loss_0.7.npz",
+        "epoch": 35,
+        "score": 0.75,
+    }
     assert best["MELD"]["epoch"] == 40
     assert metrics.select_best_checkpoint(scores, epochs=None)["MER2023"]["epoch"] == 25
 
@@ -199,12 +226,21 @@ def test_select_best_checkpoint():
         ("The character's emotional state is happy, relaxed.", ["happy", "relaxed"]),
         ("The character's emotional state is happy, relaxed.###", ["happy", "relaxed"]),
         ("The character's emotional state is sad###In the text", ["sad"]),
-        ("the character's emotional states are 'happy' and [relaxed]. In the text, he smiles.", ["happy", "relaxed"]),
-        ("The Character’s Emotional State Is: Happy, Surprised, and at a loss", ["happy", "surprised", "at a loss"]),
-        ("\"The character's emotional state is [\"worried\", \"nervous\"].\"", ["worried", "nervous"]),
+        (
+            "the character's emotional states are 'happy' and [relaxed]. In the text, he smiles.",
+            ["happy", "relaxed"],
+        ),
+        (
+            "The Character’s Emotional State Is: Happy, Surprised, and at a loss",
+            ["happy", "surprised", "at a loss"],
+        ),
+        ('"The character\'s emotional state is ["worried", "nervous"]."', ["worried", "nervous"]),
         ("The character's emotional state is [].", []),
         ("In the text, the man says he is tired; his emotional state is sad.", None),
-        ("The character's emotional state is happy, and he seems to be talking about his new job.", None),
+        (
+            "The character's emotional state is happy, and he seems to be talking about his job.",
+            None,
+        ),
         ("", None),
     ],
 )
