@@ -1,0 +1,140 @@
+"""Training examples from stored features: task draw, tokenization, sharding order and collate.
+
+Input is any map-style dataset whose items are the feature reader's dicts
+(``name, visual [8,Dv], audio [8,Da], subtitle, openset, reason``). We shard with a seeded,
+per-epoch permutation split across ranks (what ``DistributedSampler`` does) rather than
+Ray Data's ``get_dataset_shard``: the store is random-access, the order is then a pure
+function of (seed, epoch, world size), and a resume can skip exactly the micro-batches
+already consumed — a streaming shard cannot replay its order after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from training.prompt import QUESTIONS, draw_task, encode_example, task_answer
+
+IGNORE_INDEX = -100
+
+
+class PromptDataset(torch.utils.data.Dataset):
+    """Wraps a feature dataset: item ``i`` of epoch ``e`` -> token ids, labels and features."""
+
+    def __init__(self, features, tokenizer, *, seed: int, visual: str = "face", max_tokens: int = 1024,
+                 description_prob: float = 0.5):
+        self.features = features
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.visual = visual
+        self.max_tokens = max_tokens
+        self.description_prob = description_prob
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.features[index]
+        reason = item.get("reason")
+        task = draw_task(self.seed, self.epoch, index, bool(reason), self.description_prob)
+        answer = task_answer(task, item.get("openset"), reason)
+        input_ids, labels = encode_example(
+            self.tokenizer, item.get("subtitle") or "", QUESTIONS[task], answer, self.visual, self.max_tokens
+        )
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "visual": torch.as_tensor(item["visual"], dtype=torch.float32),
+            "audio": torch.as_tensor(item["audio"], dtype=torch.float32),
+        }
+
+
+@dataclass
+class Collator:
+    """Right-pads a list of examples; pad id = EOS (DESIGN §5), labels -100 on padding."""
+
+    pad_id: int
+
+    def __call__(self, batch: Sequence[dict]) -> dict:
+        width = max(len(b["input_ids"]) for b in batch)
+        n = len(batch)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            k = len(b["input_ids"])
+            input_ids[i, :k] = b["input_ids"]
+            labels[i, :k] = b["labels"]
+            mask[i, :k] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "visual": torch.stack([b["visual"] for b in batch]),
+            "audio": torch.stack([b["audio"] for b in batch]),
+        }
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Rank ``rank``'s sample indices for ``epoch``: DistributedSampler's order with drop_last."""
+    g = torch.Generator()
+    g.manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    usable = n - n % world
+    return perm[:usable][rank::world]
+
+
+class SyntheticFeatures(torch.utils.data.Dataset):
+    """In-memory feature items whose emotion is recoverable from both streams (tests, benches).
+
+    Each class has a fixed random direction in the visual and the audio space; a sample is
+    that direction plus noise, so a model can learn the class from the features alone (the
+    subtitle says nothing about it).
+    """
+
+    EMOTIONS = ("happy", "sad", "angry", "worried", "surprise", "neutral")
+
+    def __init__(self, n: int, visual_dim: int = 768, audio_dim: int = 64, seed: int = 0, noise: float = 0.3,
+                 reason_every: int = 2, frames: int = 8):
+        g = torch.Generator().manual_seed(seed)
+        k = len(self.EMOTIONS)
+        vis_dir = torch.randn(k, visual_dim, generator=g)
+        aud_dir = torch.randn(k, audio_dim, generator=g)
+        self.items = []
+        for i in range(n):
+            c = i % k
+            emo = self.EMOTIONS[c]
+            self.items.append({
+                "name": f"synth_{i:05d}",
+                "visual": vis_dir[c] + noise * torch.randn(frames, visual_dim, generator=g),
+                "audio": aud_dir[c] + noise * torch.randn(frames, audio_dim, generator=g),
+                "subtitle": "What are you talking about? I never said that.",
+                "openset": [] if emo == "neutral" else [emo],
+                "reason": (f"In the text, the speaker is calm; the face and voice suggest {emo}."
+                           if reason_every and i % reason_every == 0 else None),
+                "label": emo,
+            })
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def load_features(store: str, corpus: str | None, visual: str = "face"):
+    """The store reader joined with the corpus' track2/track3 labels (``features.reader``)."""
+    from affectflow.cli import UserError
+
+    try:
+        from features.reader import FeatureDataset, read_corpus_labels
+    except ImportError as exc:  # the reader lands with the preprocessing issue
+        raise UserError(f"cannot read the feature store {store!r}: features.reader is not available ({exc})")
+    labels = read_corpus_labels(corpus) if corpus else None
+    return FeatureDataset(store, labels=labels, visual=visual)
