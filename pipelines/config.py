@@ -1,4 +1,4 @@
-"""Preprocessing section of the run config (DESIGN §4)."""
+"""Preprocessing section of the run config (DESIGN §4, §10)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,27 @@ class PreprocessConfig:
     sample_rate: int = 16000
     num_clips: int = 8
     clip_seconds: float = 2.0
+    # Samples per batch; each batch becomes one store part.
     batch_size: int = 8
     max_failure_rate: float = 0.01
+    # Checkpoints: empty means {--models or paths.models}/clip, /hubert, /whisper.
+    clip_model: str = ""
+    hubert_model: str = ""
+    whisper_model: str = ""
+    pyfeat_model: str = ""
+    # Transcribe samples without a subtitle with the local Whisper checkpoint.
+    asr: bool = False
+    # Encoders: "auto" = CUDA in fp16 when present, else CPU in fp32.
+    device: str = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls (DESIGN §10).
+    decode_actors: int = 2
+    decode_cpus: float = 0.5
+    encoder_actors: int = 1
+    encoder_cpus: float = 0.4
+    encoder_gpus: float = 0.0
+    writer_cpus: float = 0.1
+    torch_threads: int = 1
 
     def validate(self) -> None:
         if self.num_frames < 1:
@@ -25,7 +44,19 @@ class PreprocessConfig:
             raise ValueError(f"image_size must be >= 1, got {self.image_size}")
         if self.sample_rate < 1000:
             raise ValueError(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
+        if self.num_clips < 2:
+            raise ValueError(f"num_clips must be >= 2, got {self.num_clips}")
+        if self.clip_seconds <= 0:
+            raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
             raise ValueError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
+        for key in ("decode_actors", "encoder_actors", "torch_threads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("decode_cpus", "encoder_cpus", "writer_cpus", "encoder_gpus"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")

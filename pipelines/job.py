@@ -1,0 +1,276 @@
+"""The preprocessing job: manifest -> decode -> CLIP -> HuBERT [-> ASR] -> feature store, one Ray Data stream.
+
+This is the only module that turns stages into ``map_batches`` calls. Resume: the specs of
+this run are computed up front, `FeatureStore.pending` drops samples already stored (or
+failed, unless ``retry_failed``), and each written batch is one part that becomes visible
+only when complete, so a killed run loses at most its in-flight batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from pipelines.errors import error_kind
+
+
+@dataclass
+class PreprocessSummary:
+    """What one run did: counts, failures by kind (with one example each), speed."""
+
+    store: str
+    total: int = 0  # manifest rows considered (after --limit)
+    skipped: int = 0  # already in the store (done, or failed without --retry-failed)
+    ok: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+    face_fallback: int = 0  # frames where the face detector found nothing and the frame was used
+    seconds: float = 0.0
+    specs: list[str] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.processed if self.processed else 0.0
+
+    @property
+    def videos_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"store: {self.store}",
+            f"specs: {', '.join(self.specs) or '-'}",
+            f"samples: {self.total} in manifest, {self.skipped} already stored (skipped), {self.processed} processed",
+            f"ok: {self.ok}",
+            f"failed: {self.failed} ({100 * self.failure_rate:.2f}%)",
+        ]
+        for kind, count in sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {kind}: {count}   e.g. {self.examples.get(kind, '')[:160]}")
+        if self.face_fallback:
+            lines.append(f"face fallback (no face found, whole frame used): {self.face_fallback} frames")
+        lines.append(f"time: {self.seconds:.1f}s, {self.videos_per_s:.2f} videos/s")
+        return "\n".join(lines)
+
+
+class WriteStage:
+    """Writes each batch as one store part; returns the summary columns (name, status, error, face_fallback)."""
+
+    def __init__(self, store: str, specs_json: Sequence[str], storage_options: dict | None = None):
+        from features.spec import EncoderSpec
+        from features.store import FeatureStore
+
+        self.store = FeatureStore(store, storage_options)
+        self.specs = [EncoderSpec.from_json(s) for s in specs_json]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = {"name", "subtitle", "status", "error", *(s.modality for s in self.specs)}
+        summary = self.store.write_part(self.specs, {k: v for k, v in batch.items() if k in keep})
+        return {**{k: np.asarray(v, dtype=object) for k, v in summary.items()},
+                "face_fallback": np.asarray(batch.get("face_fallback", np.zeros(len(batch["name"]))), np.int32)}
+
+
+@dataclass
+class Plan:
+    """Resolved inputs of a run: checkpoints, the specs to write and the stage settings."""
+
+    clip: Path
+    hubert: Path
+    whisper: Path | None
+    specs: list  # EncoderSpec, one per modality this run writes
+    cfg: Any  # PreprocessConfig
+
+
+def _user_error(msg: str) -> Exception:
+    from affectflow.cli import UserError
+
+    return UserError(msg)
+
+
+def plan(cfg, models: str | Path | None = None) -> Plan:
+    """Resolve checkpoints (``--models`` or ``paths.models``) and build the encoder specs."""
+    from pipelines.encoders import clip_specs, hubert_spec
+
+    p = cfg.preprocess
+    root = Path(models or cfg.paths.models)
+    dirs = {}
+    for key, explicit in (("clip", p.clip_model), ("hubert", p.hubert_model)):
+        d = Path(explicit) if explicit else root / key
+        if not (d / "config.json").is_file():
+            raise _user_error(f"{key} checkpoint not found: {d} has no config.json "
+                              f"(pass --models DIR holding clip/ and hubert/, or --set preprocess.{key}_model=PATH)")
+        dirs[key] = d
+    whisper = None
+    if p.asr:
+        whisper = Path(p.whisper_model) if p.whisper_model else root / "whisper"
+        if not (whisper / "config.json").is_file():
+            raise _user_error(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
+                              "(--set preprocess.whisper_model=PATH)")
+    if p.faces == "pyfeat" and not p.pyfeat_model:
+        raise _user_error("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
+    dtype = "float32" if cfg.store.dtype == "float32" else "float16"
+    frame, face = clip_specs(dirs["clip"], p.faces, p.num_frames, p.image_size, dtype)
+    audio = hubert_spec(dirs["hubert"], p.sample_rate, p.num_clips, p.clip_seconds, dtype)
+    return Plan(dirs["clip"], dirs["hubert"], whisper, [frame, face, audio], p)
+
+
+def decode_kwargs(p) -> dict[str, Any]:
+    """`DecodeStage` arguments from a `PreprocessConfig`."""
+    return dict(faces=p.faces, num_frames=p.num_frames, image_size=p.image_size, sample_rate=p.sample_rate,
+                num_clips=p.num_clips, clip_seconds=p.clip_seconds, pyfeat_model=p.pyfeat_model or None,
+                asr=p.asr)
+
+
+def init_ray(cfg) -> None:
+    """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": True}
+    if address == "local" and cfg.ray.num_cpus:
+        kwargs["num_cpus"] = cfg.ray.num_cpus
+    ray.init(**kwargs)
+
+
+def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None):
+    """Chain the stages as Ray Data operators: decode (CPU actors) -> CLIP -> HuBERT [-> Whisper] -> write."""
+    from ray.data import ActorPoolStrategy
+
+    from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
+    from pipelines.stages import DecodeStage
+
+    p = plan_.cfg
+    modalities = {s.modality for s in plan_.specs}
+    enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
+    enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
+    ds = source.map_batches(
+        DecodeStage, fn_constructor_kwargs=decode_kwargs(p), batch_size=p.batch_size,
+        compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus,
+    )
+    if modalities & {"frame", "face"}:
+        ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc,
+                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
+    if "audio" in modalities:
+        ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
+                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
+    if plan_.whisper is not None:
+        ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
+                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), **enc_res)
+    return ds.map_batches(
+        WriteStage, fn_constructor_args=(store, [s.to_json() for s in plan_.specs], storage_options),
+        batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,
+    )
+
+
+def _select_specs(fs, names: list[str], specs: list, retry_failed: bool) -> tuple[list, list[str]]:
+    """The specs with anything left to compute, and the names pending in any of them (in manifest order)."""
+    todo_specs, pending = [], set()
+    for spec in specs:
+        left = fs.pending(names, [spec], retry_failed=retry_failed)
+        if left:
+            todo_specs.append(spec)
+            pending.update(left)
+    return todo_specs, [n for n in names if n in pending]
+
+
+def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]]) -> None:
+    kinds: Counter = Counter()
+    for b in batches:
+        for status, error in zip(b["status"], b["error"]):
+            if status == "ok":
+                summary.ok += 1
+            else:
+                summary.failed += 1
+                kind = error_kind(str(error)) or "unknown"
+                kinds[kind] += 1
+                summary.examples.setdefault(kind, str(error))
+        summary.face_fallback += int(np.sum(b["face_fallback"]))
+    summary.failures = dict(kinds)
+
+
+def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None, models: str | Path | None = None,
+               faces: str | None = None, limit: int | None = None, cfg=None, retry_failed: bool = False,
+               storage_options: dict | None = None) -> PreprocessSummary:
+    """Preprocess ``corpus`` into the feature store at ``store``; resumable, per-sample failures recorded.
+
+    ``layout``/``faces`` override ``cfg.preprocess``; ``models`` holds ``clip/``, ``hubert/``
+    (and ``whisper/`` with ``preprocess.asr``). Joins or starts Ray (`init_ray`).
+    """
+    import ray
+
+    from affectflow.config import load_config
+    from features.store import FeatureStore
+    from pipelines.manifest import read_manifest, read_webdataset
+
+    cfg = cfg if cfg is not None else load_config()
+    p = cfg.preprocess
+    p = dataclasses.replace(p, layout=layout or p.layout, faces=faces or p.faces)
+    p.validate()
+    cfg = dataclasses.replace(cfg, preprocess=p)
+    plan_ = plan(cfg, models)
+    store = str(store)
+    fs = FeatureStore(store, storage_options)
+    summary = PreprocessSummary(store=store)
+    t0 = time.perf_counter()
+
+    if p.layout == "webdataset":
+        init_ray(cfg)
+        source = read_webdataset(corpus, storage_options)
+        if limit is not None:
+            source = source.limit(limit)
+        # Names are known only while streaming: skip stored ones in the stream.
+        skip = fs.done_names(plan_.specs)
+        if not retry_failed:
+            skip |= set(fs.failed(plan_.specs))
+        summary.total = -1
+        if skip:
+            source = source.filter(lambda row: row["name"] not in skip)
+        todo = plan_
+    else:
+        corpus_path = Path(corpus)
+        if not corpus_path.exists():
+            raise FileNotFoundError(f"corpus {corpus_path} does not exist")
+        rows = read_manifest(corpus_path, p.layout)[: limit if limit is not None else None]
+        # Two rows with one name (e.g. a bad CSV row and the real video) cannot share a part.
+        seen: set[str] = set()
+        unique = []
+        for r in rows:
+            if r.name not in seen:
+                seen.add(r.name)
+                unique.append(r)
+        rows = unique
+        summary.total = len(rows)
+        names = [r.name for r in rows]
+        specs, pending = _select_specs(fs, names, plan_.specs, retry_failed)
+        summary.skipped = len(rows) - len(pending)
+        summary.specs = [s.label() for s in specs]
+        if not pending:
+            summary.seconds = time.perf_counter() - t0
+            return summary
+        todo = dataclasses.replace(plan_, specs=specs)
+        keep = set(pending)
+        items = [r.to_dict() for r in rows if r.name in keep]
+        init_ray(cfg)
+        blocks = max(1, min(len(items) // p.batch_size, 2000))
+        source = ray.data.from_items(items, override_num_blocks=blocks)
+    summary.specs = [s.label() for s in todo.specs]
+    ds = build_dataset(source, todo, store, storage_options)
+    _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"))
+    if summary.total < 0:
+        summary.total = summary.processed + len(skip)
+        summary.skipped = len(skip)
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,260 @@
+"""Manifest readers: a corpus on disk -> one `ManifestRow` per sample (DESIGN §3, issue 3 part 1).
+
+Three layouts: the MER2025 root (`read_mer2025`), a plain folder of videos with an optional
+subtitle CSV (`read_folder`), and WebDataset tar shards (`read_webdataset`, a Ray dataset).
+Readers never raise on a bad row: a bad name, a missing file or a non-UTF-8 subtitle becomes
+a row whose ``error`` names the file, so the job records it as a failed sample and goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from pipelines.labels import parse_openset
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
+SUBTITLE_CSV = "subtitle_chieng.csv"
+# Label tables of MER-Caption+ and OV-MERD (DESIGN §3): (openset csv, reason csv).
+LABEL_CSVS = (
+    ("track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"),
+    ("track2_train_ovmerd.csv", "track3_train_ovmerd.csv"),
+)
+# Column holding the subtitle text, in order of preference.
+SUBTITLE_COLUMNS = ("english", "subtitle", "text", "transcript")
+
+
+@dataclass
+class ManifestRow:
+    """One sample to preprocess: media paths ("" when absent), subtitle, labels, and why it is bad."""
+
+    name: str
+    video: str = ""
+    audio: str = ""
+    face: str = ""
+    subtitle: str = ""
+    openset: list[str] = field(default_factory=list)
+    reason: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def name_error(name: Any) -> str:
+    """Why ``name`` cannot be a sample name ("" when it can): names become file and key stems."""
+    if not isinstance(name, str) or not name.strip():
+        return f"manifest/bad-name: empty sample name {name!r}"
+    if "/" in name or "\\" in name or ".." in name or "\x00" in name or name != name.strip():
+        return f"manifest/bad-name: sample name {name!r} has a path separator, '..', NUL or outer spaces"
+    return ""
+
+
+def read_csv_rows(path: Path) -> list[tuple[int, dict[str, str], str]]:
+    """``(line, row, error)`` for each data row; a cell that is not UTF-8 gives that row an error.
+
+    Decoding with ``surrogateescape`` keeps one bad byte from costing the whole file: only the
+    rows holding it fail, and the message names the file and line.
+    """
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or "name" not in reader.fieldnames:
+        raise ValueError(f"{path}: expected a header row with a 'name' column, got {reader.fieldnames}")
+    out = []
+    for row in reader:
+        line = reader.line_num
+        bad = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
+        error = f"subtitle/not-utf8: {path} line {line}: column(s) {bad} are not valid UTF-8" if bad else ""
+        clean = {k: (v if isinstance(v, str) else "") for k, v in row.items() if k is not None}
+        if bad:
+            clean = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in clean.items()}
+        out.append((line, clean, error))
+    return out
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _subtitle_of(row: dict[str, str]) -> str:
+    for col in SUBTITLE_COLUMNS:
+        if row.get(col):
+            return row[col].strip()
+    return ""
+
+
+def _label_tables(root: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    openset: dict[str, list[str]] = {}
+    reason: dict[str, str] = {}
+    for track2, track3 in LABEL_CSVS:
+        if (root / track2).is_file():
+            for _, row, _err in read_csv_rows(root / track2):
+                openset.setdefault(row["name"], parse_openset(row.get("openset", "")))
+        if (root / track3).is_file():
+            for _, row, _err in read_csv_rows(root / track3):
+                reason.setdefault(row["name"], row.get("reason", ""))
+    return openset, reason
+
+
+def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV) -> list[ManifestRow]:
+    """Rows for every name in the subtitle CSV or the ``video/`` folder, sorted by name.
+
+    Paths follow DESIGN §3: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
+    back to the video's audio track), ``openface_face/{name}/{name}.npy``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus root {root} is not a directory")
+    video_dir = root / "video"
+    if not video_dir.is_dir() and not (root / subtitle_csv).is_file():
+        raise FileNotFoundError(f"{root} has neither video/ nor {subtitle_csv}: not a MER2025 layout")
+    subtitles: dict[str, tuple[str, str]] = {}
+    bad_rows: list[ManifestRow] = []
+    if (root / subtitle_csv).is_file():
+        for line, row, err in read_csv_rows(root / subtitle_csv):
+            name = row.get("name", "")
+            bad = name_error(name)
+            if bad:
+                bad_rows.append(ManifestRow(name=str(name), error=f"{bad} ({root / subtitle_csv} line {line})"))
+                continue
+            subtitles.setdefault(name, (_subtitle_of(row), err))
+    names = set(subtitles)
+    if video_dir.is_dir():
+        names.update(p.stem for p in video_dir.glob("*.mp4"))
+    openset, reason = _label_tables(root)
+    rows = list(bad_rows)
+    for name in sorted(names):
+        subtitle, err = subtitles.get(name, ("", ""))
+        video = video_dir / f"{name}.mp4"
+        wav = root / "audio" / f"{name}.wav"
+        face = root / "openface_face" / name / f"{name}.npy"
+        if not err and not video.is_file():
+            err = f"manifest/missing-file: {subtitle_csv} names {name!r} but {video} does not exist"
+        rows.append(ManifestRow(
+            name=name, video=str(video), audio=str(wav) if wav.exists() else "", face=str(face),
+            subtitle=subtitle, openset=openset.get(name, []), reason=reason.get(name, ""), error=err,
+        ))
+    return rows
+
+
+def read_folder(root: str | Path, subtitles: str | Path | None = None,
+                extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[ManifestRow]:
+    """Rows for every video under ``root`` (recursive; name = file stem) plus an optional subtitle CSV.
+
+    The CSV needs ``name`` and one of ``english``/``subtitle``/``text``/``transcript``; a row
+    naming a video that is not there is a failed row. A ``subtitles.csv`` in ``root`` is picked up.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder {root} is not a directory")
+    exts = {e.lower() for e in extensions}
+    videos: dict[str, Path] = {}
+    rows: list[ManifestRow] = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()):
+        if path.stem in videos:
+            rows.append(ManifestRow(name=path.stem, video=str(path),
+                                    error=f"manifest/duplicate-name: {path} and {videos[path.stem]} share the name"))
+            continue
+        videos[path.stem] = path
+    if subtitles is None and (root / "subtitles.csv").is_file():
+        subtitles = root / "subtitles.csv"
+    texts: dict[str, tuple[str, str]] = {}
+    if subtitles is not None:
+        csv_path = Path(subtitles)
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"subtitle CSV {csv_path} does not exist")
+        for line, row, err in read_csv_rows(csv_path):
+            name = row.get("name", "")
+            bad = name_error(name)
+            if bad:
+                rows.append(ManifestRow(name=str(name), error=f"{bad} ({csv_path} line {line})"))
+            elif name not in videos:
+                rows.append(ManifestRow(name=name, error=(
+                    f"manifest/missing-file: {csv_path} line {line} names {name!r} but no video "
+                    f"{'|'.join(sorted(exts))} with that stem exists under {root}")))
+            else:
+                texts.setdefault(name, (_subtitle_of(row), err))
+    for name, path in sorted(videos.items()):
+        subtitle, err = texts.get(name, ("", ""))
+        rows.append(ManifestRow(name=name, video=str(path), subtitle=subtitle,
+                                error=err or name_error(name)))
+    return rows
+
+
+def read_manifest(corpus: str | Path, layout: str) -> list[ManifestRow]:
+    """The rows of a corpus on a local path, by layout (``mer2025`` or ``folder``)."""
+    if layout == "mer2025":
+        return read_mer2025(corpus)
+    if layout == "folder":
+        return read_folder(corpus)
+    raise ValueError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
+
+
+def webdataset_paths(corpus: str | Path) -> list[str]:
+    """The ``.tar`` shards of a WebDataset corpus: a directory of shards, one shard, or a list file."""
+    text = str(corpus)
+    if "://" in text:  # object storage: Ray's reader lists the prefix itself
+        return [text]
+    path = Path(text)
+    if path.is_dir():
+        shards = sorted(str(p) for p in path.rglob("*.tar"))
+        if not shards:
+            raise FileNotFoundError(f"no .tar shards under {path}")
+        return shards
+    if path.is_file():
+        return [str(path)]
+    raise FileNotFoundError(f"WebDataset corpus {path} does not exist")
+
+
+def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
+    """A WebDataset sample (``__key__``, ``mp4``/``avi``/…, ``wav``, ``json``) -> manifest columns + media bytes."""
+    import json
+
+    name = str(sample.get("__key__", "")).rsplit("/", 1)[-1]
+    video_bytes, video_ext = b"", ""
+    for ext in ("mp4", "avi", "mkv", "webm"):
+        if sample.get(ext) is not None:
+            video_bytes, video_ext = bytes(sample[ext]), ext
+            break
+    meta = sample.get("json")
+    error = name_error(name)
+    if isinstance(meta, (bytes, bytearray)):
+        try:
+            meta = json.loads(meta.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            error = error or f"subtitle/not-utf8: shard member {name}.json is not UTF-8 JSON ({exc})"
+            meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    if not error and not video_bytes:
+        error = f"manifest/missing-file: shard sample {name!r} has no .mp4/.avi/.mkv/.webm member"
+    return {
+        **ManifestRow(
+            name=name, video=f"{name}.{video_ext}" if video_ext else "",
+            audio=f"{name}.wav" if sample.get("wav") is not None else "",
+            subtitle=str(meta.get("subtitle") or meta.get("english") or ""),
+            openset=parse_openset(meta.get("openset", "")), reason=str(meta.get("reason", "")),
+            error=error,
+        ).to_dict(),
+        "video_bytes": video_bytes,
+        "audio_bytes": bytes(sample["wav"]) if sample.get("wav") is not None else b"",
+    }
+
+
+def read_webdataset(corpus: str | Path, storage_options: dict | None = None):
+    """A Ray dataset of manifest rows (plus ``video_bytes``/``audio_bytes``) from WebDataset shards."""
+    import ray.data
+
+    paths = webdataset_paths(corpus)
+    filesystem = None
+    if storage_options and "://" in str(corpus):
+        import fsspec
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fs, _ = fsspec.core.url_to_fs(str(corpus), **storage_options)
+        filesystem = PyFileSystem(FSSpecHandler(fs))
+    # decoder=False: media stays bytes; the frame/audio stages decode it like files.
+    ds = ray.data.read_webdataset(paths, filesystem=filesystem, decoder=False)
+    return ds.map(webdataset_row)

@@ -1,0 +1,166 @@
+"""CPU stages: manifest row -> decoded sample (frames, faces, audio clips, subtitle), bad input recorded as data.
+
+Each stage is a small callable class over the pure functions of `frames`, `faces` and
+`audio`; `DecodeStage` runs them over a batch of manifest rows and never raises: a
+`SampleError` (or anything unexpected) becomes ``status="failed"`` with an ``error`` naming
+the file. `job.py` is the only place that turns these into Ray ``map_batches`` calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.audio import clip_audio, load_video_audio, load_wav, warm_librosa
+from pipelines.errors import SampleError
+from pipelines.faces import HaarFaces, PyFeatFaces, detect_faces, load_face_stack, sample_faces
+from pipelines.frames import decode_frames
+
+OK, FAILED = "ok", "failed"
+
+
+@dataclass
+class DecodedSample:
+    """One sample after the CPU stages; the arrays are zeros when ``status`` is ``failed``."""
+
+    name: str
+    subtitle: str
+    status: str
+    error: str
+    frames: np.ndarray  # uint8 [8, 224, 224, 3] RGB
+    faces: np.ndarray  # uint8 [8, 224, 224, 3] BGR (DESIGN §3)
+    clips: np.ndarray  # float32 [8, 32000] at 16 kHz
+    face_fallback: int = 0  # frames where no face was found and the whole frame was used
+    waveform: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # for ASR only
+
+
+def _source(row: dict[str, Any], kind: str) -> tuple[Any, str]:
+    """(path or bytes, label for messages) of the ``video``/``audio`` of a row."""
+    data = row.get(f"{kind}_bytes")
+    label = row.get(kind) or ""
+    if data is not None and len(data) > 0:
+        return bytes(data), f"{label} (in shard)"
+    return label, label
+
+
+class FrameStage:
+    """8 RGB frames at the DESIGN §4 indices, decoded at ``size``² with decord."""
+
+    def __init__(self, num_frames: int = 8, size: int = 224):
+        self.num_frames, self.size = num_frames, size
+
+    def __call__(self, row: dict[str, Any]) -> np.ndarray:
+        source, label = _source(row, "video")
+        if not label:
+            raise SampleError("video/missing", f"sample {row['name']!r} has no video")
+        return decode_frames(source, self.num_frames, self.size, label=label)
+
+
+class FaceStage:
+    """Face crops by backend: ``openface`` npy (BGR as stored), ``opencv`` Haar cascade or ``pyfeat``."""
+
+    def __init__(self, backend: str = "openface", num_frames: int = 8, size: int = 224,
+                 pyfeat_model: str | None = None):
+        self.backend, self.num_frames, self.size = backend, num_frames, size
+        self.detector = None
+        if backend == "opencv":
+            self.detector = HaarFaces()
+        elif backend == "pyfeat":
+            self.detector = PyFeatFaces(pyfeat_model)
+        elif backend != "openface":
+            raise ValueError(f"faces backend {backend!r} is not one of openface, opencv, pyfeat")
+
+    def __call__(self, row: dict[str, Any], frames: np.ndarray) -> tuple[np.ndarray, int]:
+        if self.backend == "openface":
+            if not row.get("face"):
+                raise SampleError("face/missing", f"sample {row['name']!r} has no OpenFace npy")
+            return sample_faces(load_face_stack(row["face"]), self.num_frames, self.size), 0
+        return detect_faces(frames, self.detector, self.size)
+
+
+class AudioStage:
+    """16 kHz mono from the wav when present, else from the video's track, cut into 8 clips of 2 s."""
+
+    def __init__(self, sample_rate: int = 16000, num_clips: int = 8, clip_seconds: float = 2.0,
+                 keep_waveform_s: float = 0.0):
+        self.sr, self.num_clips, self.seconds = sample_rate, num_clips, clip_seconds
+        self.keep = int(keep_waveform_s * sample_rate)
+        warm_librosa()
+
+    def __call__(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        wav, wav_label = _source(row, "audio")
+        if wav_label:
+            y = load_wav(wav, self.sr, label=wav_label)
+        else:
+            video, video_label = _source(row, "video")
+            y = load_video_audio(video, self.sr, label=video_label)
+        waveform = y[: self.keep] if self.keep else np.zeros(0, np.float32)
+        return clip_audio(y, self.sr, self.num_clips, self.seconds), waveform
+
+
+def clean_subtitle(text: Any) -> str:
+    """The subtitle as stored: a string with outer whitespace stripped (NaN/None -> "")."""
+    if text is None or (isinstance(text, float) and text != text):
+        return ""
+    return str(text).strip()
+
+
+class DecodeStage:
+    """Batch of manifest rows -> batch of decoded samples (columns of `DecodedSample`); never raises."""
+
+    def __init__(self, faces: str = "openface", num_frames: int = 8, image_size: int = 224,
+                 sample_rate: int = 16000, num_clips: int = 8, clip_seconds: float = 2.0,
+                 pyfeat_model: str | None = None, asr: bool = False, asr_seconds: float = 30.0):
+        self.frames = FrameStage(num_frames, image_size)
+        self.faces = FaceStage(faces, num_frames, image_size, pyfeat_model)
+        self.audio = AudioStage(sample_rate, num_clips, clip_seconds, asr_seconds if asr else 0.0)
+        self.shapes = {
+            "frames": (num_frames, image_size, image_size, 3),
+            "clips": (num_clips, int(round(sample_rate * clip_seconds))),
+        }
+        self.asr = asr
+
+    def decode(self, row: dict[str, Any]) -> DecodedSample:
+        """One row -> one `DecodedSample`; bad input gives ``status="failed"`` and zero arrays."""
+        name = str(row.get("name", ""))
+        subtitle = clean_subtitle(row.get("subtitle"))
+        zeros = DecodedSample(name, subtitle, FAILED, "", np.zeros(self.shapes["frames"], np.uint8),
+                              np.zeros(self.shapes["frames"], np.uint8), np.zeros(self.shapes["clips"], np.float32))
+        if row.get("error"):
+            zeros.error = str(row["error"])
+            return zeros
+        try:
+            frames = self.frames(row)
+            faces, fallback = self.faces(row, frames)
+            clips, waveform = self.audio(row)
+        except SampleError as exc:
+            zeros.error = exc.record()
+            return zeros
+        except Exception as exc:  # a decoder bug must not take down the job: record it like bad input
+            zeros.error = f"internal/{type(exc).__name__}: sample {name!r}: {str(exc)[:300]}"
+            return zeros
+        return DecodedSample(name, subtitle, OK, "", frames, faces, clips, fallback, waveform)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["name"])
+        rows = [{k: v[i] for k, v in batch.items()} for i in range(n)]
+        return stack_samples([self.decode(r) for r in rows], with_waveform=self.asr)
+
+
+def stack_samples(samples: list[DecodedSample], with_waveform: bool = False) -> dict[str, np.ndarray]:
+    """Decoded samples -> one columnar batch (what Ray Data passes between stages)."""
+    out = {
+        "name": np.array([s.name for s in samples], dtype=object),
+        "subtitle": np.array([s.subtitle for s in samples], dtype=object),
+        "status": np.array([s.status for s in samples], dtype=object),
+        "error": np.array([s.error for s in samples], dtype=object),
+        "frames": np.stack([s.frames for s in samples]),
+        "faces": np.stack([s.faces for s in samples]),
+        "clips": np.stack([s.clips for s in samples]),
+        "face_fallback": np.array([s.face_fallback for s in samples], dtype=np.int32),
+    }
+    if with_waveform:
+        out["waveform"] = np.array([s.waveform for s in samples] + [None], dtype=object)[:-1]
+    return out
