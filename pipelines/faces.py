@@ -70,12 +70,28 @@ def crop_to(frame: np.ndarray, box: tuple[int, int, int, int] | None, size: int)
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def haar_available() -> str:
+    """"" when this OpenCV has the bundled Haar cascades, else why not (OpenCV 5 moved them out)."""
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier"):
+        return (f"OpenCV {cv2.__version__} has no CascadeClassifier (OpenCV 5 dropped the Haar cascades "
+                "from the main package): install opencv-python-headless<5 for faces=opencv")
+    path = Path(getattr(cv2, "data", None).haarcascades if hasattr(cv2, "data") else "")
+    if not (path / "haarcascade_frontalface_default.xml").is_file():
+        return f"OpenCV's Haar cascade file is missing under {path}"
+    return ""
+
+
 class HaarFaces:
     """OpenCV's bundled frontal-face Haar cascade (works offline); largest face per frame."""
 
     def __init__(self, min_size: int = 24):
         import cv2
 
+        why = haar_available()
+        if why:
+            raise RuntimeError(why)
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():

@@ -117,6 +117,11 @@ def plan(cfg, models: str | Path | None = None) -> Plan:
         if not (whisper / "config.json").is_file():
             raise _user_error(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
                               "(--set preprocess.whisper_model=PATH)")
+    if p.faces == "opencv":
+        from pipelines.faces import haar_available
+
+        if haar_available():
+            raise _user_error(f"faces=opencv: {haar_available()}")
     if p.faces == "pyfeat" and not p.pyfeat_model:
         raise _user_error("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
     dtype = "float32" if cfg.store.dtype == "float32" else "float16"

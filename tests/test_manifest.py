@@ -1,0 +1,85 @@
+"""The three manifest readers: MER2025 layout, a plain folder of videos, WebDataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+
+import pytest
+
+from pipelines.manifest import name_error, read_folder, read_mer2025, read_webdataset
+from tests.fixtures_pipeline import bad_corpus  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", " x", "x\x00"])
+def test_bad_names(name):
+    assert name_error(name).startswith("manifest/bad-name")
+
+
+def test_good_names():
+    assert name_error("sample_00000001") == "" and name_error("Ses05F_impro01_F000") == ""
+
+
+def test_mer2025_rows(synth_corpus):
+    rows = read_mer2025(synth_corpus)
+    assert len(rows) == 24 and [r.name for r in rows] == sorted(r.name for r in rows)
+    for r in rows:
+        assert not r.error and r.subtitle and r.reason.startswith("In the text")
+        assert r.video.endswith(f"video/{r.name}.mp4") and r.audio.endswith(f"audio/{r.name}.wav")
+        assert r.face.endswith(f"openface_face/{r.name}/{r.name}.npy")
+        assert all(w == w.lower() for w in r.openset)
+
+
+def test_mer2025_bad_rows_name_the_file(bad_corpus):
+    rows = {r.name: r for r in read_mer2025(bad_corpus)}
+    assert rows["../evil"].error.startswith("manifest/bad-name") and "subtitle_chieng.csv line" in rows["../evil"].error
+    assert rows["bad_missing"].error.startswith("manifest/missing-file") and "bad_missing.mp4" in rows["bad_missing"].error
+    assert rows["bad_utf8"].error.startswith("subtitle/not-utf8") and "subtitle_chieng.csv" in rows["bad_utf8"].error
+    assert rows["good_nowav"].audio == "" and not rows["good_nowav"].error
+    assert not rows["good_0"].error and rows["good_0"].openset
+
+
+def test_folder_rows(tmp_path, synth_corpus):
+    root = tmp_path / "clips"
+    (root / "nested").mkdir(parents=True)
+    shutil.copy(synth_corpus / "video" / "sample_00000000.mp4", root / "a.mp4")
+    shutil.copy(synth_corpus / "video" / "sample_00000001.mp4", root / "nested" / "b.mkv")
+    (root / "notes.txt").write_text("not a video")
+    (root / "subtitles.csv").write_text("name,english\na,hello there\nghost,never seen\n")
+    rows = {r.name: r for r in read_folder(root)}
+    assert set(rows) == {"a", "b", "ghost"}
+    assert rows["a"].subtitle == "hello there" and rows["b"].subtitle == "" and rows["b"].video.endswith("b.mkv")
+    assert rows["ghost"].error.startswith("manifest/missing-file") and "subtitles.csv" in rows["ghost"].error
+
+
+def write_shards(out, corpus, names, per_shard=2):
+    """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.json`` (subtitle, labels)."""
+    import pandas as pd
+
+    subs = pd.read_csv(corpus / "subtitle_chieng.csv").set_index("name")["english"]
+    out.mkdir(parents=True, exist_ok=True)
+    for s in range(0, len(names), per_shard):
+        with tarfile.open(out / f"shard-{s // per_shard:05d}.tar", "w") as tar:
+            for name in names[s:s + per_shard]:
+                members = {
+                    "mp4": (corpus / "video" / f"{name}.mp4").read_bytes(),
+                    "wav": (corpus / "audio" / f"{name}.wav").read_bytes(),
+                    "json": json.dumps({"subtitle": subs[name], "openset": "[Happy]"}).encode(),
+                }
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"{name}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def test_webdataset_rows(tmp_path, ray_session, synth_corpus):
+    names = [f"sample_{i:08d}" for i in range(3)]
+    shards = write_shards(tmp_path / "shards", synth_corpus, names)
+    rows = {r["name"]: r for r in read_webdataset(shards).take_all()}
+    assert set(rows) == set(names)
+    r = rows[names[0]]
+    assert bytes(r["video_bytes"]) == (synth_corpus / "video" / f"{names[0]}.mp4").read_bytes()
+    assert len(r["audio_bytes"]) > 0 and r["subtitle"] and list(r["openset"]) == ["happy"] and not r["error"]
