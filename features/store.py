@@ -28,6 +28,7 @@ import fsspec
 import numpy as np
 import zarr
 import zarr.codecs
+import zarr.errors
 from fsspec.implementations.local import LocalFileSystem
 
 from features.spec import MODALITIES, EncoderSpec
@@ -194,7 +195,11 @@ class FeatureStore:
         meta = self._read_json(f"{key}/zarr.json" if key else "zarr.json")
         have = (meta or {}).get("attributes", {})
         if meta is None or any(have.get(k) != v for k, v in attrs.items()):
-            group = zarr.open_group(self.zstore, path=key, mode="a")
+            try:
+                group = zarr.open_group(self.zstore, path=key, mode="a")
+            except zarr.errors.ContainsGroupError:  # another writer created it between our check and create
+                group = zarr.open_group(self.zstore, path=key, mode="r+")
+            # Every writer of this group writes the same attrs, so the last write is right whoever wins.
             group.attrs.update(attrs)
         self._ensured.add(key)
 

@@ -243,3 +243,20 @@ def test_inspect_and_cli(tmp_path, capsys):
     assert "3 ok, 1 failed" in text and FACE.spec_id() in text and "clip:tiny" in text and "decode: 1" in text
     assert main(["store", "inspect", str(tmp_path / "nowhere")]) == 2
     assert "not a feature store" in capsys.readouterr().err
+
+
+def test_s3_store(s3_server):
+    """The same protocol through s3fs against a local S3 (moto): listing must see other writers' parts."""
+    import s3fs
+
+    opts = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
+    s3fs.S3FileSystem(**opts).mkdir("feature-bucket")
+    path = "s3://feature-bucket/store.zarr"
+    writer, reader = FeatureStore(path, opts), FeatureStore(path, opts)
+    writer.write_part([FACE, AUDIO], make_batch(["a", "b", "c"], failed={"b"}))
+    assert reader.done_names([FACE, AUDIO]) == {"a", "c"}
+    writer.write_part([FACE, AUDIO], make_batch(["b", "d"]))
+    got = reader.read(["face", "audio"], dtype=np.float32)
+    assert list(got["name"]) == ["a", "b", "c", "d"]
+    np.testing.assert_allclose(got["face"][3], features_of("d", FACE), atol=2e-3, rtol=1e-3)
+    assert reader.inspect()["samples"] == {"total": 4, "ok": 4, "failed": 0}
