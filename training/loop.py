@@ -1,0 +1,348 @@
+"""The training loop: DeepSpeed engine, optimizer, schedule, steps, checkpoints. No Ray here.
+
+:func:`run_loop` is what every data-parallel worker runs; ``training.trainer`` calls it
+inside a Ray Train worker and passes callbacks for reporting, and tests/benches call it in
+a plain process (:func:`init_single_process`). The process group must exist before the
+call (Ray Train creates it; :func:`init_single_process` does otherwise).
+
+Determinism: the sample order is a pure function of (seed, epoch, world size), the task draw
+of (seed, epoch, index), and the torch RNG (LoRA dropout) is re-seeded from (seed, step,
+rank, micro-step) before every micro-step, so a run resumed from a checkpoint replays the
+same computation as the uninterrupted one without saving any RNG state.
+
+Checkpoint layout (one folder per checkpoint)::
+
+    adapter/                 peft save_pretrained (adapter_config.json, adapter_model.safetensors)
+    fusion.safetensors       fusion + projectors (our names; RELEASED_NAMES maps them)
+    affectflow_model.json    ModelSpec: preset, dims, placeholders, LoRA shape, base LLM path
+    train_state.json         step, epoch, world size, ZeRO stage, last metrics
+    deepspeed/state/...      DeepSpeed optimizer/scheduler state (per-rank ZeRO shards)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.data import Collator, PromptDataset, epoch_order
+
+STATE_FILE = "train_state.json"
+DS_DIR = "deepspeed"
+DS_TAG = "state"
+
+
+@dataclass
+class LoopHooks:
+    """What the caller plugs in; every field is optional."""
+
+    # report(metrics, checkpoint_dir or None): called by every rank after each logged step/checkpoint.
+    report: Callable[[dict, str | None], None] | None = None
+    # log_metrics(metrics, step): rank 0 only (MLflow).
+    log_metrics: Callable[[dict, int], None] | None = None
+    # progress(total, initial) -> object with update(n) / set_postfix(dict) / close(); rank 0 only.
+    progress: Callable[[int, int], object] | None = None
+    # Where a rank writes the checkpoint folders it then reports.
+    checkpoint_root: str | None = None
+    # A checkpoint folder to resume from (None: start fresh).
+    resume_from: str | None = None
+    # rank 0 appends one JSON line per step here (local runs; MLflow holds them on a cluster).
+    metrics_path: str | None = None
+
+
+@dataclass
+class LoopResult:
+    step: int
+    epoch: int
+    history: list[dict] = field(default_factory=list)
+    last_checkpoint: str | None = None
+    resumed_from_step: int = 0
+
+
+def dist_info() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_single_process(backend: str = "gloo") -> None:
+    """A one-rank process group (gloo) for running the loop outside Ray."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(_free_port()))
+    dist.init_process_group(backend, rank=0, world_size=1)
+
+
+def shutdown_distributed(barrier: bool = True) -> None:
+    """Destroy the process group; without it rank 0 aborts at exit (DESIGN §10).
+
+    ``barrier=False`` after a failure: a peer may already be gone.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if barrier:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def _skip_cpu_shm_comm() -> None:
+    """Keep DeepSpeed on plain gloo on the CPU: its shared-memory comm op is JIT-compiled
+    (~30 s on a fresh machine) and buys nothing at our sizes."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on biases, norms and other 1-D parameters (DESIGN §6)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        ndim = len(getattr(p, "ds_shape", p.shape))
+        if ndim < 2 or name.endswith(".bias") or "norm" in name.lower():
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine to ``min_ratio`` at ``total``; (0, _, 1.0) is constant 1."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if min_ratio >= 1.0 or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(train_cfg, world: int, use_gpu: bool) -> dict:
+    """The DeepSpeed config: ZeRO stage, batch split, bf16 on GPU / fp32 on CPU, torch optimizer."""
+    accum = train_cfg.global_batch_size // (train_cfg.micro_batch_size * world)
+    cfg = {
+        "train_batch_size": train_cfg.global_batch_size,
+        "train_micro_batch_size_per_gpu": train_cfg.micro_batch_size,
+        "gradient_accumulation_steps": accum,
+        "zero_optimization": {"stage": train_cfg.zero_stage},
+        # A torch AdamW: DeepSpeed's own Adam compiles a fused op (~40 s) on first use.
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": bool(use_gpu)},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if train_cfg.grad_clip > 0:
+        cfg["gradient_clipping"] = train_cfg.grad_clip
+    if train_cfg.zero_stage == 3:
+        # Small trainable tensors stay whole so the tiny model does not drown in gathers.
+        cfg["zero_optimization"].update({"stage3_param_persistence_threshold": 0})
+    return cfg
+
+
+def steps_plan(n_samples: int, train_cfg, world: int) -> tuple[int, int, int]:
+    """(micro-steps per optimizer step, optimizer steps per epoch, total steps)."""
+    accum = train_cfg.global_batch_size // (train_cfg.micro_batch_size * world)
+    per_rank = (n_samples - n_samples % world) // world
+    natural = per_rank // (train_cfg.micro_batch_size * accum)
+    per_epoch = train_cfg.steps_per_epoch or natural
+    if per_epoch < 1:
+        raise ValueError(
+            f"{n_samples} samples are fewer than one global batch of {train_cfg.global_batch_size}"
+        )
+    return accum, per_epoch, per_epoch * train_cfg.epochs
+
+
+def rank_order(n: int, seed: int, epoch: int, rank: int, world: int, needed: int) -> list[int]:
+    """This rank's indices for ``epoch``; extra permutations are appended when an epoch is set
+    longer than one pass (``train.steps_per_epoch``)."""
+    order: list[int] = []
+    j = 0
+    while len(order) < needed:
+        order += epoch_order(n, seed, epoch * 100_003 + j, rank, world) if j else epoch_order(n, seed, epoch, rank, world)
+        j += 1
+    return order[:needed]
+
+
+def _micro_seed(seed: int, step: int, rank: int, micro: int) -> int:
+    return (seed * 1_000_003 + step * 10_007 + rank * 101 + micro) % (2**63 - 1)
+
+
+def gather_trainable(engine, model, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Full CPU copies of the trainable weights; under ZeRO-3 each is gathered first (else empty)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if zero_stage == 3:
+        import deepspeed
+
+        out = {}
+        for n, p in params:  # one at a time: never the whole model on one rank
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                out[n] = p.detach().to("cpu", dtype=torch.float32, copy=True)
+        return out
+    return {n: p.detach().to("cpu", dtype=torch.float32, copy=True) for n, p in params}
+
+
+def save_checkpoint(engine, model, folder: Path, state: dict, zero_stage: int, rank: int) -> Path:
+    """Every rank writes its DeepSpeed shard; rank 0 also the trainable weights and the state."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = gather_trainable(engine, model, zero_stage)
+    if rank == 0:
+        model.save_trainable(folder, state_dict=weights)
+    engine.save_checkpoint(str(folder / DS_DIR), tag=DS_TAG, client_state={"affectflow": state},
+                           exclude_frozen_parameters=True)
+    if rank == 0:
+        (folder / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def read_state(folder: str | Path) -> dict:
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None, *, use_gpu: bool = False,
+             build_model: Callable | None = None) -> LoopResult:
+    """Train on ``features`` (a map-style dataset of feature items) from ``cfg`` (a full Config).
+
+    Returns on every rank; rank 0's ``history`` holds the per-step metrics.
+    """
+    import deepspeed
+
+    from training.model import build_from_config
+
+    hooks = hooks or LoopHooks()
+    tc = cfg.train
+    if not use_gpu:
+        _skip_cpu_shm_comm()
+    rank, world = dist_info()
+    device = torch.device(f"cuda:{torch.cuda.current_device()}") if use_gpu else torch.device("cpu")
+
+    first = features[0]
+    visual_dim, audio_dim = int(first["visual"].shape[-1]), int(first["audio"].shape[-1])
+    if build_model is not None:
+        model = build_model(visual_dim, audio_dim)
+    else:
+        model = build_from_config(cfg.model, llm_path, visual_dim, audio_dim, seed=cfg.seed,
+                                  dtype=torch.bfloat16 if use_gpu else torch.float32)
+    model.to(device)
+    model.train()
+    tok = model.tokenizer
+    data = PromptDataset(features, tok, seed=cfg.seed, visual=cfg.model.visual_stream, max_tokens=tc.max_tokens,
+                         description_prob=tc.description_prob)
+    collate = Collator(pad_id=tok.eos_token_id)
+    accum, per_epoch, total = steps_plan(len(data), tc, world)
+
+    optimizer = torch.optim.AdamW(optimizer_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas),
+                                  eps=1e-8)
+
+    def scheduler(opt):
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, tc.warmup_steps, total, tc.min_lr_ratio))
+
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(tc, world, use_gpu), dist_init_required=False)
+
+    step, resumed_from = 0, 0
+    if hooks.resume_from:
+        state = read_state(hooks.resume_from)
+        if state.get("world") != world or state.get("zero_stage") != tc.zero_stage:
+            raise ValueError(
+                f"checkpoint {hooks.resume_from} was written by {state.get('world')} workers at ZeRO "
+                f"{state.get('zero_stage')}; resuming needs the same (got {world}, {tc.zero_stage})")
+        engine.load_checkpoint(str(Path(hooks.resume_from) / DS_DIR), tag=DS_TAG, load_module_strict=False,
+                               load_optimizer_states=True, load_lr_scheduler_states=True)
+        step = resumed_from = int(state["step"])
+
+    history: list[dict] = []
+    last_ckpt = None
+    bar = hooks.progress(total, step) if (hooks.progress and rank == 0) else None
+    metrics_file = open(hooks.metrics_path, "a", encoding="utf-8") if (hooks.metrics_path and rank == 0) else None
+
+    def checkpoint(metrics: dict) -> str | None:
+        nonlocal last_ckpt
+        if not hooks.checkpoint_root:
+            return None
+        state = {"step": step, "epoch": step // per_epoch, "world": world, "zero_stage": tc.zero_stage,
+                 "steps_per_epoch": per_epoch, "total_steps": total, "metrics": metrics}
+        folder = Path(hooks.checkpoint_root) / f"step_{step:08d}"
+        save_checkpoint(engine, model, folder, state, tc.zero_stage, rank)
+        last_ckpt = str(folder)
+        return last_ckpt
+
+    try:
+        while step < total:
+            epoch = step // per_epoch
+            data.set_epoch(epoch)
+            per_step = tc.micro_batch_size * accum
+            order = rank_order(len(data), cfg.seed, epoch, rank, world, per_epoch * per_step)
+            done = step - epoch * per_epoch
+            loader = torch.utils.data.DataLoader(data, batch_size=tc.micro_batch_size, sampler=order[done * per_step:],
+                                                 collate_fn=collate, drop_last=True, num_workers=0)
+            it = iter(loader)
+            while step < (epoch + 1) * per_epoch:
+                t0 = time.perf_counter()
+                lr = engine.get_lr()[0]
+                loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of micro losses, tokens]
+                for micro in range(accum):
+                    batch = {k: v.to(device) for k, v in next(it).items()}
+                    torch.manual_seed(_micro_seed(cfg.seed, step, rank, micro))
+                    out = engine(**batch)
+                    engine.backward(out.loss)
+                    engine.step()
+                    loss_sum[0] += float(out.loss.detach())
+                    loss_sum[1] += float(batch["attention_mask"].sum())
+                step += 1
+                if world > 1:
+                    torch.distributed.all_reduce(loss_sum)
+                dt = time.perf_counter() - t0
+                metrics = {"loss": float(loss_sum[0]) / (accum * world), "lr": float(lr),
+                           "tokens_per_s": float(loss_sum[1]) / dt, "samples_per_s": tc.global_batch_size / dt,
+                           "epoch": step / per_epoch, "step": step}
+                if rank == 0:
+                    history.append(metrics)
+                    if metrics_file:
+                        metrics_file.write(json.dumps(metrics) + "\n")
+                        metrics_file.flush()
+                    if hooks.log_metrics and (step % tc.log_every == 0 or step == total):
+                        hooks.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
+                    if bar is not None:
+                        bar.update(1)
+                        if hasattr(bar, "set_postfix"):
+                            bar.set_postfix({"loss": f"{metrics['loss']:.4f}"})
+                at_epoch_end = step % per_epoch == 0
+                at_every = tc.checkpoint_every and step % tc.checkpoint_every == 0
+                ckpt = checkpoint(metrics) if (at_epoch_end or at_every) else None
+                if hooks.report and (ckpt or step % tc.log_every == 0 or step == total):
+                    hooks.report(metrics, ckpt)
+                if tc.fail_at_step and step == tc.fail_at_step and not resumed_from and rank == tc.fail_rank:
+                    os._exit(1)  # test hook: a killed worker
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+        if metrics_file:
+            metrics_file.close()
+    return LoopResult(step=step, epoch=step // per_epoch, history=history, last_checkpoint=last_ckpt,
+                      resumed_from_step=resumed_from)

@@ -1,0 +1,263 @@
+"""The Ray Train driver: N data-parallel workers each running ``training.loop.run_loop``.
+
+:func:`train` is the plain function behind ``affectflow train``: it resolves the base LLM
+and the data, opens an MLflow run (params + resolved config here; per-step metrics from
+rank 0), runs a ``TorchTrainer`` (CPU + gloo, or GPU + nccl) whose workers report every
+checkpoint through ``ray.train.report``, and returns a :class:`TrainResult`. Model logging
+and registration are not done here: pass ``on_finish(checkpoint_dir, cfg)``, which is
+called inside the still-open MLflow run.
+
+Run folder (``out``)::
+
+    ray/train/step_XXXXXXXX/   the checkpoints Ray Train keeps (layout: training.loop)
+    metrics.jsonl              per-step metrics from rank 0 (local runs)
+    train_config.yaml          the resolved config
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from affectflow.cli import UserError
+from affectflow.config import dump_yaml, flatten
+
+RUN_NAME = "train"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: the last checkpoint folder and its metrics."""
+
+    checkpoint_dir: str | None
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    out: str = ""
+    mlflow_run_id: str | None = None
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Make a relative ``sqlite:///x.db`` / file path absolute so Ray workers (other cwd) agree."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" not in uri:
+        return str(Path(uri).resolve())
+    return uri
+
+
+def _features_factory(store, corpus, visual, features):
+    """A picklable zero-arg callable giving the feature dataset inside each worker."""
+    if features is not None:
+        return features if callable(features) and not hasattr(features, "__getitem__") else _Const(features)
+    if not store:
+        raise UserError("no feature store given: pass --store PATH (written by `affectflow preprocess`)")
+    if not Path(store).exists() and "://" not in str(store):
+        raise UserError(f"feature store {store!r} does not exist")
+    return _StoreFeatures(str(store), str(corpus) if corpus else None, visual)
+
+
+@dataclass
+class _Const:
+    value: object
+
+    def __call__(self):
+        return self.value
+
+
+@dataclass
+class _StoreFeatures:
+    store: str
+    corpus: str | None
+    visual: str
+
+    def __call__(self):
+        from training.data import load_features
+
+        return load_features(self.store, self.corpus, self.visual)
+
+
+class _RankZeroMlflow:
+    """Per-step metrics into the driver's MLflow run; a failing tracking server never stops training."""
+
+    def __init__(self, uri: str, run_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id, self.warned = MlflowClient(uri), run_id, False
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        try:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        except Exception as exc:  # noqa: BLE001 - logging is best effort
+            if not self.warned:
+                print(f"[train] MLflow metric logging failed, continuing without it: {exc}")
+                self.warned = True
+
+
+class _RayBar:
+    """tqdm_ray (rendered on the driver, with rate and ETA) behind the loop's progress protocol."""
+
+    def __init__(self, total: int, initial: int):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self.bar = tqdm(total=total, desc="train")
+        if initial:
+            self.bar.update(initial)
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+
+    def set_postfix(self, values: dict) -> None:
+        self.bar.set_description("train " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _worker(config: dict) -> None:
+    """One data-parallel rank inside Ray Train."""
+    import ray.train
+    import torch
+
+    from training.loop import LoopHooks, run_loop, shutdown_distributed
+
+    cfg = config["cfg"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    features = config["features"]()
+    scratch = Path(tempfile.mkdtemp(prefix=f"affectflow-ckpt-r{rank}-"))
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        if ckpt_dir is None:
+            ray.train.report(metrics)
+            return
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(ckpt_dir),
+                         checkpoint_dir_name=Path(ckpt_dir).name)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+    ok = False
+    with ExitStack() as stack:
+        resume = ray.train.get_checkpoint()
+        resume_dir = stack.enter_context(resume.as_directory()) if resume is not None else None
+        hooks = LoopHooks(
+            report=report,
+            log_metrics=_RankZeroMlflow(config["mlflow_uri"], config["run_id"]) if (rank == 0 and config["run_id"]) else None,
+            progress=_RayBar if (rank == 0 and cfg.train.progress) else None,
+            checkpoint_root=str(scratch),
+            resume_from=resume_dir,
+            metrics_path=config["metrics_path"],
+        )
+        try:
+            run_loop(cfg, features, config["llm_path"], hooks, use_gpu=cfg.train.use_gpu)
+            ok = True
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutdown_distributed(barrier=ok)
+
+
+def _read_history(path: Path) -> list[dict]:
+    """Per-step metrics, the last record of each step (steps replayed after a restart win)."""
+    if not path.is_file():
+        return []
+    by_step: dict[int, dict] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _cpus_per_worker(requested: float, workers: int) -> float:
+    """Fit the workers into the cluster's CPUs (fractions are fine: on 2 cores 2 workers get 1 each)."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", requested * workers))
+    return max(0.05, min(requested, total / workers))
+
+
+def train(
+    cfg,
+    store: str | Path | None = None,
+    corpus: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    models: str | Path | None = None,
+    resume: bool = False,
+    features=None,
+    on_finish: Callable[[str, object], None] | None = None,
+) -> TrainResult:
+    """Train AffectGPT on cached features; see the module docstring for the run folder.
+
+    ``features`` (tests, benches) replaces the store: a map-style dataset of feature items
+    or a zero-arg picklable callable returning one. ``resume`` continues the run in ``out``
+    from its latest checkpoint (same worker count and ZeRO stage).
+    """
+    import mlflow
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.model import resolve_llm_path
+
+    tc = cfg.train
+    out = Path(out or Path(cfg.paths.runs) / "train").resolve()
+    run_dir = out / "ray" / RUN_NAME
+    if run_dir.exists() and not resume:
+        raise UserError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
+    if resume and not run_dir.exists():
+        raise UserError(f"nothing to resume in {out}: no run at {run_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    llm_path = resolve_llm_path(cfg.model, models or cfg.paths.models).resolve()
+    features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
+    (out / "train_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus, log_to_driver=True)
+    per_worker = _cpus_per_worker(tc.cpus_per_worker, tc.workers)
+    local = not cfg.ray.address
+
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.mlflow.experiment)
+    with mlflow.start_run(run_name=f"train-{out.name}") as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
+        mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus), "data.llm_path": str(llm_path),
+                           "run.out": str(out), "run.resume": resume})
+        mlflow.log_text(dump_yaml(cfg), "config.yaml")
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={
+                "cfg": cfg, "features": features_fn, "llm_path": str(llm_path), "threads": max(1.0, per_worker),
+                "mlflow_uri": uri, "run_id": run.info.run_id,
+                "metrics_path": str(out / "metrics.jsonl") if local else None,
+            },
+            scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
+                                         resources_per_worker={"CPU": per_worker}),
+            run_config=RunConfig(
+                name=RUN_NAME, storage_path=str(out / "ray"),
+                failure_config=FailureConfig(max_failures=tc.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints or None),
+            ),
+        )
+        result = trainer.fit()
+        ckpt_dir = result.checkpoint.path if result.checkpoint is not None else None
+        metrics = dict(result.metrics or {})
+        if ckpt_dir:
+            mlflow.log_param("checkpoint_dir", ckpt_dir)
+        if on_finish is not None and ckpt_dir:
+            on_finish(ckpt_dir, cfg)
+    return TrainResult(checkpoint_dir=ckpt_dir, metrics=metrics, history=_read_history(out / "metrics.jsonl"),
+                       out=str(out), mlflow_run_id=run.info.run_id)
