@@ -121,8 +121,10 @@ def _label_maps(labels: pd.DataFrame | None) -> dict[str, tuple[list[str], str |
 
 
 def _subtitles(store: FeatureStore) -> dict[str, str]:
-    df = store.samples()
-    return dict(zip(df["name"], df["subtitle"].fillna(""))) if len(df) else {}
+    df = store.samples(columns=["subtitle"])
+    if not len(df) or "subtitle" not in df:
+        return {}
+    return {n: ("" if s is None else str(s)) for n, s in zip(df["name"], df["subtitle"])}
 
 
 def collate_features(items: Sequence[dict]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Part:
     errors: Mapping[str, str]
     committed_at: int
     spec: Mapping[str, Any] | None = None
+    arrays: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -349,9 +350,8 @@ class FeatureStore:
             part = self._write_arrays(f"{group}/parts/{pid}", arrays, {"committed": False, "spec": spec_dict})
             if spec is not None:
                 self._ensure_group(group, {"spec": spec_dict})
-            part.attrs.update(
-                {PART_KEY: {"committed": True, "committed_at": time.time_ns(), "spec": spec_dict, **index}}
-            )
+            record = {"committed": True, "committed_at": time.time_ns(), "spec": spec_dict, "arrays": sorted(arrays), **index}
+            part.attrs.update({PART_KEY: record})
         return {"name": name_arr, "status": common["status"], "error": common["error"]}
 
     # ---- the index --------------------------------------------------------------------------
@@ -375,6 +375,7 @@ class FeatureStore:
                     errors=dict(rec.get("errors") or {}),
                     committed_at=int(rec["committed_at"]),
                     spec=rec.get("spec"),
+                    arrays=tuple(rec.get("arrays") or ()),
                 )
             )
         parts.sort(key=lambda p: (p.committed_at, p.part_id))
@@ -468,8 +469,21 @@ class FeatureStore:
 
     # ---- reading -----------------------------------------------------------------------------
 
-    def _open(self, path: str):
-        return zarr.open_array(self.zstore, path=path, mode="r")
+    def read_arrays(self, paths: Sequence[str]) -> list[np.ndarray]:
+        """Whole arrays at ``paths`` (relative to the root), fetched and decoded concurrently."""
+        import asyncio
+
+        from zarr.api.asynchronous import open_array
+        from zarr.core.sync import sync
+
+        async def one(path: str) -> np.ndarray:
+            arr = await open_array(store=self.zstore, path=path, mode="r")
+            return await arr.getitem(...)
+
+        async def all_of() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(one(p) for p in paths)))
+
+        return sync(all_of()) if paths else []
 
     def read(self, select: Any, names: Iterable[str] | None = None, dtype: Any = None) -> dict[str, np.ndarray]:
         """Features of samples ok in every selected spec, ordered by name: ``{"name", <modality>: [N, T, D]}``.
@@ -499,33 +513,54 @@ class FeatureStore:
             entry = by_part.setdefault(part.part_id, (part, [], []))
             entry[1].append(i)
             entry[2].append(row)
-        for part, dst, rows in by_part.values():
-            values = self._open(f"{part.path}/values")[...]
-            out[np.asarray(dst)] = values[np.asarray(rows)]
+        entries = list(by_part.values())
+        # Bounded batches of concurrent reads keep memory near one batch of parts beyond the output.
+        for start in range(0, len(entries), 64):
+            batch = entries[start : start + 64]
+            for (part, dst, rows), values in zip(batch, self.read_arrays([f"{p.path}/values" for p, _, _ in batch])):
+                out[np.asarray(dst)] = values[np.asarray(rows)]
         return out
 
-    def samples(self) -> "pandas.DataFrame":  # noqa: F821
-        """One row per sample (latest record): name, subtitle, status, error and any extra metadata columns."""
+    def samples(self, columns: Sequence[str] | None = None) -> "pandas.DataFrame":  # noqa: F821
+        """One row per sample (latest record), by name: name, subtitle, status, error and any extra metadata.
+
+        ``columns`` limits the arrays read (``name`` always comes, from the commit records).
+        """
         import pandas as pd
 
         lat = self._latest(SAMPLES)
-        frames = []
+        live = []
         for part in lat.parts:
             rows = [r for r, nm in enumerate(part.names) if lat.rows[nm][0] is part]
-            if not rows:
-                continue
-            group = zarr.open_group(self.zstore, path=part.path, mode="r")
-            cols = {}
-            for key, arr in group.arrays():
-                data = arr[...]
-                cols[key] = (data.astype(object) if data.dtype.kind in "OUST" else data)[rows]
-            frames.append(pd.DataFrame(cols))
-        if not frames:
-            return pd.DataFrame({k: pd.Series(dtype=object) for k in RESERVED})
-        df = pd.concat(frames, ignore_index=True)
+            if rows:
+                keys = [k for k in (list(part.arrays) or self._array_names(part.path)) if k != "name"]
+                if columns is not None:
+                    keys = [k for k in keys if k in columns]
+                live.append((part, rows, keys))
+        data = iter(self.read_arrays([f"{part.path}/{key}" for part, _, keys in live for key in keys]))
+        out: dict[str, list] = {"name": []}
+        for part, rows, keys in live:
+            before = len(out["name"])
+            out["name"].extend(part.names[r] for r in rows)
+            for key in keys:
+                values = next(data)
+                col = out.setdefault(key, [None] * before)  # a column that earlier parts lacked
+                col.extend(values[rows].tolist())
+            for col in out.values():
+                col.extend([None] * (len(out["name"]) - len(col)))
+        if columns is not None:
+            for key in columns:
+                out.setdefault(key, [None] * len(out["name"]))
+        elif not out["name"]:
+            out.update({k: [] for k in RESERVED})
+        # Plain object columns: building from lists is much faster than concatenating per-part frames.
+        df = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in out.items()})
         lead = [c for c in RESERVED if c in df.columns]
         df = df[lead + sorted(c for c in df.columns if c not in lead)]
         return df.sort_values("name", kind="stable").reset_index(drop=True)
+
+    def _array_names(self, path: str) -> list[str]:
+        return [k for k in self._ls(path) if self.fs.exists(self._abs(f"{path}/{k}/zarr.json"))]
 
     # ---- housekeeping ----------------------------------------------------------------------
 
