@@ -6,7 +6,7 @@ for the store, including the one-time load into memory (``FeatureDataset``); for
 ``np.load`` of each sample's two files per batch, as MERTools' dataloader does. Both read from a
 warm page cache (the files were just written), which favours the per-file baseline least of all.
 
-    .venv/bin/python bench/store_read.py [--n 2000] [--batch 32] [--part 64] [--compression zstd|none]
+    .venv/bin/python bench/store_read.py [--n 2000] [--batch 32] [--part 256] [--compact N] [--compression zstd|none]
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="samples (default 2000)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--part", type=int, default=64, help="samples per store part (the write batch)")
+    ap.add_argument("--part", type=int, default=256, help="samples per store part (the write batch; store.samples_per_chunk)")
     ap.add_argument("--compression", choices=["zstd", "none"], default="zstd")
+    ap.add_argument("--compact", type=int, metavar="N", help="compact the store into parts of N before reading")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many epochs for each reader")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", help="work directory (default: a temporary one, removed after)")
@@ -108,6 +109,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         store_path, npy_path, names = build(root, args.n, args.part, args.compression, args.seed)
         build_s = time.perf_counter() - t0
+        if args.compact:
+            FeatureStore(str(store_path)).compact(part_size=args.compact)
         z_app, z_alloc, z_files = disk_usage(store_path)
         n_app, n_alloc, n_files = disk_usage(npy_path)
 
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
         base_rate = args.n / npy_s
         print(
             f"store_read: {args.n} samples, face [8,768] + audio [8,1024], random batches of {args.batch}, "
-            f"parts of {args.part}, compression {args.compression}; best of {args.repeats} epochs; built in {build_s:.1f}s"
+            f"parts of {args.part}{f' compacted to {args.compact}' if args.compact else ''}, compression {args.compression}; best of {args.repeats} epochs; built in {build_s:.1f}s"
         )
         rows = [
             ("", "zarr store (fp16)", "npy per sample (fp32)", "ours/baseline"),

@@ -91,6 +91,14 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from features.store import FeatureStore
+
+    done = FeatureStore(args.path, _storage_options(args.storage_options)).compact(part_size=args.part_size)
+    print(f"wrote {done['written']} parts of up to {args.part_size} samples, removed {done['removed']} old parts")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("store", help="inspect or tidy a feature store")
     ssub = p.add_subparsers(dest="store_command", metavar="ACTION")
@@ -107,3 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--superseded", action="store_true", help="also delete parts whose every sample was rewritten later")
     q.add_argument("--storage-options", metavar="JSON", help="fsspec options as JSON")
     q.set_defaults(func=_cmd_vacuum)
+
+    q = ssub.add_parser("compact", help="merge small parts into larger ones (run only while no job writes)")
+    q.add_argument("path", help="store path or URL")
+    q.add_argument("--part-size", type=int, default=256, help="samples per part after compaction (default 256)")
+    q.add_argument("--storage-options", metavar="JSON", help="fsspec options as JSON")
+    q.set_defaults(func=_cmd_compact)

@@ -592,6 +592,59 @@ class FeatureStore:
                         removed["superseded"] += 1
         return removed
 
+    def compact(self, part_size: int = 256) -> dict[str, int]:
+        """Rewrite each group's live rows (latest record per name) into parts of ``part_size``, then drop the old parts.
+
+        Small write batches make many small parts, and reads pay per part; run this after a job,
+        only while no writer is writing (a retry committed during it could be superseded by a copy).
+        """
+        if part_size < 1:
+            raise ValueError(f"part_size must be >= 1, got {part_size}")
+        written = 0
+        for group in self.groups():
+            parts, _ = self._parts(group)
+            lat = self._latest(group, parts)
+            names = sorted(lat.rows)
+            if len(parts) <= -(-len(names) // part_size):
+                continue  # already as few parts as the size allows
+            spec = parts[-1].spec if parts else None
+            for start in range(0, len(names), part_size):
+                chunk = names[start : start + part_size]
+                sources = {lat.rows[n][0].path: lat.rows[n][0] for n in chunk}
+                keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"] for path, p in sources.items()}
+                wanted = [(path, k) for path, ks in keys.items() for k in ks]
+                loaded = dict(zip(wanted, self.read_arrays([f"{path}/{k}" for path, k in wanted])))
+                arrays: dict[str, np.ndarray] = {"name": np.array(chunk, dtype=object)}
+                for key in sorted({k for ks in keys.values() for k in ks}):
+                    cells = [loaded.get((lat.rows[n][0].path, key)) for n in chunk]
+                    cells = [None if c is None else c[lat.rows[n][1]] for n, c in zip(chunk, cells)]
+                    present = next(c for c in cells if c is not None)
+                    if isinstance(present, str):
+                        arrays[key] = np.array(["" if c is None else c for c in cells], dtype=object)
+                    else:
+                        arrays[key] = np.stack([np.zeros_like(present) if c is None else c for c in cells])
+                status = [lat.rows[n][0].status[lat.rows[n][1]] for n in chunk]
+                errors = {n: lat.rows[n][0].error_of(lat.rows[n][1]) for n in chunk}
+                generation = 0
+                while self._committed_record(group, f"c{part_id_for(chunk, [group], generation)}"):
+                    generation += 1
+                path = f"{group}/parts/c{part_id_for(chunk, [group], generation)}"
+                part = self._write_arrays(path, arrays, {"committed": False, "spec": spec})
+                record = {
+                    "committed": True,
+                    "committed_at": time.time_ns(),
+                    "spec": spec,
+                    "arrays": sorted(arrays),
+                    "names": chunk,
+                    "status": status,
+                    "errors": {n: e for n, e in errors.items() if e},
+                    "n": len(chunk),
+                }
+                part.attrs.update({PART_KEY: record})
+                written += 1
+        removed = self.vacuum(superseded=True)
+        return {"written": written, "removed": removed["superseded"] + removed["uncommitted"]}
+
     def disk_bytes(self, key: str = "") -> int:
         """Bytes stored under ``key`` (the whole store by default)."""
         try:
