@@ -143,3 +143,36 @@ def load_features(store: str, corpus: str | None, visual: str = "face"):
     if len(data) == 0:
         raise UserError(f"no stored sample of {store!r} has a label or a reason in {corpus!r}")
     return data
+
+
+def write_synthetic_store(features: SyntheticFeatures, store: str, corpus: str) -> None:
+    """Write ``features`` as a real feature store plus a corpus root holding only the label CSVs
+    (track2 openset, track3 reason), so tests and benches can drive the store path end to end."""
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from features.spec import EncoderSpec
+    from features.store import FeatureStore
+
+    items = features.items
+    vis, aud = items[0]["visual"], items[0]["audio"]
+    specs = [
+        EncoderSpec("face", "synthetic", "0" * 8, "none", "none", int(vis.shape[-1]), int(vis.shape[0]), dtype="float32"),
+        EncoderSpec("audio", "synthetic", "1" * 8, "none", "none", int(aud.shape[-1]), int(aud.shape[0]), dtype="float32"),
+    ]
+    FeatureStore(str(store)).write_part(specs, {
+        "name": np.array([it["name"] for it in items]),
+        "subtitle": np.array([it["subtitle"] for it in items]),
+        "face": np.stack([np.asarray(it["visual"], np.float32) for it in items]),
+        "audio": np.stack([np.asarray(it["audio"], np.float32) for it in items]),
+    })
+    root = Path(corpus)
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"name": [it["name"] for it in items],
+                  "openset": ["[" + ", ".join(it["openset"]) + "]" for it in items]}
+                 ).to_csv(root / "track2_train_mercaptionplus.csv", index=False)
+    pd.DataFrame({"name": [it["name"] for it in items if it["reason"]],
+                  "reason": [it["reason"] for it in items if it["reason"]]}
+                 ).to_csv(root / "track3_train_mercaptionplus.csv", index=False)

@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import torch
 from training.data import Collator, PromptDataset, epoch_order
 
 STATE_FILE = "train_state.json"
+_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 DS_DIR = "deepspeed"
 DS_TAG = "state"
 
@@ -90,6 +91,22 @@ def init_single_process(backend: str = "gloo") -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(_free_port()))
     dist.init_process_group(backend, rank=0, world_size=1)
+
+
+@contextmanager
+def single_process(backend: str = "gloo"):
+    """:func:`init_single_process` for a block; the group is destroyed and the env restored after."""
+    saved = {k: os.environ.get(k) for k in _DIST_ENV}
+    init_single_process(backend)
+    try:
+        yield
+    finally:
+        shutdown_distributed()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def shutdown_distributed(barrier: bool = True) -> None:
@@ -185,8 +202,10 @@ def rank_order(n: int, seed: int, epoch: int, rank: int, world: int, needed: int
     return order[:needed]
 
 
-def _micro_seed(seed: int, step: int, rank: int, micro: int) -> int:
-    return (seed * 1_000_003 + step * 10_007 + rank * 101 + micro) % (2**63 - 1)
+def _micro_seed(seed: int, step: int, position: int) -> int:
+    # position = micro * world + rank: with micro-batches of one sample this is the sample's
+    # place in the global batch, so dropout masks do not depend on the worker count.
+    return (seed * 1_000_003 + step * 10_007 + position) % (2**63 - 1)
 
 
 def gather_trainable(engine, model, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -308,7 +327,7 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                 loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of micro losses, tokens]
                 for micro in range(accum):
                     batch = {k: v.to(device) for k, v in next(it).items()}
-                    torch.manual_seed(_micro_seed(cfg.seed, step, rank, micro))
+                    torch.manual_seed(_micro_seed(cfg.seed, step, micro * world + rank))
                     out = engine(**batch)
                     engine.backward(out.loss)
                     engine.step()
