@@ -252,3 +252,92 @@ def _load_gold_csv(ds: UniBenchDataset, path: Path) -> dict[str, Any]:
                 )
             gold[name] = labels[0]
     return dict(sorted(gold.items()))
+
+
+def dataset_folder(dataset: str | UniBenchDataset, root: str | Path) -> Path:
+    """The dataset's ``*-process`` folder: ``root/<folder>``, or ``root`` itself when it is one."""
+    ds = dataset if isinstance(dataset, UniBenchDataset) else get_dataset(dataset)
+    root = Path(root)
+    if (root / ds.folder).is_dir():
+        return root / ds.folder
+    if root.name == ds.folder or (root / ds.label_file).is_file():
+        if not root.is_dir():
+            raise FileNotFoundError(f"{ds.name} folder {root} does not exist")
+        return root
+    if not root.is_dir():
+        raise FileNotFoundError(f"MER-UniBench root {root} does not exist")
+    raise FileNotFoundError(
+        f"{ds.name}: folder {root / ds.folder} does not exist (expected the MER-UniBench root "
+        f"holding {ds.folder}/, or that folder itself)"
+    )
+
+
+def _first_existing(folder: Path, name: str, exts: tuple[str, ...]) -> Path | None:
+    for ext in exts:
+        path = folder / f"{name}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
+    """One ``ManifestRow`` per test sample of ``dataset`` under ``root``, sorted by name.
+
+    Paths come from the dataset's table entry: ``<video_folder>/{name}<ext>``,
+    ``<audio_folder>/{name}.wav`` (optional: the audio track is the fallback),
+    ``<face_folder>/{name}.npy`` and the transcript CSV's column. A missing folder, label file,
+    transcript file or video folder raises, naming it; a sample whose video is missing becomes
+    a row with ``error`` set (bad input is data, DESIGN/STYLE 2). ``openset`` holds the gold
+    labels for the discrete and OV sets (empty for sentiment sets).
+    """
+    from pipelines.manifest import ManifestRow, read_csv_rows
+
+    ds = dataset if isinstance(dataset, UniBenchDataset) else get_dataset(dataset)
+    folder = dataset_folder(ds, root)
+    label_path = folder / ds.label_file
+    if not label_path.is_file():
+        raise FileNotFoundError(f"{ds.name}: label file {label_path} does not exist")
+    gold = load_gold(ds, label_path)
+    transcript_path = folder / ds.transcript_file
+    if not transcript_path.is_file():
+        raise FileNotFoundError(f"{ds.name}: transcript file {transcript_path} does not exist")
+    texts: dict[str, tuple[str, str]] = {}
+    for line, row, err in read_csv_rows(transcript_path):
+        if ds.transcript_column not in row:
+            raise ValueError(
+                f"{transcript_path}: missing column {ds.transcript_column!r} "
+                f"(has {sorted(row)}); {ds.name} reads its subtitle from it"
+            )
+        value = row[ds.transcript_column]
+        texts.setdefault(row["name"], ((value or "").strip(), err))
+    video_dir = folder / ds.video_folder
+    if not video_dir.is_dir():
+        raise FileNotFoundError(f"{ds.name}: video folder {video_dir} does not exist")
+    audio_dir, face_dir = folder / ds.audio_folder, folder / ds.face_folder
+    rows = []
+    for name in sorted(gold):
+        subtitle, err = texts.get(name, ("", ""))
+        video = _first_existing(video_dir, name, ds.video_ext)
+        if video is None and not err:
+            err = (
+                f"manifest/missing-file: {ds.name} sample {name!r} has no "
+                f"{'|'.join(ds.video_ext)} video in {video_dir}"
+            )
+        wav = audio_dir / f"{name}.wav"
+        face = face_dir / f"{name}.npy"
+        value = gold[name]
+        openset = [] if ds.metric == "sentiment" else (
+            list(value) if isinstance(value, list) else [value]
+        )
+        rows.append(
+            ManifestRow(
+                name=name,
+                video=str(video) if video else "",
+                audio=str(wav) if wav.is_file() else "",
+                face=str(face) if face.is_file() else "",
+                subtitle=subtitle,
+                openset=openset,
+                error=err,
+            )
+        )
+    return rows
