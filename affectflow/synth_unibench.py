@@ -81,7 +81,8 @@ class UniBenchSummary:
 
     def __str__(self) -> str:
         parts = ", ".join(f"{d} {len(n)}" for d, n in self.test_names.items())
-        return f"MER-UniBench (synthetic) in {self.root} ({self.seconds:.1f}s): {parts} test samples"
+        return (f"MER-UniBench (synthetic) in {self.root} ({self.seconds:.1f}s): "
+                f"{parts} test samples")
 
 
 def _classes(ds: UniBenchDataset) -> tuple[str, ...]:
@@ -174,7 +175,8 @@ def _transcript_columns(ds: UniBenchDataset) -> tuple[str, ...]:
     return ("name", ds.transcript_column)
 
 
-def write_dataset(root: str | Path, dataset: str, n: int, seed: int = 0) -> tuple[Path, dict[str, str]]:
+def write_dataset(root: str | Path, dataset: str, n: int,
+                  seed: int = 0) -> tuple[Path, dict[str, str]]:
     """Write one dataset's ``*-process`` folder with ``n`` test samples; returns it and
     ``{test name: rendered emotion}``."""
     import pandas as pd

@@ -1,0 +1,276 @@
+"""``affectflow benchmark``: label every MER-UniBench test set with one or more models and score it.
+
+For each model and dataset: `read_unibench` gives the test rows, a labeler (by default the
+Ray Data batch labeling of `inference.labeling`, OV task) writes the label table, the outputs
+are scored with `inference.evaluate.evaluate`, and `scores.json` (sorted keys, no timings or
+output paths, so the same inputs and seed give the same bytes), ``scores.md`` and
+``report.html`` are written. With several models (e.g. the checkpoints of epochs 30..60) the
+per-dataset best comes from `select_best_checkpoint`.
+
+Label extraction follows `evaluate`: outputs in the OV template are parsed without an LLM;
+free text goes to the LLM extractor when one is given. Sentiment sets always need the
+extractor (the reference maps every label list to positive/negative/neutral with the LLM; there
+is no deterministic rule), so without one they are skipped when found by discovery and refused
+when named. Unlike `evaluate`, which refuses free text without an extractor, the benchmark
+scores such outputs as empty predictions and counts them under ``labeling.unparsed`` (one odd
+output must not abort a nine-dataset run). A sample the labeler failed on scores as an empty
+prediction too (hit 0, P=R=0, sentiment "neutral", i.e. not positive), under ``labeling.failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from inference.evaluate import Prediction, _resolve_opensets, evaluate
+from inference.metrics import select_best_checkpoint
+from inference.parse import parse_template
+from inference.unibench import (
+    DATASETS,
+    UniBenchDataset,
+    dataset_folder,
+    get_dataset,
+    read_unibench,
+)
+from pipelines.labels import parse_openset
+
+TASK = "ov"
+# Class order of the MER 6-way label files (DESIGN §3), for their confusion matrices.
+MER_6WAY: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+CONFUSION_RULE = (
+    "first predicted label; an empty list is neutral; matched to the dataset's label names by "
+    "the same word, else by the same level-1 word on emotion wheel 1; anything else is 'other'"
+)
+
+# labeler(rows, model, out_table, batch_size=, seed=, task=) -> table with name, text, status, error
+Labeler = Callable[..., Any]
+
+
+class BenchmarkError(ValueError):
+    """A benchmark request that cannot run as asked (named sentiment set without extractor, ...)."""
+
+
+def model_key(index: int, model: str) -> str:
+    """A folder name for a model's label tables: its position and a filesystem-safe slug."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.rstrip("/").split("://")[-1]).strip("_.")
+    return f"{index:02d}-{slug[-60:] or 'model'}"
+
+
+def discover(unibench_root: str | Path) -> list[str]:
+    """The datasets whose ``*-process`` folder exists under ``unibench_root``, in table order."""
+    root = Path(unibench_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"MER-UniBench root {root} does not exist")
+    found = [name for name, ds in DATASETS.items() if (root / ds.folder).is_dir()]
+    if not found:
+        expected = ", ".join(ds.folder for ds in DATASETS.values())
+        raise FileNotFoundError(f"{root} holds none of the MER-UniBench folders ({expected})")
+    return found
+
+
+def label_rows(rows: Sequence, model: str, out: Path, *, batch_size: int, seed: int,
+               task: str = TASK):
+    """Label manifest rows with the batch-labeling job; returns its table (a DataFrame).
+
+    Adapter over `inference.labeling`: it needs an entry point that takes manifest rows
+    (the UniBench layouts are not corpus layouts the job can read by path).
+    """
+    try:
+        from inference import labeling
+    except ModuleNotFoundError as exc:
+        if exc.name != "inference.labeling":
+            raise
+        raise BenchmarkError(
+            "batch labeling (inference.labeling) is not installed in this checkout; "
+            "the benchmark needs it to label the test sets"
+        ) from None
+    entry = getattr(labeling, "label_rows", None)
+    if entry is None:
+        raise BenchmarkError(
+            "inference.labeling has no label_rows(rows, model, task, out, batch_size, seed) "
+            "entry point for manifest rows; the benchmark cannot label UniBench folders"
+        )
+    return entry(list(rows), model=model, task=task, out=out, batch_size=batch_size, seed=seed)
+
+
+def _read_table(table) -> list[dict]:
+    if hasattr(table, "to_dict"):
+        return table.to_dict("records")
+    if isinstance(table, (str, Path)):
+        import pandas as pd
+
+        path = Path(table)
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
+            path, keep_default_na=False, dtype=str)
+        return df.to_dict("records")
+    return list(table)
+
+
+def _predictions(ds: UniBenchDataset, rows: Sequence, table) -> tuple[dict[str, Prediction], int]:
+    """``{name: Prediction}`` for every test row, and how many failed (or were not labeled)."""
+    records = {str(r["name"]): r for r in _read_table(table)}
+    preds: dict[str, Prediction] = {}
+    failed = 0
+    for row in rows:
+        rec = records.get(row.name)
+        text = None if rec is None else rec.get("text")
+        ok = rec is not None and str(rec.get("status", "ok")) == "ok" and isinstance(text, str)
+        if ok:
+            preds[row.name] = Prediction(text=text)
+        else:
+            failed += 1
+            preds[row.name] = (Prediction(sentiment="neutral") if ds.metric == "sentiment"
+                               else Prediction(openset="[]"))
+    return preds, failed
+
+
+def _classes(ds: UniBenchDataset, gold: dict[str, Any]) -> list[str]:
+    order = ds.label_names or MER_6WAY
+    seen = set(gold.values())
+    return [c for c in order if c in seen] + sorted(seen - set(order))
+
+
+def confusion(ds: UniBenchDataset, gold: dict[str, str], opensets: dict[str, str],
+              wheel) -> dict:
+    """Gold class x first predicted label (see ``CONFUSION_RULE``) counts for a discrete set."""
+    gold_classes = _classes(ds, gold)
+    pred_classes = [*gold_classes, "other"]
+    if "neutral" not in pred_classes:
+        pred_classes.insert(-1, "neutral")
+    level1 = {c: wheel.map_label(c, 1) for c in gold_classes}
+    matrix = [[0] * len(pred_classes) for _ in gold_classes]
+    for name, g in gold.items():
+        labels = parse_openset(opensets[name])
+        first = labels[0] if labels else "neutral"
+        if first in pred_classes:
+            col = first
+        else:
+            mapped = wheel.map_label(first, 1)
+            col = next((c for c in gold_classes if mapped and level1[c] == mapped), "other")
+        matrix[gold_classes.index(g)][pred_classes.index(col)] += 1
+    return {"gold": gold_classes, "pred": pred_classes, "matrix": matrix, "rule": CONFUSION_RULE}
+
+
+def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, wheel_dir,
+                  extractor=None) -> dict:
+    """`evaluate` one labeled dataset, plus labeling counts and (discrete sets) a confusion."""
+    from inference.unibench import load_gold
+    from inference.wheel import EmotionWheel
+
+    preds, failed = _predictions(ds, rows, table)
+    names = [r.name for r in rows]
+    unparsed = 0
+    if extractor is None and ds.metric != "sentiment":
+        for n in names:
+            if preds[n].text is not None and parse_template(preds[n].text) is None:
+                preds[n] = Prediction(openset="[]")
+                unparsed += 1
+    opensets: dict[str, str] = {}
+    n_llm = 0
+    if ds.metric != "sentiment" or extractor is not None:
+        # The same resolution `evaluate` does, done here once so the confusion sees the labels.
+        opensets, n_llm = _resolve_opensets(preds, names, extractor, f"{ds.name} labels")
+        resolved = {n: Prediction(openset=opensets[n], sentiment=preds[n].sentiment)
+                    for n in names}
+    else:
+        resolved = preds
+    result = evaluate(ds.name, folder, resolved, wheel_dir, extractor=extractor)
+    result["counts"]["llm_calls"] += n_llm
+    result["labeling"] = {"n": len(rows), "failed": failed, "unparsed": unparsed}
+    if ds.metric == "hit_rate":
+        gold = load_gold(ds, folder)
+        result["confusion"] = confusion(ds, gold, opensets, EmotionWheel.load(wheel_dir))
+    return result
+
+
+def _load_extractor(extractor):
+    if extractor is None or not isinstance(extractor, (str, Path)):
+        return extractor
+    from inference.parse import LLMExtractor
+
+    return LLMExtractor(extractor)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def benchmark(
+    model: str | Sequence[str],
+    unibench_root: str | Path,
+    datasets: Sequence[str] | None,
+    out: str | Path,
+    batch_size: int = 8,
+    seed: int = 42,
+    extractor=None,
+    wheel_dir: str | Path = "../shared/emotion_wheel",
+    labeler: Labeler | None = None,
+    task: str = TASK,
+) -> dict:
+    """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
+    ``report.html`` (+ ``plots/``) and the label tables (``labels/<model>/<dataset>.parquet``)
+    under ``out``. ``extractor`` is a local Qwen dir or an `LLMExtractor`; returns the scores."""
+    from inference.report import PAPER, write_report
+
+    models = [model] if isinstance(model, str) else list(model)
+    if not models:
+        raise BenchmarkError("give at least one model (--model URI)")
+    if len(set(models)) != len(models):
+        raise BenchmarkError(f"a model is listed twice: {models}")
+    root = Path(unibench_root)
+    named = datasets is not None and len(datasets) > 0
+    names = [get_dataset(d).name for d in datasets] if named else discover(root)
+    skipped: dict[str, str] = {}
+    if extractor is None:
+        sentiment = [d for d in names if DATASETS[d].metric == "sentiment"]
+        if sentiment and named:
+            raise BenchmarkError(
+                f"{', '.join(sentiment)} are sentiment sets: mapping labels to positive/negative/"
+                "neutral needs the LLM extractor (--extractor PATH to a local Qwen2.5-Instruct)"
+            )
+        for d in sentiment:
+            skipped[d] = "sentiment set: needs the LLM extractor (--extractor PATH)"
+    todo = [d for d in names if d not in skipped]
+    # Read every dataset before labeling anything: a missing folder fails fast.
+    manifests = {d: read_unibench(d, root) for d in todo}
+    extractor = _load_extractor(extractor)
+    labeler = labeler or label_rows
+    out = Path(out)
+    results: dict[str, dict] = {}
+    for i, m in enumerate(models):
+        per_ds: dict[str, dict] = {}
+        for d in todo:
+            ds = DATASETS[d]
+            table_path = out / "labels" / model_key(i, m) / f"{d}.parquet"
+            table_path.parent.mkdir(parents=True, exist_ok=True)
+            table = labeler(manifests[d], m, table_path, batch_size=batch_size, seed=seed,
+                            task=task)
+            per_ds[d] = score_dataset(ds, dataset_folder(ds, root), manifests[d], table,
+                                      wheel_dir, extractor)
+        results[m] = {"datasets": per_ds, "mean": _mean([r["score"] for r in per_ds.values()])}
+    best = select_best_checkpoint(
+        {m: {d: r["score"] for d, r in results[m]["datasets"].items()} for m in models},
+        epochs=None,
+    )
+    scores = {
+        "datasets": names,
+        "model_order": models,
+        "models": results,
+        "best": best,
+        "skipped": skipped,
+        "paper": {d: PAPER[d] / 100 for d in names},
+        "mean": {
+            "best": _mean([best[d]["score"] for d in todo]),
+            "paper": _mean([PAPER[d] / 100 for d in todo]),
+        },
+        "task": task,
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(scores, sort_keys=True, indent=2) + "\n",
+                                     encoding="utf-8")
+    write_report(scores, out)
+    return scores

@@ -1,0 +1,202 @@
+"""The benchmark's human-readable outputs: ``scores.md`` and ``report.html`` with PNG plots.
+
+Everything here is a pure function of the ``scores.json`` dictionary that
+`inference.benchmark.benchmark` writes, so a report can be rebuilt from a saved file
+(`write_report`). Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+# The paper's headline MER-UniBench numbers (x100, DESIGN §8).
+PAPER: dict[str, float] = {
+    "MER2023": 78.54,
+    "MER2024": 78.80,
+    "IEMOCAPFour": 60.54,
+    "MELD": 55.65,
+    "CMUMOSI": 81.30,
+    "CMUMOSEI": 80.90,
+    "SIMS": 88.49,
+    "SIMSv2": 86.18,
+    "OVMERDPlus": 62.52,
+}
+PAPER_MEAN = 74.77
+METRIC_NAMES = {"hit_rate": "hit rate", "sentiment": "WAF", "ov": "EW F-score"}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def summary_rows(scores: dict) -> list[dict]:
+    """One row per scored dataset: metric, each model's score, the best, the paper's number."""
+    rows = []
+    models = scores["models"]
+    for ds in scores["datasets"]:
+        if ds in scores.get("skipped", {}):
+            continue
+        best = scores["best"][ds]
+        per_model = {m: models[m]["datasets"][ds]["score"] for m in scores["model_order"]}
+        rows.append({
+            "dataset": ds,
+            "metric": models[best["checkpoint"]]["datasets"][ds]["metric"],
+            "models": per_model,
+            "best": best["score"],
+            "best_model": best["checkpoint"],
+            "paper": PAPER[ds] / 100,
+        })
+    return rows
+
+
+def markdown(scores: dict) -> str:
+    """``scores.md``: our score (x100) per dataset beside the paper's, then the mean."""
+    order = scores["model_order"]
+    multi = len(order) > 1
+    head = ["dataset", "metric"] + ([f"`{m}`" for m in order] + ["best"] if multi else ["ours"])
+    head += ["paper", "Δ"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = summary_rows(scores)
+    for r in rows:
+        cells = [r["dataset"], METRIC_NAMES[r["metric"]]]
+        if multi:
+            cells += [_pct(r["models"][m]) for m in order] + [_pct(r["best"])]
+        else:
+            cells += [_pct(r["best"])]
+        cells += [_pct(r["paper"]), f"{100 * (r['best'] - r['paper']):+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows:
+        mean = scores["mean"]
+        cells = [f"mean ({len(rows)} sets)", ""]
+        if multi:
+            cells += [_pct(scores["models"][m]["mean"]) for m in order] + [_pct(mean["best"])]
+        else:
+            cells += [_pct(mean["best"])]
+        cells += [_pct(mean["paper"]), f"{100 * (mean['best'] - mean['paper']):+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [
+        "",
+        f"Scores ×100. Paper: AffectGPT (ICML 2025) MER-UniBench headline; its mean over all "
+        f"nine sets is {PAPER_MEAN:.2f}, the mean above is over the sets scored here.",
+    ]
+    if multi:
+        notes.append("best: per dataset, the best of the checkpoints above "
+                     "(`select_best_checkpoint`, ties to the earliest).")
+    for ds, reason in sorted(scores.get("skipped", {}).items()):
+        notes.append(f"- {ds} skipped: {reason}")
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot_bars(scores: dict, path: Path) -> None:
+    """Per-dataset bars: our best score beside the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = summary_rows(scores)
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.6), dpi=100)
+    ax.bar(x - 0.2, [100 * r["best"] for r in rows], 0.4, label="ours (best)", color="#3b75af")
+    ax.bar(x + 0.2, [100 * r["paper"] for r in rows], 0.4, label="paper", color="#c0c0c0")
+    ax.set_xticks(x, [r["dataset"] for r in rows], rotation=30, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("score ×100")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("MER-UniBench")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_confusion(confusion: dict, title: str, path: Path) -> None:
+    """Counts of gold class (rows) vs the mapped first predicted label (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(confusion["matrix"], dtype=float)
+    gold, pred = confusion["gold"], confusion["pred"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(pred), 1.0 + 0.6 * len(gold)), dpi=100)
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1.0, m.max()))
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(pred)), pred, rotation=45, ha="right")
+    ax.set_yticks(range(len(gold)), gold)
+    ax.set_xlabel("predicted (first label)")
+    ax.set_ylabel("gold")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _html_table(scores: dict) -> str:
+    order = scores["model_order"]
+    head = ["dataset", "metric"] + order + ["best", "paper"]
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for r in summary_rows(scores):
+        cells = [r["dataset"], METRIC_NAMES[r["metric"]]]
+        cells += [_pct(r["models"][m]) for m in order] + [_pct(r["best"]), _pct(r["paper"])]
+        out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def write_report(scores: dict, out: str | Path) -> dict[str, Path]:
+    """Write ``scores.md``, ``report.html`` and its PNGs (``plots/``) under ``out``."""
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = {"markdown": out / "scores.md", "html": out / "report.html"}
+    written["markdown"].write_text(markdown(scores), encoding="utf-8")
+    images: list[tuple[str, str]] = []
+    if summary_rows(scores):
+        plot_bars(scores, plots / "bars.png")
+        written["bars"] = plots / "bars.png"
+        images.append(("plots/bars.png", "Our best score per dataset beside the paper's"))
+    for ds in scores["datasets"]:
+        best = scores["best"].get(ds)
+        if best is None:
+            continue
+        confusion = scores["models"][best["checkpoint"]]["datasets"][ds].get("confusion")
+        if confusion is None:
+            continue
+        png = plots / f"confusion_{ds}.png"
+        plot_confusion(confusion, f"{ds} — {best['checkpoint']}", png)
+        written[f"confusion_{ds}"] = png
+        images.append((f"plots/{png.name}", f"{ds}: gold vs first predicted label "
+                                            f"({confusion['rule']})"))
+    skipped = "".join(
+        f"<li>{html.escape(ds)}: {html.escape(reason)}</li>"
+        for ds, reason in sorted(scores.get("skipped", {}).items())
+    )
+    figures = "\n".join(
+        f'<figure><img src="{src}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}'
+        f"</figcaption></figure>" for src, cap in images
+    )
+    mean = scores.get("mean", {})
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MER-UniBench report</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+figure{{display:inline-block;margin:1em}}</style></head><body>
+<h1>MER-UniBench report</h1>
+<p>Models: {html.escape(", ".join(scores["model_order"]))}. Task: {html.escape(scores["task"])},
+seed {scores["seed"]}. Scores ×100; the paper's mean over all nine sets is {PAPER_MEAN:.2f}
+(ours over the sets scored here: {_pct(mean.get("best"))}, paper over the same sets:
+{_pct(mean.get("paper"))}).</p>
+{_html_table(scores)}
+{f"<h2>Skipped</h2><ul>{skipped}</ul>" if skipped else ""}
+<h2>Plots</h2>
+{figures}
+</body></html>
+"""
+    written["html"].write_text(page, encoding="utf-8")
+    return written
