@@ -60,7 +60,7 @@ def tint_labeler(rows, model, out, *, batch_size, seed, task):
 
 
 def run_cli(*argv) -> int:
-    """`affectflow` main with the benchmark subcommands registered (until COMMAND_MODULES has them)."""
+    """`affectflow` main with the benchmark subcommands (until COMMAND_MODULES lists them)."""
     modules = affectflow_cli.COMMAND_MODULES
     if "inference.benchmark_cli" not in modules:
         modules = (*modules, "inference.benchmark_cli")
@@ -229,13 +229,8 @@ def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_pa
 
 
 def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
-    """A checkpoint dir of an untrained tiny AffectGPT, as the labeling API loads it."""
-    for module, name in (("inference.model_io", "save_tiny"), ("training.registry", "save_tiny")):
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ModuleNotFoundError:
-            continue
-        if fn is not None:
-            return Path(fn(tmp_path / "model", llm_path=tiny_models["llm"]))
-    pytest.skip("no way to write a tiny AffectGPT checkpoint dir yet (inference.model_io or "
-                "training.registry)")
+    """A checkpoint dir of an untrained tiny AffectGPT (tiny CLIP: 768-d, tiny HuBERT: 64-d)."""
+    from training.model import build_model
+
+    model = build_model("tiny", llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64)
+    return Path(model.save_trainable(tmp_path / "model"))
