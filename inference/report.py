@@ -85,7 +85,21 @@ def markdown(scores: dict) -> str:
                      "(`select_best_checkpoint`, ties to the earliest).")
     for ds, reason in sorted(scores.get("skipped", {}).items()):
         notes.append(f"- {ds} skipped: {reason}")
+    notes += [f"- {line}" for line in labeling_notes(scores)]
     return "\n".join(lines + notes) + "\n"
+
+
+def labeling_notes(scores: dict) -> list[str]:
+    """One line per (model, dataset) where outputs failed or were free text scored as empty."""
+    out = []
+    for m in scores["model_order"]:
+        for ds, result in scores["models"][m]["datasets"].items():
+            lab = result.get("labeling", {})
+            if lab.get("failed") or lab.get("unparsed"):
+                out.append(f"{ds} / {m}: of {lab['n']} samples, {lab['failed']} failed to label "
+                           f"and {lab['unparsed']} were free text without an extractor; "
+                           "both scored as empty predictions")
+    return out
 
 
 def plot_bars(scores: dict, path: Path) -> None:
@@ -176,7 +190,7 @@ def write_report(scores: dict, out: str | Path) -> dict[str, Path]:
     skipped = "".join(
         f"<li>{html.escape(ds)}: {html.escape(reason)}</li>"
         for ds, reason in sorted(scores.get("skipped", {}).items())
-    )
+    ) + "".join(f"<li>{html.escape(line)}</li>" for line in labeling_notes(scores))
     figures = "\n".join(
         f'<figure><img src="{src}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}'
         f"</figcaption></figure>" for src, cap in images
@@ -193,7 +207,7 @@ seed {scores["seed"]}. Scores ×100; the paper's mean over all nine sets is {PAP
 (ours over the sets scored here: {_pct(mean.get("best"))}, paper over the same sets:
 {_pct(mean.get("paper"))}).</p>
 {_html_table(scores)}
-{f"<h2>Skipped</h2><ul>{skipped}</ul>" if skipped else ""}
+{f"<h2>Notes</h2><ul>{skipped}</ul>" if skipped else ""}
 <h2>Plots</h2>
 {figures}
 </body></html>

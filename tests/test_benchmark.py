@@ -123,6 +123,7 @@ def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_pa
     meld = scores["models"]["m"]["datasets"]["MELD"]
     assert meld["labeling"] == {"n": N, "failed": 1, "unparsed": 1}
     assert meld["score"] == pytest.approx(1 / 3)
+    assert "1 failed to label and 1 were free text" in (tmp_path / "scores.md").read_text()
 
 
 def test_sentiment_sets_need_the_extractor(unibench, wheel_dir, tiny_models, tmp_path):
