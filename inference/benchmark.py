@@ -171,8 +171,10 @@ def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, whee
     n_llm = 0
     if ds.metric != "sentiment" or extractor is not None:
         # The same resolution `evaluate` does, done here once so the confusion sees the labels.
-        opensets, n_llm = _resolve_opensets(preds, names, extractor, f"{ds.name} labels")
-        resolved = {n: Prediction(openset=opensets[n], sentiment=preds[n].sentiment)
+        # Failed sentiment samples already carry "neutral"; they need no label list.
+        todo = [n for n in names if preds[n].sentiment is None]
+        opensets, n_llm = _resolve_opensets(preds, todo, extractor, f"{ds.name} labels")
+        resolved = {n: Prediction(openset=opensets[n]) if n in opensets else preds[n]
                     for n in names}
     else:
         resolved = preds

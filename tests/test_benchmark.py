@@ -133,11 +133,19 @@ def test_sentiment_sets_need_the_extractor(unibench, wheel_dir, tiny_models, tmp
     from inference.parse import LLMExtractor
 
     extractor = LLMExtractor(tiny_models["llm"], batch_size=4, max_new_tokens=3)
+
+    def labeler(rows, model, out, *, batch_size, seed, task):
+        table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
+        table.loc[0, ["status", "text"]] = ["failed", ""]
+        return table
+
     scores = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path, wheel_dir=wheel_dir,
-                       labeler=tint_labeler, extractor=extractor)
+                       labeler=labeler, extractor=extractor)
     mosi = scores["models"]["m"]["datasets"]["CMUMOSI"]
     assert mosi["metric"] == "sentiment" and 0.0 <= mosi["score"] <= 1.0
-    assert mosi["counts"]["llm_calls"] == N  # templated outputs: only the sentiment mapping
+    # Templated outputs need only the sentiment mapping; the failed sample needs none.
+    assert mosi["counts"]["llm_calls"] == N - 1
+    assert mosi["labeling"]["failed"] == 1
 
 
 def test_cli(unibench, wheel_dir, tmp_path, monkeypatch, capsys):
