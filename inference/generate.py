@@ -1,0 +1,242 @@
+"""Batched generation over spliced ``inputs_embeds`` (DESIGN §7): left padding, greedy by default.
+
+Our own decode loop instead of ``llm.generate``: it keeps a per-row random generator (so a
+seeded sample does not depend on which other samples share its batch), honours the ``###``
+stop string and EOS per row without a tokenizer-aware stopping criterion, and is the same
+code on the CPU and on a GPU. The KV cache is whatever the model returns (transformers 5
+builds a ``DynamicCache`` when ``use_cache=True``), fed back each step.
+
+- :func:`decode` — the loop on a causal LM: ``[B,T,H]`` embeddings + left-padded mask -> token ids.
+- :func:`generate` — AffectGPT features + subtitles + tasks -> cleaned texts.
+- :func:`clean_output` — the text after the assistant marker, cut at ``###`` / EOS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from training.prompt import ANSWER_END, ASSISTANT_MARKER, QUESTIONS, encode_prompt
+
+STOP_STRING = ANSWER_END  # "###": the trained answer ends with it
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings; the defaults are ours (greedy), the released code sampled at T=1, p=0.9."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_prompt_tokens: int = 1024
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be within (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Decoded:
+    """One row's generated ids (stop token excluded) and why it stopped: eos, stop, length."""
+
+    tokens: list[int]
+    finish: str
+
+
+def sample_seed(seed: int, name: str, task: str) -> int:
+    """The sampling seed of one (sample, task): a pure function, whatever the batch or worker."""
+    digest = hashlib.blake2b(f"{seed}:{name}:{task}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` with every row right-aligned (pads on the left)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def clean_output(text: str) -> str:
+    """What follows the assistant marker, cut at the first ``###`` (as the released code did)."""
+    marker = ASSISTANT_MARKER.strip()
+    if marker in text:
+        text = text.rsplit(marker, 1)[1]
+    return text.split(STOP_STRING, 1)[0].strip()
+
+
+_HASH_MASKS: dict[int, torch.Tensor] = {}
+
+
+def _hash_token_mask(tokenizer, vocab_rows: int) -> torch.Tensor:
+    """Boolean ``[vocab_rows]``: tokens whose text holds ``#`` (only those can complete ``###``)."""
+    key = id(tokenizer)
+    if key not in _HASH_MASKS:
+        mask = torch.zeros(vocab_rows, dtype=torch.bool)
+        n = min(len(tokenizer), vocab_rows)
+        for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
+            if tok is not None and "#" in tok:
+                mask[i] = True
+        _HASH_MASKS[key] = mask
+    return _HASH_MASKS[key]
+
+
+def _forward_kwargs(llm) -> tuple[str, dict]:
+    """The KV-cache keyword of this transformers (5.2x: ``cache``; before: ``past_key_values``) and
+    the "last logits only" flag, so the prompt pass does not build ``[B, T, vocab]`` logits."""
+    import inspect
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    params = inspect.signature(type(base).forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    extra = {}
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            extra[name] = 1
+            break
+    return cache_kw, extra
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of each row outside the smallest set whose mass reaches ``top_p`` (>= 1 token kept)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    drop = (sorted_p.cumsum(dim=-1) - sorted_p) > top_p
+    sorted_p = sorted_p.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+
+
+@torch.inference_mode()
+def decode(
+    llm,
+    embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    config: GenerationConfig | None = None,
+    seeds: Sequence[int] | None = None,
+    tokenizer=None,
+) -> list[Decoded]:
+    """Generate from left-padded ``embeds [B,T,H]``; each row stops at EOS, at ``###`` or at the length.
+
+    Greedy unless ``config.do_sample``; then row ``i`` samples from its own generator seeded
+    with ``seeds[i]`` (default 0), after temperature and top-p. ``tokenizer`` enables the
+    ``###`` stop string (decoded on the row's tail only when the new token holds a ``#``).
+    """
+    cfg = config or GenerationConfig()
+    cfg.validate()
+    device = embeds.device
+    b = embeds.shape[0]
+    mask = attention_mask.to(device)
+    position = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), device=device)
+    gens = None
+    if cfg.do_sample:
+        seeds = list(seeds) if seeds is not None else [0] * b
+        gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    hash_mask = None
+    tokens: list[list[int]] = [[] for _ in range(b)]
+    finish = ["length"] * b
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    embed_layer = llm.get_input_embeddings()
+
+    cache_kw, extra = _forward_kwargs(llm)
+    out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True, **extra)
+    last_pos = position[:, -1:]
+    for step in range(cfg.max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        if hash_mask is None and tokenizer is not None:
+            hash_mask = _hash_token_mask(tokenizer, logits.shape[-1]).to(device)
+        if gens is None:
+            nxt = logits.argmax(dim=-1)
+        else:
+            probs = _top_p_filter(torch.softmax(logits / cfg.temperature, dim=-1), cfg.top_p)
+            nxt = torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(b)])
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        nxt_list, done_list = nxt.tolist(), done.tolist()
+        eos_list = torch.isin(nxt, eos).tolist()
+        hash_list = hash_mask[nxt].tolist() if hash_mask is not None else [False] * b
+        for i in range(b):
+            if done_list[i]:
+                continue
+            if eos_list[i]:
+                finish[i] = "eos"
+                continue
+            tokens[i].append(nxt_list[i])
+            if hash_list[i] and STOP_STRING in tokenizer.decode(tokens[i][-6:]):
+                finish[i] = "stop"
+        done = torch.as_tensor([f != "length" for f in finish], device=device)
+        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
+        last_pos = last_pos + 1
+        cache = getattr(out, "cache", None) if cache_kw == "cache" else out.past_key_values
+        out = llm(inputs_embeds=embed_layer(nxt.unsqueeze(1)), attention_mask=mask, position_ids=last_pos,
+                  use_cache=True, **{cache_kw: cache}, **extra)
+    return [Decoded(t, f) for t, f in zip(tokens, finish)]
+
+
+def eos_ids_of(model) -> list[int]:
+    """EOS ids: the tokenizer's plus the base model's generation config (Qwen lists two)."""
+    ids = {int(model.tokenizer.eos_token_id)}
+    gen_cfg = getattr(model.llm, "generation_config", None)
+    extra = getattr(gen_cfg, "eos_token_id", None) if gen_cfg is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif extra:
+        ids.update(int(e) for e in extra)
+    return sorted(ids)
+
+
+def build_inputs(model, subtitles: Sequence[str], tasks: Sequence[str], config: GenerationConfig):
+    """Left-padded prompt ids and mask for rows of (subtitle, task); the subtitle is cut to fit."""
+    tok = model.tokenizer
+    seqs = []
+    for subtitle, task in zip(subtitles, tasks, strict=True):
+        if task not in QUESTIONS:
+            raise ValueError(f"task {task!r} is not one of {sorted(QUESTIONS)}")
+        seqs.append(encode_prompt(tok, subtitle or "", QUESTIONS[task], model.spec.visual_stream,
+                                  max_tokens=config.max_prompt_tokens, reserve=config.max_new_tokens))
+    return left_pad(seqs, tok.pad_token_id)
+
+
+def generate(
+    model,
+    visual: torch.Tensor,
+    audio: torch.Tensor,
+    subtitles: Sequence[str],
+    tasks: Sequence[str],
+    config: GenerationConfig | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[str]:
+    """Texts for a batch: ``visual [B,8,Dv]``, ``audio [B,8,Da]``, one subtitle and task per row."""
+    return [clean_output(t) for t in generate_raw(model, visual, audio, subtitles, tasks, config, seeds)[0]]
+
+
+def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None) -> tuple[list[str], list[Decoded]]:
+    """As :func:`generate`, but the uncleaned decoded texts and the per-row :class:`Decoded`."""
+    cfg = config or GenerationConfig()
+    device = next(model.fusion.parameters()).device
+    ids, mask = build_inputs(model, subtitles, tasks, cfg)
+    ids, mask = ids.to(device), mask.to(device)
+    with torch.inference_mode():
+        mm = model.encode_multimodal(torch.as_tensor(visual).to(device), torch.as_tensor(audio).to(device))
+        embeds = model.inputs_embeds(ids, mm)
+    rows = decode(model.llm, embeds, mask, eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id,
+                  config=cfg, seeds=seeds, tokenizer=model.tokenizer)
+    texts = [model.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in rows]
+    return texts, rows

@@ -1,0 +1,215 @@
+"""Getting a trained AffectGPT from wherever it lives: a checkpoint folder, a run folder or MLflow.
+
+Accepted model references (every command that takes ``--model``):
+
+- a trainable checkpoint folder (``affectflow_model.json`` + ``adapter/`` + ``fusion.safetensors``);
+- a training run folder (``--out`` of ``affectflow train``): its latest checkpoint;
+- ``models:/name@alias``, ``models:/name/3``, ``runs:/<run id>/model`` or any MLflow model URI
+  logged by :mod:`inference.registry` (our pyfunc flavour, see :class:`AffectGPTPyfunc`).
+
+An alias is pinned to its version once (:func:`resolve_model`), so every Ray actor of a job
+loads the same weights even if the alias moves mid-job. MLflow models are downloaded once per
+machine into a cache keyed by the pinned URI (written to a temporary folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SPEC_FILE = "affectflow_model.json"  # training.model.SPEC_FILE (not imported: keeps this module light)
+BUNDLE_FILE = "affectflow_bundle.json"
+CKPT_ARTIFACT = "checkpoint"
+BASE_ARTIFACT = "base_llm"
+BUNDLE_ARTIFACT = "bundle"
+ENV_BASE_LLM = "AFFECTFLOW_BASE_LLM"  # where a model logged with --no-bundle-base finds its base LLM
+
+
+class ModelRefError(ValueError):
+    """A model reference that cannot be resolved; the message says what was expected."""
+
+
+@dataclass
+class ResolvedModel:
+    """A model reference made concrete: local checkpoint + base LLM, and what to record in outputs."""
+
+    ref: str  # what the user passed
+    model_uri: str  # pinned: models:/name/3 for an alias, an absolute path for a folder
+    version: str  # registry version ("" outside the registry)
+    checkpoint: str  # local trainable checkpoint folder
+    llm_path: str  # local base LLM folder ("" = the path recorded in the checkpoint's spec)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_mlflow_uri(ref: str) -> bool:
+    return "://" in ref or ref.startswith(("models:", "runs:"))
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder at ``path``: itself, or the latest (highest step) checkpoint under a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelRefError(f"model {path} does not exist (expected a checkpoint folder, a training run "
+                            "folder or an MLflow URI such as models:/affectgpt@latest)")
+    if (path / SPEC_FILE).is_file():
+        return path
+    found = [p.parent for p in path.rglob(SPEC_FILE)]
+    if not found:
+        raise ModelRefError(f"{path} holds no AffectFlow checkpoint: no {SPEC_FILE} in it or below it")
+
+    def step(p: Path) -> tuple[int, str]:
+        state = p / "train_state.json"
+        try:
+            return int(json.loads(state.read_text(encoding="utf-8")).get("step", -1)), str(p)
+        except (OSError, ValueError):
+            return -1, str(p)
+
+    return max(found, key=step)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AFFECTFLOW_CACHE", Path.home() / ".cache" / "affectflow")) / "models"
+
+
+def _pin(ref: str, tracking_uri: str | None) -> tuple[str, str]:
+    """``(pinned uri, version)``: ``models:/n@alias`` -> ``models:/n/<v>``; other URIs unchanged."""
+    if not ref.startswith("models:/"):
+        return ref, ""
+    from mlflow.tracking import MlflowClient
+
+    body = ref[len("models:/"):].strip("/")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        mv = client.get_model_version_by_alias(name, alias)
+        return f"models:/{name}/{mv.version}", str(mv.version)
+    parts = body.split("/")
+    if len(parts) == 2 and parts[1].isdigit():
+        return ref, parts[1]
+    if len(parts) == 2:  # models:/name/Stage (deprecated stages): let MLflow resolve it
+        return ref, ""
+    raise ModelRefError(f"model URI {ref!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+
+
+def _download(uri: str, tracking_uri: str | None, cache_dir: Path) -> Path:
+    """The local copy of an MLflow model (downloaded once; concurrent callers each rename atomically)."""
+    import mlflow
+
+    key = hashlib.sha256(f"{tracking_uri}|{uri}".encode()).hexdigest()[:20]
+    dest = cache_dir / key
+    if (dest / "MLmodel").is_file():
+        return dest
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir))
+    try:
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
+        if not (local / "MLmodel").is_file():
+            raise ModelRefError(f"{uri} is not an MLflow model (no MLmodel file in its artifacts)")
+        if local != tmp:
+            for child in local.iterdir():
+                shutil.move(str(child), tmp / child.name)
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another process finished first: use its copy
+            if not (dest / "MLmodel").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def bundle_paths(model_dir: str | Path) -> tuple[Path, Path | None, dict]:
+    """``(checkpoint, base LLM or None, bundle info)`` of a downloaded pyfunc model folder."""
+    import yaml
+
+    model_dir = Path(model_dir)
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    arts = (meta.get("flavors", {}).get("python_function", {}) or {}).get("artifacts", {}) or {}
+
+    def art(name: str) -> Path | None:
+        entry = arts.get(name)
+        return model_dir / entry["path"] if entry else None
+
+    ckpt = art(CKPT_ARTIFACT)
+    if ckpt is None or not (ckpt / SPEC_FILE).is_file():
+        raise ModelRefError(f"{model_dir} is an MLflow model but not an AffectFlow one "
+                            f"(no '{CKPT_ARTIFACT}' artifact holding {SPEC_FILE})")
+    bundle = art(BUNDLE_ARTIFACT)
+    info = json.loads(bundle.read_text(encoding="utf-8")) if bundle and bundle.is_file() else {}
+    return ckpt, art(BASE_ARTIFACT), info
+
+
+def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path: str | Path | None = None,
+                  cache_dir: str | Path | None = None, download: bool = True) -> ResolvedModel:
+    """Pin and (for MLflow URIs) download ``ref``; see the module docstring for the accepted forms.
+
+    ``llm_path`` overrides the base LLM (needed for a model logged without its base when the
+    recorded path does not exist here; ``$AFFECTFLOW_BASE_LLM`` does the same).
+    """
+    ref = str(ref)
+    override = str(llm_path) if llm_path else os.environ.get(ENV_BASE_LLM, "")
+    if not is_mlflow_uri(ref):
+        ckpt = find_checkpoint(ref).resolve()
+        return ResolvedModel(ref, str(ckpt), "", str(ckpt), override)
+    try:
+        pinned, version = _pin(ref, tracking_uri)
+    except ModelRefError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI and the cause
+        raise ModelRefError(f"cannot resolve {ref} at tracking URI {tracking_uri or '(default)'}: {exc}") from None
+    if not download:
+        return ResolvedModel(ref, pinned, version, "", override)
+    try:
+        local = _download(pinned, tracking_uri, Path(cache_dir) if cache_dir else default_cache_dir())
+    except ModelRefError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ModelRefError(f"cannot download {pinned} from {tracking_uri or '(default)'}: {exc}") from None
+    ckpt, base, info = bundle_paths(local)
+    llm = override or (str(base) if base is not None else info.get("base_llm_path", ""))
+    if not llm:
+        raise ModelRefError(f"{ref} was logged without its base LLM and records no path: pass --llm-path "
+                            f"or set ${ENV_BASE_LLM}")
+    return ResolvedModel(ref, pinned, version, str(ckpt), llm)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = None,
+               llm_path: str | Path | None = None, device: str = "auto", dtype: str = "auto",
+               cache_dir: str | Path | None = None):
+    """``(AffectGPT in eval mode, ResolvedModel)``; bf16 on CUDA and fp32 on the CPU by default."""
+    import torch
+
+    from training.model import AffectGPT
+
+    resolved = ref if isinstance(ref, ResolvedModel) else resolve_model(
+        ref, tracking_uri=tracking_uri, llm_path=llm_path, cache_dir=cache_dir)
+    dev = pick_device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
+    base = resolved.llm_path or None
+    if base is not None and not (Path(base) / "config.json").is_file():
+        raise ModelRefError(f"base LLM {base} for {resolved.ref} not found (config.json missing): pass --llm-path "
+                            f"or set ${ENV_BASE_LLM}")
+    try:
+        model = AffectGPT.load_trainable(resolved.checkpoint, llm_path=base, dtype=getattr(torch, dtype), device=dev)
+    except FileNotFoundError as exc:
+        raise ModelRefError(f"cannot load {resolved.ref}: {exc}") from None
+    return model, resolved
