@@ -25,6 +25,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -121,7 +122,13 @@ def shutdown_distributed(barrier: bool = True) -> None:
             if barrier:
                 dist.barrier()
         finally:
-            dist.destroy_process_group()
+            ds_comm = sys.modules.get("deepspeed.comm.comm")
+            if ds_comm is not None and ds_comm.cdb is not None:
+                # Through DeepSpeed, which also drops its cached groups: a later run in this
+                # process (tests, benches) would otherwise reuse dead ones.
+                ds_comm.destroy_process_group()
+            else:
+                dist.destroy_process_group()
 
 
 def _skip_cpu_shm_comm() -> None:
