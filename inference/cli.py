@@ -92,3 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_config_options(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    from inference.label_cli import register as register_labeling
+
+    register_labeling(sub)  # label, infer, register
