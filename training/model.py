@@ -18,7 +18,7 @@ Public API (used by training here and by generation/serving elsewhere):
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -244,6 +244,17 @@ class AffectGPT(nn.Module):
         return counts
 
 
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    # Build a random base directly in its dtype: a 7B model in fp32 first would need 30 GB.
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def _numel(p: torch.Tensor) -> int:
     return int(getattr(p, "ds_numel", 0) or p.numel())  # ZeRO-3 keeps the real size in ds_numel
 
@@ -290,13 +301,17 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     seed: int | None = 0,
     gradient_checkpointing: bool = False,
+    llm_config: dict | None = None,
+    device: str | torch.device = "cpu",
 ) -> AffectGPT:
     """Assemble AffectGPT: base LLM frozen, LoRA and fusion trainable.
 
     ``meta=True`` builds the ``qwen2.5-7b`` shapes on the meta device (no weights, no
     tokenizer) for counting. ``visual_dim``/``audio_dim`` come from the feature store's
     encoder specs (defaults: the real 768/1024). ``seed`` fixes the LoRA and fusion init,
-    so every data-parallel rank starts from the same weights.
+    so every data-parallel rank starts from the same weights. ``llm_config`` (Qwen2Config
+    fields) builds a randomly initialised base on ``device`` instead of loading one (benches);
+    its placeholder ids are the last vocabulary rows and it has no tokenizer.
     """
     if preset not in ("tiny", "qwen2.5-7b"):
         raise ValueError(f"unknown model preset {preset!r} (known: tiny, qwen2.5-7b)")
@@ -306,15 +321,18 @@ def build_model(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        if meta:
+        if meta or llm_config is not None:
             from transformers import Qwen2Config, Qwen2ForCausalLM
 
-            if preset != "qwen2.5-7b":
+            if meta and preset != "qwen2.5-7b":
                 raise ValueError("meta builds are for the qwen2.5-7b preset (the tiny one is cheap to build)")
-            with torch.device("meta"):
-                base = Qwen2ForCausalLM(Qwen2Config(**QWEN25_7B_CONFIG))
+            config = Qwen2Config(**(llm_config if llm_config is not None else QWEN25_7B_CONFIG))
+            with torch.device("meta" if meta else device), _default_dtype(dtype):
+                base = Qwen2ForCausalLM(config)
             base.requires_grad_(False)
-            tok, ids, path = None, None, ""
+            tok, path = None, ""
+            # No tokenizer: the placeholders take the last rows of the (padded) vocabulary.
+            ids = {t: config.vocab_size - len(PLACEHOLDER_TOKENS) + i for i, t in enumerate(PLACEHOLDER_TOKENS)}
         else:
             if not llm_path:
                 raise ValueError(f"preset {preset!r} needs llm_path (a local checkpoint folder)")
@@ -324,7 +342,7 @@ def build_model(
         llm = _lora(base, lora_r, lora_alpha, lora_dropout)
         if gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        with torch.device("meta") if meta else nullcontext():
+        with torch.device("meta" if meta else device):
             fusion = MultimodalFusion(visual_dim, audio_dim, hidden, pooling)
         fusion.to(dtype)
     spec = ModelSpec(preset=preset, visual_dim=visual_dim, audio_dim=audio_dim, hidden_size=hidden,
