@@ -162,7 +162,8 @@ def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None)
     enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
     enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
     ds = source.map_batches(
-        DecodeStage, fn_constructor_kwargs=decode_kwargs(p), batch_size=p.batch_size,
+        DecodeStage, fn_constructor_kwargs={**decode_kwargs(p), "storage_options": storage_options},
+        batch_size=p.batch_size,
         compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus,
     )
     if modalities & {"frame", "face"}:
@@ -245,10 +246,12 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
             source = source.filter(lambda row: row["name"] not in skip)
         todo = plan_
     else:
-        corpus_path = Path(corpus)
-        if not corpus_path.exists():
-            raise FileNotFoundError(f"corpus {corpus_path} does not exist")
-        rows = read_manifest(corpus_path, p.layout)[: limit if limit is not None else None]
+        # An fsspec URL corpus (s3://...) shares the store's storage_options.
+        remote = "://" in str(corpus)
+        if not remote and not Path(corpus).exists():
+            raise FileNotFoundError(f"corpus {corpus} does not exist")
+        rows = read_manifest(str(corpus) if remote else Path(corpus), p.layout,
+                             storage_options)[: limit if limit is not None else None]
         # Two rows with one name (e.g. a bad CSV row and the real video) cannot share a part.
         seen: set[str] = set()
         unique = []

@@ -53,13 +53,16 @@ def name_error(name: Any) -> str:
     return ""
 
 
-def read_csv_rows(path: Path) -> list[tuple[int, dict[str, str], str]]:
+def read_csv_rows(path: Path | str, data: bytes | None = None) -> list[tuple[int, dict[str, str], str]]:
     """``(line, row, error)`` for each data row; a cell that is not UTF-8 gives that row an error.
+
+    ``data``: the file's bytes when it is not on local disk (``path`` then only names it).
 
     Decoding with ``surrogateescape`` keeps one bad byte from costing the whole file: only the
     rows holding it fail, and the message names the file and line.
     """
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+    data = Path(path).read_bytes() if data is None else data
+    text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or "name" not in reader.fieldnames:
         raise ValueError(f"{path}: expected a header row with a 'name' column, got {reader.fieldnames}")
@@ -86,55 +89,103 @@ def _subtitle_of(row: dict[str, str]) -> str:
     return ""
 
 
-def _label_tables(root: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+class CorpusRoot:
+    """A corpus root on local disk or behind an fsspec URL (``s3://bucket/mer2025-dataset``).
+
+    Holds only what the MER2025 reader needs; media paths of a URL root stay URLs, which the
+    decode stage fetches (`pipelines.stages.fetch_media`).
+    """
+
+    def __init__(self, root: str | Path, storage_options: dict | None = None):
+        self.url = "://" in str(root)
+        if self.url:
+            import fsspec
+
+            self.fs, self.base = fsspec.core.url_to_fs(str(root), **(storage_options or {}))
+            self.root = str(root).rstrip("/")
+        else:
+            self.root = Path(root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts]) if self.url else str(self.root.joinpath(*parts))
+
+    def _remote(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def is_dir(self, *parts: str) -> bool:
+        return self.fs.isdir(self._remote(*parts)) if self.url else self.root.joinpath(*parts).is_dir()
+
+    def is_file(self, *parts: str) -> bool:
+        return self.fs.isfile(self._remote(*parts)) if self.url else self.root.joinpath(*parts).is_file()
+
+    def csv_rows(self, name: str) -> list[tuple[int, dict[str, str], str]]:
+        data = self.fs.cat_file(self._remote(name)) if self.url else None
+        return read_csv_rows(self.path(name), data)
+
+    def stems(self, folder: str, suffix: str) -> set[str]:
+        """File stems in ``folder`` ending with ``suffix`` (one listing, also for 100k objects)."""
+        if not self.url:
+            return {p.stem for p in self.root.joinpath(folder).glob(f"*{suffix}")}
+        if not self.is_dir(folder):
+            return set()
+        names = (p.rsplit("/", 1)[-1] for p in self.fs.ls(self._remote(folder), detail=False))
+        return {n[: -len(suffix)] for n in names if n.endswith(suffix)}
+
+
+def _label_tables(root: CorpusRoot) -> tuple[dict[str, list[str]], dict[str, str]]:
     openset: dict[str, list[str]] = {}
     reason: dict[str, str] = {}
     for track2, track3 in LABEL_CSVS:
-        if (root / track2).is_file():
-            for _, row, _err in read_csv_rows(root / track2):
+        if root.is_file(track2):
+            for _, row, _err in root.csv_rows(track2):
                 openset.setdefault(row["name"], parse_openset(row.get("openset", "")))
-        if (root / track3).is_file():
-            for _, row, _err in read_csv_rows(root / track3):
+        if root.is_file(track3):
+            for _, row, _err in root.csv_rows(track3):
                 reason.setdefault(row["name"], row.get("reason", ""))
     return openset, reason
 
 
-def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV) -> list[ManifestRow]:
+def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
+                 storage_options: dict | None = None) -> list[ManifestRow]:
     """Rows for every name in the subtitle CSV or the ``video/`` folder, sorted by name.
 
     Paths follow DESIGN §3: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
-    back to the video's audio track), ``openface_face/{name}/{name}.npy``.
+    back to the video's audio track), ``openface_face/{name}/{name}.npy``. ``root`` may be an
+    fsspec URL (``s3://...``, with ``storage_options``); the rows then hold URLs.
     """
-    root = Path(root)
+    root = CorpusRoot(root, storage_options)
     if not root.is_dir():
         raise FileNotFoundError(f"corpus root {root} is not a directory")
-    video_dir = root / "video"
-    if not video_dir.is_dir() and not (root / subtitle_csv).is_file():
+    if not root.is_dir("video") and not root.is_file(subtitle_csv):
         raise FileNotFoundError(f"{root} has neither video/ nor {subtitle_csv}: not a MER2025 layout")
     subtitles: dict[str, tuple[str, str]] = {}
     bad_rows: list[ManifestRow] = []
-    if (root / subtitle_csv).is_file():
-        for line, row, err in read_csv_rows(root / subtitle_csv):
+    if root.is_file(subtitle_csv):
+        for line, row, err in root.csv_rows(subtitle_csv):
             name = row.get("name", "")
             bad = name_error(name)
             if bad:
-                bad_rows.append(ManifestRow(name=str(name), error=f"{bad} ({root / subtitle_csv} line {line})"))
+                bad_rows.append(ManifestRow(name=str(name), error=f"{bad} ({root.path(subtitle_csv)} line {line})"))
                 continue
             subtitles.setdefault(name, (_subtitle_of(row), err))
     names = set(subtitles)
-    if video_dir.is_dir():
-        names.update(p.stem for p in video_dir.glob("*.mp4"))
+    videos = root.stems("video", ".mp4")
+    wavs = root.stems("audio", ".wav")
+    names.update(videos)
     openset, reason = _label_tables(root)
     rows = list(bad_rows)
     for name in sorted(names):
         subtitle, err = subtitles.get(name, ("", ""))
-        video = video_dir / f"{name}.mp4"
-        wav = root / "audio" / f"{name}.wav"
-        face = root / "openface_face" / name / f"{name}.npy"
-        if not err and not video.is_file():
+        video = root.path("video", f"{name}.mp4")
+        wav = root.path("audio", f"{name}.wav")
+        face = root.path("openface_face", name, f"{name}.npy")
+        if not err and name not in videos:
             err = f"manifest/missing-file: {subtitle_csv} names {name!r} but {video} does not exist"
         rows.append(ManifestRow(
-            name=name, video=str(video), audio=str(wav) if wav.exists() else "", face=str(face),
+            name=name, video=video, audio=wav if name in wavs else "", face=face,
             subtitle=subtitle, openset=openset.get(name, []), reason=reason.get(name, ""), error=err,
         ))
     return rows
@@ -184,11 +235,13 @@ def read_folder(root: str | Path, subtitles: str | Path | None = None,
     return rows
 
 
-def read_manifest(corpus: str | Path, layout: str) -> list[ManifestRow]:
-    """The rows of a corpus on a local path, by layout (``mer2025`` or ``folder``)."""
+def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None = None) -> list[ManifestRow]:
+    """The rows of a corpus by layout (``mer2025`` on a local path or fsspec URL, ``folder`` local only)."""
     if layout == "mer2025":
-        return read_mer2025(corpus)
+        return read_mer2025(corpus, storage_options=storage_options)
     if layout == "folder":
+        if "://" in str(corpus):
+            raise ValueError(f"layout 'folder' reads local folders only, got {corpus}: use mer2025 or webdataset")
         return read_folder(corpus)
     raise ValueError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
 

@@ -45,6 +45,30 @@ def _source(row: dict[str, Any], kind: str) -> tuple[Any, str]:
     return label, label
 
 
+def fetch_media(row: dict[str, Any], kinds: tuple[str, ...] = ("video", "audio", "face"),
+                storage_options: dict | None = None) -> dict[str, Any]:
+    """The row with ``{kind}_bytes`` filled for each media path that is an fsspec URL (object storage).
+
+    The stages then decode bytes, as for a WebDataset shard; local paths are left to them.
+    """
+    import fsspec
+
+    out = dict(row)
+    for kind in kinds:
+        url = str(row.get(kind) or "")
+        data = row.get(f"{kind}_bytes")
+        if "://" not in url or (data is not None and len(data) > 0):
+            continue
+        try:
+            with fsspec.open(url, "rb", **(storage_options or {})) as f:
+                out[f"{kind}_bytes"] = f.read()
+        except FileNotFoundError:
+            raise SampleError(f"{kind}/missing", f"{url} does not exist") from None
+        except Exception as exc:  # network, permissions: name the object, keep the job going
+            raise SampleError(f"{kind}/unreadable", f"cannot read {url}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    return out
+
+
 class FrameStage:
     """8 RGB frames at the DESIGN §4 indices, decoded at ``size``² with decord."""
 
@@ -112,7 +136,10 @@ class DecodeStage:
 
     def __init__(self, faces: str = "openface", num_frames: int = 8, image_size: int = 224,
                  sample_rate: int = 16000, num_clips: int = 8, clip_seconds: float = 2.0,
-                 pyfeat_model: str | None = None, asr: bool = False, asr_seconds: float = 30.0):
+                 pyfeat_model: str | None = None, asr: bool = False, asr_seconds: float = 30.0,
+                 storage_options: dict | None = None):
+        self.storage_options = storage_options
+        self.remote_kinds = ("video", "audio", "face") if faces == "openface" else ("video", "audio")
         self.frames = FrameStage(num_frames, image_size)
         self.faces = FaceStage(faces, num_frames, image_size, pyfeat_model)
         self.audio = AudioStage(sample_rate, num_clips, clip_seconds, asr_seconds if asr else 0.0)
@@ -134,6 +161,7 @@ class DecodeStage:
         try:
             frames = self.frames(row)
             faces, fallback = self.faces(row, frames)
+            row = fetch_media(row, self.remote_kinds, self.storage_options)
             clips, waveform = self.audio(row)
         except SampleError as exc:
             zeros.error = exc.record()
