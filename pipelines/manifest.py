@@ -168,7 +168,8 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
             name = row.get("name", "")
             bad = name_error(name)
             if bad:
-                bad_rows.append(ManifestRow(name=str(name), error=f"{bad} ({root.path(subtitle_csv)} line {line})"))
+                where = f"{root.path(subtitle_csv)} line {line}"
+                bad_rows.append(ManifestRow(name=str(name), error=f"{bad} ({where})"))
                 continue
             subtitles.setdefault(name, (_subtitle_of(row), err))
     names = set(subtitles)
@@ -241,7 +242,8 @@ def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None 
         return read_mer2025(corpus, storage_options=storage_options)
     if layout == "folder":
         if "://" in str(corpus):
-            raise ValueError(f"layout 'folder' reads local folders only, got {corpus}: use mer2025 or webdataset")
+            raise ValueError(f"layout 'folder' reads local folders only, got {corpus}: "
+                             "use mer2025 or webdataset")
         return read_folder(corpus)
     raise ValueError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
 

@@ -65,7 +65,8 @@ def fetch_media(row: dict[str, Any], kinds: tuple[str, ...] = ("video", "audio",
         except FileNotFoundError:
             raise SampleError(f"{kind}/missing", f"{url} does not exist") from None
         except Exception as exc:  # network, permissions: name the object, keep the job going
-            raise SampleError(f"{kind}/unreadable", f"cannot read {url}: {type(exc).__name__}: {str(exc)[:200]}") from None
+            raise SampleError(f"{kind}/unreadable",
+                              f"cannot read {url}: {type(exc).__name__}: {str(exc)[:200]}") from None
     return out
 
 
@@ -159,9 +160,9 @@ class DecodeStage:
             zeros.error = str(row["error"])
             return zeros
         try:
+            row = fetch_media(row, self.remote_kinds, self.storage_options)
             frames = self.frames(row)
             faces, fallback = self.faces(row, frames)
-            row = fetch_media(row, self.remote_kinds, self.storage_options)
             clips, waveform = self.audio(row)
         except SampleError as exc:
             zeros.error = exc.record()
