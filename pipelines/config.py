@@ -35,6 +35,8 @@ class PreprocessConfig:
     encoder_cpus: float = 0.4
     encoder_gpus: float = 0.0
     writer_cpus: float = 0.1
+    # WebDataset shard reading (I/O bound): whole-CPU read tasks starve the actors on 2 CPUs.
+    read_cpus: float = 0.1
     torch_threads: int = 1
 
     def validate(self) -> None:
@@ -55,7 +57,7 @@ class PreprocessConfig:
         for key in ("decode_actors", "encoder_actors", "torch_threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("decode_cpus", "encoder_cpus", "writer_cpus", "encoder_gpus"):
+        for key in ("decode_cpus", "encoder_cpus", "writer_cpus", "encoder_gpus", "read_cpus"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):

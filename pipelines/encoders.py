@@ -53,8 +53,8 @@ def _set_threads(n: int | None) -> None:
 class ClipEncoder:
     """CLIP image tower + projection; ``__call__`` turns ``frames``/``faces`` uint8 stacks into ``frame``/``face`` features."""
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
-                 torch_threads: int | None = None, micro_batch: int = 64):
+    def __init__(self, model_dir: str | Path | None, device: str = "auto", dtype: str = "auto",
+                 torch_threads: int | None = None, micro_batch: int = 64, model=None, processor=None):
         import torch
         from transformers import CLIPModel
 
@@ -65,8 +65,10 @@ class ClipEncoder:
 
         _set_threads(torch_threads)
         self.device, self.dtype = pick_device(device, dtype)
-        self.model = CLIPModel.from_pretrained(str(model_dir)).to(self.device, self.dtype).eval()
-        self.processor = CLIPImageProcessor.from_pretrained(str(model_dir))
+        # model/processor: already-built objects (benchmarks at real shapes without saving weights).
+        model = model if model is not None else CLIPModel.from_pretrained(str(model_dir))
+        self.model = model.to(self.device, self.dtype).eval()
+        self.processor = processor if processor is not None else CLIPImageProcessor.from_pretrained(str(model_dir))
         p = self.processor
         self.crop = (int(p.crop_size["height"]), int(p.crop_size["width"]))
         self.resize_is_identity = (not p.do_resize or p.size.get("shortest_edge") == min(self.crop))
@@ -139,14 +141,15 @@ class HubertEncoder:
 
     LAYERS = 4
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto",
-                 torch_threads: int | None = None, micro_batch: int = 32):
+    def __init__(self, model_dir: str | Path | None, device: str = "auto", dtype: str = "auto",
+                 torch_threads: int | None = None, micro_batch: int = 32, model=None, extractor=None):
         from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
         _set_threads(torch_threads)
         self.device, self.dtype = pick_device(device, dtype)
-        self.model = HubertModel.from_pretrained(str(model_dir)).to(self.device, self.dtype).eval()
-        self.extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(model_dir))
+        model = model if model is not None else HubertModel.from_pretrained(str(model_dir))
+        self.model = model.to(self.device, self.dtype).eval()
+        self.extractor = extractor if extractor is not None else Wav2Vec2FeatureExtractor.from_pretrained(str(model_dir))
         self.normalize = bool(self.extractor.do_normalize)
         self.micro_batch = micro_batch
         self.dim = int(self.model.config.hidden_size)

@@ -18,13 +18,18 @@ from pipelines.frames import uniform_indices
 BACKENDS = ("openface", "opencv", "pyfeat")
 
 
-def load_face_stack(path: str | Path) -> np.ndarray:
-    """An OpenFace stack ``uint8 [T, H, W, 3]`` (BGR), loaded with pickle off and checked."""
+def load_face_stack(path: str | Path, data: bytes | None = None) -> np.ndarray:
+    """An OpenFace stack ``uint8 [T, H, W, 3]`` (BGR), loaded with pickle off and checked.
+
+    ``data``: the file's bytes (a WebDataset member); ``path`` then only names it in errors.
+    """
+    import io
+
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise SampleError("face/missing", f"{path} does not exist")
     try:
-        stack = np.load(path, allow_pickle=False)
+        stack = np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False)
     except Exception as exc:  # ValueError for pickled/object arrays, OSError/EOFError for truncated files
         raise SampleError("face/unreadable", f"cannot load {path}: {str(exc)[:200]}") from None
     if not isinstance(stack, np.ndarray) or stack.ndim != 4 or stack.shape[-1] != 3:

@@ -117,6 +117,8 @@ def plan(cfg, models: str | Path | None = None) -> Plan:
         if not (whisper / "config.json").is_file():
             raise _user_error(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
                               "(--set preprocess.whisper_model=PATH)")
+    if p.layout == "folder" and p.faces == "openface":
+        raise _user_error("a folder of videos has no OpenFace stacks: use --faces opencv (or pyfeat)")
     if p.faces == "opencv":
         from pipelines.faces import haar_available
 
@@ -234,7 +236,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
 
     if p.layout == "webdataset":
         init_ray(cfg)
-        source = read_webdataset(corpus, storage_options)
+        source = read_webdataset(corpus, storage_options, num_cpus=p.read_cpus)
         if limit is not None:
             source = source.limit(limit)
         # Names are known only while streaming: skip stored ones in the stream.
@@ -243,7 +245,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
             skip |= set(fs.failed(plan_.specs))
         summary.total = -1
         if skip:
-            source = source.filter(lambda row: row["name"] not in skip)
+            source = source.filter(lambda row: row["name"] not in skip, num_cpus=p.read_cpus)
         todo = plan_
     else:
         # An fsspec URL corpus (s3://...) shares the store's storage_options.

@@ -265,7 +265,7 @@ def webdataset_paths(corpus: str | Path) -> list[str]:
 
 
 def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
-    """A WebDataset sample (``__key__``, ``mp4``/``avi``/…, ``wav``, ``json``) -> manifest columns + media bytes."""
+    """A WebDataset sample (``__key__``, ``mp4``/``avi``/…, ``wav``, ``npy`` face stack, ``json``) -> manifest columns + media bytes."""
     import json
 
     name = str(sample.get("__key__", "")).rsplit("/", 1)[-1]
@@ -289,17 +289,22 @@ def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
         **ManifestRow(
             name=name, video=f"{name}.{video_ext}" if video_ext else "",
             audio=f"{name}.wav" if sample.get("wav") is not None else "",
+            face=f"{name}.npy" if sample.get("npy") is not None else "",
             subtitle=str(meta.get("subtitle") or meta.get("english") or ""),
             openset=parse_openset(meta.get("openset", "")), reason=str(meta.get("reason", "")),
             error=error,
         ).to_dict(),
         "video_bytes": video_bytes,
         "audio_bytes": bytes(sample["wav"]) if sample.get("wav") is not None else b"",
+        "face_bytes": bytes(sample["npy"]) if sample.get("npy") is not None else b"",
     }
 
 
-def read_webdataset(corpus: str | Path, storage_options: dict | None = None):
-    """A Ray dataset of manifest rows (plus ``video_bytes``/``audio_bytes``) from WebDataset shards."""
+def read_webdataset(corpus: str | Path, storage_options: dict | None = None, num_cpus: float = 0.1):
+    """A Ray dataset of manifest rows (plus ``video_bytes``/``audio_bytes``/``face_bytes``) from WebDataset shards.
+
+    ``num_cpus`` per read task: fractional, or on a small machine the read starves the actor pools.
+    """
     import ray.data
 
     paths = webdataset_paths(corpus)
@@ -310,6 +315,7 @@ def read_webdataset(corpus: str | Path, storage_options: dict | None = None):
 
         fs, _ = fsspec.core.url_to_fs(str(corpus), **storage_options)
         filesystem = PyFileSystem(FSSpecHandler(fs))
-    # decoder=False: media stays bytes; the frame/audio stages decode it like files.
-    ds = ray.data.read_webdataset(paths, filesystem=filesystem, decoder=False)
-    return ds.map(webdataset_row)
+    # decoder=None: every member stays bytes (decoder=False still runs Ray's default decoder,
+    # which np.loads .npy in the read task); the stages decode them like files, pickle off.
+    ds = ray.data.read_webdataset(paths, filesystem=filesystem, decoder=None, num_cpus=num_cpus)
+    return ds.map(webdataset_row, num_cpus=num_cpus)

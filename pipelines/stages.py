@@ -101,7 +101,9 @@ class FaceStage:
         if self.backend == "openface":
             if not row.get("face"):
                 raise SampleError("face/missing", f"sample {row['name']!r} has no OpenFace npy")
-            return sample_faces(load_face_stack(row["face"]), self.num_frames, self.size), 0
+            data = row.get("face_bytes")
+            data = bytes(data) if data is not None and len(data) else None
+            return sample_faces(load_face_stack(row["face"], data), self.num_frames, self.size), 0
         return detect_faces(frames, self.detector, self.size)
 
 

@@ -1,0 +1,131 @@
+"""Scale: a manifest of N rows (one small clip hard-linked under N names) through the pipeline.
+
+    python bench/scale.py --n 132171          # the full MER2025 size (hours on 2 cores)
+    python bench/scale.py --n 2000            # what fits in minutes here
+
+Runs N/10 rows, then N rows, each into a fresh store, with the tiny encoders; prints wall time,
+the time ratio (target <= 11: no super-linear cost in the manifest, resume index or store) and
+the peak RSS summed over the driver and every Ray worker (target <= 3 GB), sampled every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def build_corpus(root: Path, n: int) -> Path:
+    """MER2025 layout with ``n`` names, every media file a hard link to one sample's."""
+    import numpy as np
+    import pandas as pd
+
+    from affectflow.synth_corpus import write_sample
+
+    seed_dir = root.parent / "seed_sample"
+    if not (seed_dir / "video" / "seed.mp4").is_file():
+        write_sample(seed_dir, "seed", "happy", np.random.default_rng(0), seconds=2.4)
+    if (root / "subtitle_chieng.csv").is_file() and len(pd.read_csv(root / "subtitle_chieng.csv")) == n:
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for sub in ("video", "audio", "openface_face"):
+        (root / sub).mkdir(parents=True)
+    names = [f"s{i:07d}" for i in range(n)]
+    for name in names:
+        os.link(seed_dir / "video" / "seed.mp4", root / "video" / f"{name}.mp4")
+        os.link(seed_dir / "audio" / "seed.wav", root / "audio" / f"{name}.wav")
+        (root / "openface_face" / name).mkdir()
+        os.link(seed_dir / "openface_face" / "seed" / "seed.npy", root / "openface_face" / name / f"{name}.npy")
+    pd.DataFrame({"name": names, "english": ["hello there"] * n}).to_csv(root / "subtitle_chieng.csv", index=False)
+    return root
+
+
+class PeakRss:
+    """Peak of the summed RSS of this process and every Ray process of this session."""
+
+    def __init__(self):
+        import psutil
+
+        self.psutil, self.peak, self.stop = psutil, 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _procs(self):
+        me = self.psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+        for p in self.psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if cmd.startswith("ray::") or "default_worker.py" in cmd:
+                procs.append(p)
+        return {p.pid: p for p in procs}.values()
+
+    def _run(self):
+        while not self.stop.is_set():
+            total = 0
+            for p in self._procs():
+                try:
+                    total += p.memory_info().rss
+                except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.5)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=132171)
+    ap.add_argument("--work", default="/tmp/affectflow_bench_scale")
+    ap.add_argument("--batch-size", type=int, default=16)
+    args = ap.parse_args(argv)
+
+    import ray
+
+    from affectflow.config import load_config
+    from affectflow.tiny_models import build_tiny_models
+    from pipelines.job import preprocess
+
+    work = Path(args.work)
+    models = work / "models"
+    if not (models / "clip" / "config.json").is_file():
+        build_tiny_models(models, seed=0)
+    cores = os.cpu_count() or 1
+    cfg = load_config(None, [f"preprocess.batch_size={args.batch_size}", f"ray.num_cpus={cores}"])
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    rows = []
+    for n in (max(args.n // 10, 1), args.n):
+        t0 = time.perf_counter()
+        corpus = build_corpus(work / f"corpus_{n}", n)
+        built = time.perf_counter() - t0
+        store = work / f"store_{n}.zarr"
+        shutil.rmtree(store, ignore_errors=True)
+        with PeakRss() as rss:
+            summary = preprocess(corpus, store, models=models, cfg=cfg)
+        rows.append((n, summary.seconds, summary.ok, rss.peak, built))
+        print(f"n={n}: {summary.ok} ok, {summary.failed} failed in {summary.seconds:.1f}s "
+              f"({summary.videos_per_s:.1f} videos/s), peak RSS {rss.peak / 2**30:.2f} GiB "
+              f"(corpus of hard links built in {built:.1f}s)", flush=True)
+    ray.shutdown()
+    (n1, t1, *_), (n2, t2, *_) = rows
+    peak = max(r[3] for r in rows)
+    print(f"time({n2}) / time({n1}) = {t2 / t1:.2f}  (target <= 11; rows ratio {n2 / n1:.1f})")
+    print(f"peak RSS {peak / 2**30:.2f} GiB  (target <= 3 GiB), driver + Ray workers, {cores} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
