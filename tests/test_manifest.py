@@ -55,7 +55,7 @@ def test_folder_rows(tmp_path, synth_corpus):
 
 
 def write_shards(out, corpus, names, per_shard=2):
-    """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.json`` (subtitle, labels)."""
+    """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.npy`` (face stack), ``{key}.json`` (subtitle, labels)."""
     import pandas as pd
 
     subs = pd.read_csv(corpus / "subtitle_chieng.csv").set_index("name")["english"]
@@ -66,6 +66,7 @@ def write_shards(out, corpus, names, per_shard=2):
                 members = {
                     "mp4": (corpus / "video" / f"{name}.mp4").read_bytes(),
                     "wav": (corpus / "audio" / f"{name}.wav").read_bytes(),
+                    "npy": (corpus / "openface_face" / name / f"{name}.npy").read_bytes(),
                     "json": json.dumps({"subtitle": subs[name], "openset": "[Happy]"}).encode(),
                 }
                 for ext, data in members.items():
