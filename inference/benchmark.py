@@ -4,8 +4,10 @@ For each model and dataset: `read_unibench` gives the test rows, a labeler (by d
 Ray Data batch labeling of `inference.labeling`, OV task) writes the label table, the outputs
 are scored with `inference.evaluate.evaluate`, and `scores.json` (sorted keys, no timings or
 output paths, so the same inputs and seed give the same bytes), ``scores.md`` and
-``report.html`` are written. With several models (e.g. the checkpoints of epochs 30..60) the
-per-dataset best comes from `select_best_checkpoint`.
+``report.html`` are written. Each model labels all datasets in one job, into
+``labels/<NN>-<model>.parquet`` with names ``<dataset>::<name>``. With several models (e.g. the
+checkpoints of epochs 30..60) the per-dataset best comes from `select_best_checkpoint`; every
+listed model competes (the epochs 30..60 filter of DESIGN §6 is the caller's choice of models).
 
 Label extraction follows `evaluate`: outputs in the OV template are parsed without an LLM;
 free text goes to the LLM extractor when one is given. Sentiment sets always need the
@@ -19,6 +21,7 @@ prediction too (hit 0, P=R=0, sentiment "neutral", i.e. not positive), under ``l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -37,6 +40,7 @@ from inference.unibench import (
 from pipelines.labels import parse_openset
 
 TASK = "ov"
+NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/", DESIGN §3)
 # Class order of the MER 6-way label files (DESIGN §3), for their confusion matrices.
 MER_6WAY: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 CONFUSION_RULE = (
@@ -44,12 +48,18 @@ CONFUSION_RULE = (
     "the same word, else by the same level-1 word on emotion wheel 1; anything else is 'other'"
 )
 
-# labeler(rows, model, out_table, batch_size=, seed=, task=) -> table with name, text, status, error
+# labeler(rows, model, out_table, batch_size=, seed=, task=, **options) -> a table (DataFrame,
+# records or a path) with name, text, status, error: `label_rows` by default.
 Labeler = Callable[..., Any]
 
 
 class BenchmarkError(ValueError):
     """A benchmark request that cannot run as asked (named sentiment set without extractor, ...)."""
+
+
+def qualify(dataset: str, name: str) -> str:
+    """The name a sample carries through the labeling job: ``MER2023::sample_00000001``."""
+    return f"{dataset}{NAME_SEPARATOR}{name}"
 
 
 def model_key(index: int, model: str) -> str:
@@ -71,11 +81,11 @@ def discover(unibench_root: str | Path) -> list[str]:
 
 
 def label_rows(rows: Sequence, model: str, out: Path, *, batch_size: int, seed: int,
-               task: str = TASK):
-    """Label manifest rows with the batch-labeling job; returns its table (a DataFrame).
+               task: str = TASK, **options):
+    """Label manifest rows with the batch-labeling job (`inference.labeling.label_rows`);
+    returns its table. ``options`` go to the job (``cfg``, ``models`` = the encoder folder).
 
-    Adapter over `inference.labeling`: it needs an entry point that takes manifest rows
-    (the UniBench layouts are not corpus layouts the job can read by path).
+    The UniBench layouts are not corpus layouts the job reads by path, hence the rows entry.
     """
     try:
         from inference import labeling
@@ -92,7 +102,8 @@ def label_rows(rows: Sequence, model: str, out: Path, *, batch_size: int, seed: 
             "inference.labeling has no label_rows(rows, model, task, out, batch_size, seed) "
             "entry point for manifest rows; the benchmark cannot label UniBench folders"
         )
-    return entry(list(rows), model=model, task=task, out=out, batch_size=batch_size, seed=seed)
+    return entry(list(rows), model=model, task=task, out=out, batch_size=batch_size, seed=seed,
+                 **options)
 
 
 def _read_table(table) -> list[dict]:
@@ -210,10 +221,14 @@ def benchmark(
     wheel_dir: str | Path = "../shared/emotion_wheel",
     labeler: Labeler | None = None,
     task: str = TASK,
+    cfg=None,
+    encoders: str | Path | None = None,
 ) -> dict:
     """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
-    ``report.html`` (+ ``plots/``) and the label tables (``labels/<model>/<dataset>.parquet``)
-    under ``out``. ``extractor`` is a local Qwen dir or an `LLMExtractor`; returns the scores."""
+    ``report.html`` (+ ``plots/``) and one label table per model (``labels/<NN>-<model>.parquet``)
+    under ``out``. ``extractor`` is a local Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
+    preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
+    labeling job. Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from inference.report import PAPER, write_report
 
     models = [model] if isinstance(model, str) else list(model)
@@ -239,17 +254,24 @@ def benchmark(
     manifests = {d: read_unibench(d, root) for d in todo}
     extractor = _load_extractor(extractor)
     labeler = labeler or label_rows
+    options = {k: v for k, v in (("cfg", cfg), ("models", encoders)) if v is not None}
     out = Path(out)
     results: dict[str, dict] = {}
+    # One labeling job per model over every dataset's rows (one actor-pool start-up, and the
+    # model stays busy across datasets); names are qualified since datasets share names.
+    all_rows = [dataclasses.replace(r, name=qualify(d, r.name)) for d in todo for r in manifests[d]]
     for i, m in enumerate(models):
+        table_path = out / "labels" / f"{model_key(i, m)}.parquet"
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        records = _read_table(labeler(all_rows, m, table_path, batch_size=batch_size, seed=seed,
+                                      task=task, **options))
         per_ds: dict[str, dict] = {}
         for d in todo:
             ds = DATASETS[d]
-            table_path = out / "labels" / model_key(i, m) / f"{d}.parquet"
-            table_path.parent.mkdir(parents=True, exist_ok=True)
-            table = labeler(manifests[d], m, table_path, batch_size=batch_size, seed=seed,
-                            task=task)
-            per_ds[d] = score_dataset(ds, dataset_folder(ds, root), manifests[d], table,
+            prefix = qualify(d, "")
+            mine = [{**r, "name": str(r["name"])[len(prefix):]} for r in records
+                    if str(r["name"]).startswith(prefix)]
+            per_ds[d] = score_dataset(ds, dataset_folder(ds, root), manifests[d], mine,
                                       wheel_dir, extractor)
         results[m] = {"datasets": per_ds, "mean": _mean([r["score"] for r in per_ds.values()])}
     best = select_best_checkpoint(

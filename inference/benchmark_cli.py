@@ -9,7 +9,7 @@ from affectflow.cli import UserError, add_config_options, config_from_args
 
 
 def run_benchmark(models, unibench_root, datasets, out, *, batch_size, seed, wheel_dir,
-                  extractor=None, labeler=None) -> dict:
+                  extractor=None, labeler=None, cfg=None, encoders=None) -> dict:
     """`inference.benchmark.benchmark` with user-fixable problems turned into ``UserError``."""
     from inference.benchmark import benchmark
     from inference.evaluate import NeedsExtractorError
@@ -17,7 +17,8 @@ def run_benchmark(models, unibench_root, datasets, out, *, batch_size, seed, whe
 
     try:
         return benchmark(models, unibench_root, datasets, out, batch_size=batch_size, seed=seed,
-                         extractor=extractor, wheel_dir=wheel_dir, labeler=labeler)
+                         extractor=extractor, wheel_dir=wheel_dir, labeler=labeler, cfg=cfg,
+                         encoders=encoders)
     except (KeyError, ValueError, WheelError, NeedsExtractorError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise UserError(str(message)) from None
@@ -34,7 +35,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     scores = run_benchmark(
         args.model, args.unibench_root, datasets or None, args.out,
         batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
-        extractor=args.extractor,
+        extractor=args.extractor, cfg=cfg, encoders=args.models,
     )
     from inference.report import markdown
 
@@ -68,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="labeling batch size (config label.batch_size)")
     p.add_argument("--seed", type=int, help="seed (config seed)")
     p.add_argument("--wheel", metavar="DIR", help="emotion-wheel folder (config score.wheel_dir)")
+    p.add_argument("--models", metavar="DIR",
+                   help="folder with the clip/ and hubert/ encoders (default: as affectflow label)")
     add_config_options(p)
     p.set_defaults(func=_cmd_benchmark)
 

@@ -43,7 +43,7 @@ def _reference_colour(emotion: str) -> np.ndarray:
     return _REFERENCE_FACES[emotion]
 
 
-def tint_labeler(rows, model, out, *, batch_size, seed, task):
+def tint_labeler(rows, model, out, *, batch_size, seed, task, **options):
     """Labels from the face stack's mean colour; model "weak" always answers neutral."""
     records = []
     for r in rows:
@@ -78,7 +78,9 @@ def test_benchmark_report_best_of_and_determinism(unibench, wheel_dir, tmp_path)
     (a, scores), (b, _) = runs
     assert (a / "scores.json").read_bytes() == (b / "scores.json").read_bytes()
     tables = sorted(p.relative_to(a) for p in (a / "labels").rglob("*.parquet"))
-    assert len(tables) == 2 * 4
+    assert [t.name for t in tables] == ["00-weak.parquet", "01-ckpt_epoch_35.parquet"]
+    names = pd.read_parquet(a / tables[0])["name"]
+    assert len(names) == 4 * N and names.str.startswith("MELD::").sum() == N
     for rel in tables:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
@@ -112,7 +114,7 @@ def test_benchmark_report_best_of_and_determinism(unibench, wheel_dir, tmp_path)
 
 
 def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_path):
-    def labeler(rows, model, out, *, batch_size, seed, task):
+    def labeler(rows, model, out, *, batch_size, seed, task, **options):
         table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
         table.loc[0, ["status", "error", "text"]] = ["failed", "video/unreadable: x", ""]
         table.loc[1, "text"] = "In the text, nothing is said."
@@ -134,7 +136,7 @@ def test_sentiment_sets_need_the_extractor(unibench, wheel_dir, tiny_models, tmp
 
     extractor = LLMExtractor(tiny_models["llm"], batch_size=4, max_new_tokens=3)
 
-    def labeler(rows, model, out, *, batch_size, seed, task):
+    def labeler(rows, model, out, *, batch_size, seed, task, **options):
         table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
         table.loc[0, ["status", "text"]] = ["failed", ""]
         return table
@@ -224,17 +226,25 @@ def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_pa
     if not hasattr(labeling, "label_rows"):
         pytest.skip("inference.labeling has no label_rows(rows, model=, task=, out=, batch_size=, "
                     "seed=) entry point for manifest rows, which the benchmark adapter calls")
-    model = _tiny_affectgpt(request.getfixturevalue("tiny_models"), tmp_path)
+    from affectflow.config import load_config
+
+    tiny = request.getfixturevalue("tiny_models")
+    model = str(_tiny_affectgpt(tiny, tmp_path))
     request.getfixturevalue("ray_session")  # one local Ray for the session
+    cfg = load_config(None, ["label.max_new_tokens=8"])
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        scores = benchmark(str(model), unibench.root, ["MER2023", "OVMERDPlus"], out,
-                           batch_size=2, seed=0, wheel_dir=wheel_dir)
+        scores = benchmark(model, unibench.root, ["MER2023", "OVMERDPlus"], out, batch_size=2,
+                           seed=0, wheel_dir=wheel_dir, cfg=cfg, encoders=Path(tiny["clip"]).parent)
     assert (outs[0] / "scores.json").read_bytes() == (outs[1] / "scores.json").read_bytes()
+    tables = sorted(p.relative_to(outs[0]) for p in (outs[0] / "labels").rglob("*.parquet"))
+    assert len(tables) == 1  # one labeling job per model, all datasets
+    for rel in tables:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes()
     for d in ("MER2023", "OVMERDPlus"):
-        table = outs[0] / "labels" / f"00-{Path(str(model)).name}" / f"{d}.parquet"
-        assert table.read_bytes() == (outs[1] / table.relative_to(outs[0])).read_bytes()
-        assert scores["models"][str(model)]["datasets"][d]["labeling"]["n"] == N
+        result = scores["models"][model]["datasets"][d]
+        assert result["labeling"]["n"] == N and result["labeling"]["failed"] == 0, result
+        assert 0.0 <= result["score"] <= 1.0
 
 
 def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
