@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "features.cli",
     "training.cli",
     "inference.cli",
+    "inference.benchmark_cli",
 )
 
 
