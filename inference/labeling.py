@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -409,6 +409,7 @@ def label(
     tracking_uri: str | None = None,
     llm_path: str | Path | None = None,
     retry_failed: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> LabelSummary:
     """Label ``input`` (or manifest ``rows``) with ``model`` into ``out`` (.parquet or .csv); resumable.
 
@@ -416,6 +417,7 @@ def label(
     ``models``: the folder holding the ``clip/``/``hubert/`` encoders for raw media (default:
     ``preprocess.*_model``, ``paths.models``, or the tiny-models folder beside the base LLM).
     Unset arguments come from ``cfg`` (``label.*``, ``seed``). Joins or starts Ray.
+    ``on_batch(rows)`` is called after each block of output rows is written (progress, benches).
     """
     import ray
 
@@ -502,6 +504,8 @@ def label(
                 writer.write(cols)
                 _tally(summary, cols)
                 seen.update(cols["name"])
+                if on_batch is not None:
+                    on_batch(len(cols["name"]))
     finally:
         ctx.execution_options.preserve_order = saved_order
     if summary.total < 0:  # streamed input: counted while streaming

@@ -193,8 +193,13 @@ def pick_device(device: str = "auto") -> str:
 
 def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = None,
                llm_path: str | Path | None = None, device: str = "auto", dtype: str = "auto",
-               cache_dir: str | Path | None = None):
-    """``(AffectGPT in eval mode, ResolvedModel)``; bf16 on CUDA and fp32 on the CPU by default."""
+               cache_dir: str | Path | None = None, merge_lora: bool = True):
+    """``(AffectGPT in eval mode, ResolvedModel)``; bf16 on CUDA and fp32 on the CPU by default.
+
+    ``merge_lora`` folds the LoRA deltas into the base weights (``merge_and_unload``): the same
+    function, without the adapter's extra matmuls per layer — for inference only (the merged
+    model cannot be saved as a trainable checkpoint).
+    """
     import torch
 
     from training.model import AffectGPT
@@ -212,4 +217,6 @@ def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = 
         model = AffectGPT.load_trainable(resolved.checkpoint, llm_path=base, dtype=getattr(torch, dtype), device=dev)
     except FileNotFoundError as exc:
         raise ModelRefError(f"cannot load {resolved.ref}: {exc}") from None
+    if merge_lora and hasattr(model.llm, "merge_and_unload"):
+        model.llm = model.llm.merge_and_unload()
     return model, resolved
