@@ -108,8 +108,9 @@ def test_model_references(tiny_checkpoint, tmp_path):
     assert resolve_model(str(tiny_checkpoint)).checkpoint == str(tiny_checkpoint.resolve())
     with pytest.raises(ModelRefError, match="does not exist"):
         resolve_model(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ModelRefError, match="no AffectFlow checkpoint"):
-        resolve_model(str(tmp_path))
+        resolve_model(str(tmp_path / "empty"))
     with pytest.raises(ModelRefError, match="models:/NAME@ALIAS"):
         resolve_model("models:/a/b/c", tracking_uri="sqlite:///" + str(tmp_path / "x.db"), download=False)
 
