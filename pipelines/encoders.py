@@ -192,7 +192,8 @@ class WhisperASR:
         self.device, self.dtype = pick_device(device, dtype)
         self.model = WhisperForConditionalGeneration.from_pretrained(str(model_dir)).to(self.device, self.dtype).eval()
         self.processor = WhisperProcessor.from_pretrained(str(model_dir))
-        self.max_new_tokens = max_new_tokens
+        # Whisper's decoder has max_target_positions slots, a few taken by the start/task prompt.
+        self.max_new_tokens = max(1, min(max_new_tokens, int(self.model.config.max_target_positions) - 4))
         self.language = language
 
     def transcribe(self, waveforms: list[np.ndarray], sr: int = 16000) -> list[str]:
@@ -215,7 +216,15 @@ class WhisperASR:
                 if batch["status"][i] == OK and not batch["subtitle"][i] and len(waves[i])]
         if need:
             subtitle = np.array(batch["subtitle"], dtype=object)
-            for i, text in zip(need, self.transcribe([waves[i] for i in need])):
+            try:
+                texts = self.transcribe([waves[i] for i in need])
+            except Exception as exc:  # a failed transcription fails these samples, not the job
+                status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
+                for i in need:
+                    status[i], error[i] = "failed", f"asr/error: sample {batch['name'][i]!r}: {type(exc).__name__}: {str(exc)[:200]}"
+                batch["status"], batch["error"] = status, error
+                return batch
+            for i, text in zip(need, texts):
                 subtitle[i] = text
             batch["subtitle"] = subtitle
         return batch

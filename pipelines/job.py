@@ -175,8 +175,10 @@ def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None)
         ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
                             batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
     if plan_.whisper is not None:
+        # Half the encoder share: with ASR on, 2 decode actors + 3 encoders + writer still fit 2 CPUs.
+        asr_res = {**enc_res, "num_cpus": p.encoder_cpus / 2}
         ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
-                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), **enc_res)
+                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), **asr_res)
     return ds.map_batches(
         WriteStage, fn_constructor_args=(store, [s.to_json() for s in plan_.specs], storage_options),
         batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,

@@ -9,20 +9,13 @@ import pytest
 
 from features.store import FeatureStore
 from pipelines.job import preprocess
-from tests.fixtures_pipeline import (  # noqa: F401  (fixtures)
-    BAD_CASES,
-    GOOD,
-    bad_corpus,
-    copy_corpus,
-    models_dir,
-    models_v2,
-    pipeline_config,
-    reference_store,
-    whisper_model,
-)
+from tests.fixtures_pipeline import BAD_CASES, GOOD, copy_corpus, pipeline_config
 from tests.test_manifest import write_shards
 
 NAMES = [f"sample_{i:08d}" for i in (0, 3, 5)]  # 16 kHz mono, 44.1 kHz stereo, 22.05 kHz mono
+
+# The shared fixtures (session-scoped: built once however many modules use them).
+pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def direct_features(corpus, models, names):

@@ -12,7 +12,10 @@ import numpy as np
 
 from features.store import FeatureStore
 from pipelines.job import preprocess
-from tests.fixtures_pipeline import models_dir, pipeline_config, reference_store  # noqa: F401  (fixtures)
+from tests.fixtures_pipeline import pipeline_config
+
+# The shared fixtures (session-scoped: built once however many modules use them).
+pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def _committed(fs: FeatureStore, specs) -> int:

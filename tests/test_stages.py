@@ -11,7 +11,10 @@ from pipelines.faces import HaarFaces, detect_faces, haar_available, load_face_s
 from pipelines.frames import decode_frames, uniform_indices
 from pipelines.manifest import read_mer2025
 from pipelines.stages import DecodeStage
-from tests.fixtures_pipeline import BAD_CASES, GOOD, bad_corpus, models_dir  # noqa: F401  (fixtures)
+from tests.fixtures_pipeline import BAD_CASES, GOOD
+
+# The shared fixtures (session-scoped: built once however many modules use them).
+pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def test_uniform_indices_follow_design_rule():
