@@ -22,6 +22,8 @@ import torch
 from training.prompt import ANSWER_END, ASSISTANT_MARKER, QUESTIONS, encode_prompt
 
 STOP_STRING = ANSWER_END  # "###": the trained answer ends with it
+# Check "all rows done?" (a host sync) every few steps only, so the host can queue GPU work ahead.
+CHECK_EVERY = 8
 
 
 @dataclass
@@ -77,20 +79,33 @@ def clean_output(text: str) -> str:
     return text.split(STOP_STRING, 1)[0].strip()
 
 
-_HASH_MASKS: dict[int, torch.Tensor] = {}
+_STOP_TABLES: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
 
-def _hash_token_mask(tokenizer, vocab_rows: int) -> torch.Tensor:
-    """Boolean ``[vocab_rows]``: tokens whose text holds ``#`` (only those can complete ``###``)."""
-    key = id(tokenizer)
-    if key not in _HASH_MASKS:
-        mask = torch.zeros(vocab_rows, dtype=torch.bool)
+def _stop_tables(tokenizer, vocab_rows: int, device) -> tuple[torch.Tensor, ...]:
+    """Per-token ``#`` bookkeeping so ``###`` is found on the device, without decoding each step.
+
+    ``(lead, trail, all_hash, has_stop)``: the token text's leading and trailing ``#`` counts,
+    whether it is only ``#``, and whether it holds ``###`` itself. A row has produced ``###``
+    when ``has_stop[t]`` or its running trailing-``#`` count plus ``lead[t]`` reaches 3. ``#``
+    is ASCII, so byte-level BPE token strings hold it literally.
+    """
+    key = (id(tokenizer), vocab_rows, str(device))
+    if key not in _STOP_TABLES:
         n = min(len(tokenizer), vocab_rows)
+        lead = torch.zeros(vocab_rows, dtype=torch.long)
+        trail = torch.zeros(vocab_rows, dtype=torch.long)
+        only = torch.zeros(vocab_rows, dtype=torch.bool)
+        has = torch.zeros(vocab_rows, dtype=torch.bool)
         for i, tok in enumerate(tokenizer.convert_ids_to_tokens(list(range(n)))):
-            if tok is not None and "#" in tok:
-                mask[i] = True
-        _HASH_MASKS[key] = mask
-    return _HASH_MASKS[key]
+            if not tok or "#" not in tok:
+                continue
+            lead[i] = len(tok) - len(tok.lstrip("#"))
+            trail[i] = len(tok) - len(tok.rstrip("#"))
+            only[i] = tok.strip("#") == ""
+            has[i] = STOP_STRING in tok
+        _STOP_TABLES[key] = tuple(t.to(device) for t in (lead, trail, only, has))
+    return _STOP_TABLES[key]
 
 
 def _forward_kwargs(llm) -> tuple[str, dict]:
@@ -135,7 +150,7 @@ def decode(
 
     Greedy unless ``config.do_sample``; then row ``i`` samples from its own generator seeded
     with ``seeds[i]`` (default 0), after temperature and top-p. ``tokenizer`` enables the
-    ``###`` stop string (decoded on the row's tail only when the new token holds a ``#``).
+    ``###`` stop string (tracked on the device, see :func:`_stop_tables`).
     """
     cfg = config or GenerationConfig()
     cfg.validate()
@@ -143,15 +158,19 @@ def decode(
     b = embeds.shape[0]
     mask = attention_mask.to(device)
     position = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), device=device)
+    eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=device)
     gens = None
     if cfg.do_sample:
         seeds = list(seeds) if seeds is not None else [0] * b
         gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    hash_mask = None
-    tokens: list[list[int]] = [[] for _ in range(b)]
-    finish = ["length"] * b
+    tables = None
+    # Per row, on the device: done yet, why (0 length, 1 eos, 2 stop), how many tokens to keep,
+    # and the running count of trailing '#'. The host syncs only every CHECK_EVERY steps.
     done = torch.zeros(b, dtype=torch.bool, device=device)
+    why = torch.zeros(b, dtype=torch.long, device=device)
+    keep = torch.full((b,), cfg.max_new_tokens, dtype=torch.long, device=device)
+    hashes = torch.zeros(b, dtype=torch.long, device=device)
+    steps: list[torch.Tensor] = []
     embed_layer = llm.get_input_embeddings()
 
     cache_kw, extra = _forward_kwargs(llm)
@@ -159,35 +178,39 @@ def decode(
     last_pos = position[:, -1:]
     for step in range(cfg.max_new_tokens):
         logits = out.logits[:, -1, :].float()
-        if hash_mask is None and tokenizer is not None:
-            hash_mask = _hash_token_mask(tokenizer, logits.shape[-1]).to(device)
         if gens is None:
             nxt = logits.argmax(dim=-1)
         else:
             probs = _top_p_filter(torch.softmax(logits / cfg.temperature, dim=-1), cfg.top_p)
             nxt = torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(b)])
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        nxt_list, done_list = nxt.tolist(), done.tolist()
-        eos_list = torch.isin(nxt, eos).tolist()
-        hash_list = hash_mask[nxt].tolist() if hash_mask is not None else [False] * b
-        for i in range(b):
-            if done_list[i]:
-                continue
-            if eos_list[i]:
-                finish[i] = "eos"
-                continue
-            tokens[i].append(nxt_list[i])
-            if hash_list[i] and STOP_STRING in tokenizer.decode(tokens[i][-6:]):
-                finish[i] = "stop"
-        done = torch.as_tensor([f != "length" for f in finish], device=device)
-        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+        steps.append(nxt)
+        is_eos = torch.isin(nxt, eos) & ~done
+        ended = is_eos
+        if tokenizer is not None:
+            if tables is None:
+                tables = _stop_tables(tokenizer, logits.shape[-1], device)
+            lead, trail, only, has = tables
+            stop = (has[nxt] | (hashes + lead[nxt] >= len(STOP_STRING))) & ~done & ~is_eos
+            hashes = torch.where(only[nxt], hashes + lead[nxt], trail[nxt])
+            why = torch.where(stop, 2, why)
+            keep = torch.where(stop, step + 1, keep)  # the stop string stays in; clean_output cuts it
+            ended = ended | stop
+        why = torch.where(is_eos, 1, why)
+        keep = torch.where(is_eos, step, keep)  # EOS itself is not output
+        done = done | ended
+        if step == cfg.max_new_tokens - 1:
+            break
+        if (step + 1) % CHECK_EVERY == 0 and bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=device)], dim=1)
         last_pos = last_pos + 1
         cache = getattr(out, "cache", None) if cache_kw == "cache" else out.past_key_values
         out = llm(inputs_embeds=embed_layer(nxt.unsqueeze(1)), attention_mask=mask, position_ids=last_pos,
                   use_cache=True, **{cache_kw: cache}, **extra)
-    return [Decoded(t, f) for t, f in zip(tokens, finish)]
+    tokens = torch.stack(steps, dim=1).tolist()
+    names = ("length", "eos", "stop")
+    return [Decoded(row[:k], names[w]) for row, k, w in zip(tokens, keep.tolist(), why.tolist())]
 
 
 def eos_ids_of(model) -> list[int]:

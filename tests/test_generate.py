@@ -90,13 +90,16 @@ def test_rows_stop_at_the_stop_string_at_eos_or_at_the_length(tiny_models):
     happy = tok("The character's emotional state is happy.###", add_special_tokens=False)["input_ids"]
     sad = tok("sad", add_special_tokens=False)["input_ids"]
     filler = tok(" and", add_special_tokens=False)["input_ids"]
-    scripts = [happy + filler * 20, sad + [eos] + filler * 20, filler * 40]
+    hash_id = tok.convert_tokens_to_ids("#")
+    split = sad + [hash_id, hash_id] + filler + [hash_id] * 3  # "##" then a word: only the later "###" stops
+    scripts = [happy + filler * 20, sad + [eos] + filler * 20, filler * 40, split + filler * 20]
     lm = ScriptedLM(scripts, vocab=len(tok))
-    embeds = torch.zeros(3, 5, 4)
-    mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    embeds = torch.zeros(4, 5, 4)
+    mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
     rows = decode(lm, embeds, mask, eos_ids=[eos], pad_id=eos, config=GenerationConfig(max_new_tokens=10),
                   tokenizer=tok)
-    assert [r.finish for r in rows] == ["stop", "eos", "length"]
+    assert [r.finish for r in rows] == ["stop", "eos", "length", "stop"]
+    assert rows[3].tokens == split and clean_output(tok.decode(split)) == "sad##" + tok.decode(filler)
     assert clean_output(tok.decode(rows[0].tokens)) == "The character's emotional state is happy."
     assert rows[0].tokens == happy  # nothing generated after the stop string
     assert rows[1].tokens == sad  # EOS itself is not part of the output
