@@ -49,7 +49,7 @@ def build_corpus(root: Path, n: int) -> Path:
 
 
 class PeakRss:
-    """Peak of the summed RSS of this process and every Ray process of this session."""
+    """Peak of the summed RSS of this process and its descendants (the local Ray it started)."""
 
     def __init__(self):
         import psutil
@@ -58,13 +58,10 @@ class PeakRss:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _procs(self):
+        # ray.init() starts the GCS and raylet as our children, and the raylet forks every worker:
+        # the process tree is this session's Ray and nothing else on a shared machine.
         me = self.psutil.Process()
-        procs = [me, *me.children(recursive=True)]
-        for p in self.psutil.process_iter(["cmdline"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            if cmd.startswith("ray::") or "default_worker.py" in cmd:
-                procs.append(p)
-        return {p.pid: p for p in procs}.values()
+        return [me, *me.children(recursive=True)]
 
     def _run(self):
         while not self.stop.is_set():

@@ -34,6 +34,8 @@ class PreprocessSummary:
     examples: dict[str, str] = field(default_factory=dict)
     face_fallback: int = 0  # frames where the face detector found nothing and the frame was used
     seconds: float = 0.0
+    first_part_s: float = 0.0  # until the first part was written: Ray and actor start-up, model loads
+    first_part_n: int = 0  # samples in that first part
     specs: list[str] = field(default_factory=list)
 
     @property
@@ -48,6 +50,12 @@ class PreprocessSummary:
     def videos_per_s(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def steady_videos_per_s(self) -> float:
+        """Rate after the first part (start-up excluded); 0 when there was one part or none."""
+        rest = self.seconds - self.first_part_s
+        return (self.processed - self.first_part_n) / rest if rest > 0 and self.first_part_n else 0.0
+
     def format(self) -> str:
         lines = [
             f"store: {self.store}",
@@ -60,7 +68,9 @@ class PreprocessSummary:
             lines.append(f"  {kind}: {count}   e.g. {self.examples.get(kind, '')[:160]}")
         if self.face_fallback:
             lines.append(f"face fallback (no face found, whole frame used): {self.face_fallback} frames")
-        lines.append(f"time: {self.seconds:.1f}s, {self.videos_per_s:.2f} videos/s")
+        steady = f"; after start-up ({self.first_part_s:.1f}s) {self.steady_videos_per_s:.2f} videos/s" \
+            if self.steady_videos_per_s else ""
+        lines.append(f"time: {self.seconds:.1f}s, {self.videos_per_s:.2f} videos/s{steady}")
         return "\n".join(lines)
 
 
@@ -196,9 +206,11 @@ def _select_specs(fs, names: list[str], specs: list, retry_failed: bool) -> tupl
     return todo_specs, [n for n in names if n in pending]
 
 
-def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]]) -> None:
+def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]], t0: float) -> None:
     kinds: Counter = Counter()
     for b in batches:
+        if not summary.first_part_n:
+            summary.first_part_s, summary.first_part_n = time.perf_counter() - t0, len(b["status"])
         for status, error in zip(b["status"], b["error"]):
             if status == "ok":
                 summary.ok += 1
@@ -280,7 +292,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         source = ray.data.from_items(items, override_num_blocks=blocks)
     summary.specs = [s.label() for s in todo.specs]
     ds = build_dataset(source, todo, store, storage_options)
-    _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"))
+    _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"), t0)
     if summary.total < 0:
         summary.total = summary.processed + len(skip)
         summary.skipped = len(skip)
