@@ -170,13 +170,16 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
                      alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
                      experiment: str | None = None) -> Registered | None:
     """Log + register ``checkpoint_dir`` and set the alias; ``None`` (with instructions printed)
-    when the tracking server cannot be reached. Uses the active run if there is one (the trainer's)."""
+    when the tracking server cannot be reached. Uses the active run if there is one (the trainer's):
+    ``train(..., on_finish=log_and_register)`` is the intended wiring."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from affectflow.config import MlflowConfig
 
     mc = cfg.mlflow if cfg is not None else MlflowConfig()
+    if uri is None and mlflow.active_run() is not None:
+        uri = mlflow.get_tracking_uri()  # inside the trainer's run: log where its params went
     uri = tracking_uri(mc.tracking_uri, uri)
     name, alias = name or mc.registered_model, alias or mc.alias
     ckpt = find_checkpoint(checkpoint_dir)
