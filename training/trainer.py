@@ -137,6 +137,10 @@ def _worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.set_num_threads(max(1, int(config["threads"])))
+    if cfg.train.use_gpu:
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())  # Ray's choice for this rank (nccl group)
     features = config["features"]()
     scratch = Path(tempfile.mkdtemp(prefix=f"affectflow-ckpt-r{rank}-"))
 
