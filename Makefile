@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/affectflow demo
+	$(VENV)/bin/affectflow demo --config configs/demo.yaml
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
