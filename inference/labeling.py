@@ -446,6 +446,10 @@ def label(
     except ModelRefError as exc:
         raise _user_error(str(exc)) from None
     spec = _model_spec(resolved.checkpoint)
+    base = Path(resolved.llm_path or spec.get("llm_path") or "")
+    if not (base / "config.json").is_file():  # fail here, not in every actor's constructor
+        raise _user_error(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
+                          "or set $AFFECTFLOW_BASE_LLM")
     summary = LabelSummary(out=str(out), input=str(input if rows is None else f"{len(rows)} rows"), kind=kind,
                            model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks)
     done = _done_pairs(_existing(out), retry_failed)
