@@ -34,8 +34,19 @@ def data(tmp_path_factory):
     return root
 
 
-def _train(data, tiny_models, out: Path, *extra: str):
-    return train(config(data, *extra), data / "store.zarr", data / "corpus", out, models=Path(tiny_models["llm"]).parent)
+def _train(data, tiny_models, out: Path, *extra: str, on_finish=None):
+    return train(config(data, *extra), data / "store.zarr", data / "corpus", out,
+                 models=Path(tiny_models["llm"]).parent, on_finish=on_finish)
+
+
+FINISHED: list[tuple] = []
+
+
+def record_finish(checkpoint_dir: str, cfg) -> None:
+    """The hook model logging plugs into: runs inside the still-open MLflow run."""
+    import mlflow
+
+    FINISHED.append((checkpoint_dir, cfg.train.zero_stage, mlflow.active_run().info.run_id))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +61,8 @@ def single(data, tiny_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def zero2(ray_session, data, tiny_models, tmp_path_factory):
-    return _train(data, tiny_models, tmp_path_factory.mktemp("z2") / "run", "train.zero_stage=2")
+    return _train(data, tiny_models, tmp_path_factory.mktemp("z2") / "run", "train.zero_stage=2",
+                  on_finish=record_finish)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +132,7 @@ def test_metrics_and_params_go_to_mlflow(data, zero2):
     run = client.get_run(zero2.mlflow_run_id)
     assert run.data.params["train.zero_stage"] == "2" and run.data.params["train.workers"] == "2"
     assert {"lr", "tokens_per_s", "samples_per_s"} <= set(run.data.metrics)
+    assert FINISHED == [(zero2.checkpoint_dir, 2, zero2.mlflow_run_id)]
 
 
 def test_cli_resume_continues_the_killed_run(data, tiny_models, killed, capsys):

@@ -223,9 +223,9 @@ def train(
         raise UserError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
     if resume and not run_dir.exists():
         raise UserError(f"nothing to resume in {out}: no run at {run_dir}")
-    out.mkdir(parents=True, exist_ok=True)
     llm_path = resolve_llm_path(cfg.model, models or cfg.paths.models).resolve()
     features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
 
     if not ray.is_initialized():
