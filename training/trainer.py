@@ -61,6 +61,8 @@ def _features_factory(store, corpus, visual, features):
         raise UserError("no feature store given: pass --store PATH (written by `affectflow preprocess`)")
     if not Path(store).exists() and "://" not in str(store):
         raise UserError(f"feature store {store!r} does not exist")
+    if not corpus:
+        raise UserError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
     return _StoreFeatures(str(store), str(corpus) if corpus else None, visual)
 
 
