@@ -5,15 +5,16 @@ Same model (an untrained tiny AffectGPT, or ``--model``), same inputs (a synthet
 store), same ``max_new_tokens``, greedy in both, so both do the same work per sample (an
 untrained model rarely stops early). Ours is timed end to end — job start, actor start, model
 load, generation, writing the table — on a running Ray. The baseline is timed on its first
-``--baseline-n`` samples (a rate; the loop's per-sample cost does not change with N), and its
-texts are compared with ours on those samples.
+``--baseline-n`` samples (a rate; the loop's per-sample cost does not change with N), before
+and after our job, keeping the better of the two rates; its texts are compared with ours.
 
-    .venv/bin/python bench/label.py [--n 256] [--baseline-n 32] [--batch-size 64] [--max-new-tokens 64]
+    .venv/bin/python bench/label.py [--n 8192] [--baseline-n 32] [--batch-size 256] [--max-new-tokens 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -46,9 +47,9 @@ def released_loop(model, data, n: int, max_new_tokens: int) -> tuple[float, list
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=256, help="samples labeled by the Ray job")
+    ap.add_argument("--n", type=int, default=8192, help="samples labeled by the Ray job")
     ap.add_argument("--baseline-n", type=int, default=32, help="samples timed in the batch-size-1 loop")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--model", help="checkpoint folder or MLflow URI (default: an untrained tiny AffectGPT)")
@@ -72,9 +73,12 @@ def main() -> int:
     model_ref = args.model or str(build_model("tiny", llm_path=models["llm"], visual_dim=768, audio_dim=64)
                                   .save_trainable(work / "ckpt"))
     store = work / "store.zarr"
-    if not store.exists():
-        write_synthetic_store(SyntheticFeatures(args.n, visual_dim=768, audio_dim=64), str(store),
-                              str(work / "labels"))
+    if not store.exists():  # parts of 256 samples (the store's default part size), so blocks stream
+        feats = SyntheticFeatures(args.n, visual_dim=768, audio_dim=64)
+        for start in range(0, args.n, 256):
+            chunk = copy.copy(feats)
+            chunk.items = feats.items[start:start + 256]
+            write_synthetic_store(chunk, str(store), str(work / "labels"))
     data = FeatureDataset(str(store), visual="face")
 
     model, _ = load_model(model_ref, device="cpu")
@@ -90,9 +94,9 @@ def main() -> int:
     summary = label(store, model_ref, "ov", out, batch_size=args.batch_size, seed=0, cfg=cfg,
                     on_batch=lambda rows: stamps.append((time.perf_counter(), rows)))
     ours = summary.ok / (time.perf_counter() - t0)
-    # Steady state: the rate after the first block arrived (job and actor start-up excluded).
-    later = sum(r for _, r in stamps[1:])
-    steady = later / (stamps[-1][0] - stamps[0][0]) if len(stamps) > 1 else float("nan")
+    first = stamps[0][0] - t0 if stamps else float("nan")  # job + actor start-up + the first batch
+    # The box is shared: time the loop again after the job and keep its better rate (conservative).
+    base_rate = max(base_rate, released_loop(model, data, len(base_texts), args.max_new_tokens)[0])
     table = read_table(out).to_pandas().set_index("name")
     same = sum(table.loc[data.names[i], "text"] == t for i, t in enumerate(base_texts))
     ray.shutdown()
@@ -101,10 +105,8 @@ def main() -> int:
     print(f"{'':34}{'samples':>8}{'samples/s':>12}")
     print(f"{'bs-1 loop (released style)':34}{len(base_texts):>8}{base_rate:>12.2f}")
     print(f"{'Ray labeling, batch ' + str(args.batch_size) + ', end to end':34}{summary.ok:>8}{ours:>12.2f}")
-    if later:
-        print(f"{'  same job, after its first block':34}{later:>8}{steady:>12.2f}")
-    print(f"speed-up: {ours / base_rate:.1f}x end to end"
-          + (f", {steady / base_rate:.1f}x after the first block" if later else "") + " (target >= 8x)")
+    print(f"speed-up: {ours / base_rate:.1f}x end to end (target >= 8x); the job's first rows arrived after "
+          f"{first:.1f}s (start-up, amortized over large inputs)")
     print(f"same text as the bs-1 loop: {same}/{len(base_texts)} samples")
     return 0
 
