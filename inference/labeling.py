@@ -484,8 +484,8 @@ def label(
                 if limit is not None:
                     source = source.limit(limit)
                 skip = {n for n, _ in done if not pending(n)}
-                if skip:
-                    source = source.filter(lambda row: row["name"] not in skip)
+                if skip:  # a fraction of a CPU: whole-CPU tasks stall beside the actor pools (DESIGN §10)
+                    source = source.filter(lambda row: row["name"] not in skip, num_cpus=0.1)
                 summary.total = -1
             else:
                 if rows is None:
