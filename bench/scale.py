@@ -49,12 +49,17 @@ def build_corpus(root: Path, n: int) -> Path:
 
 
 class PeakRss:
-    """Peak of the summed RSS of this process and its descendants (the local Ray it started)."""
+    """Peak memory of this process and its descendants (the local Ray it started): summed PSS and RSS.
+
+    PSS splits shared pages (Ray's shared-memory object store, shared libraries) between the
+    processes that map them, so its sum is the memory the job really holds; summed RSS counts
+    every shared page once per process and overstates it (both are printed).
+    """
 
     def __init__(self):
         import psutil
 
-        self.psutil, self.peak, self.stop = psutil, 0, threading.Event()
+        self.psutil, self.peak, self.peak_rss, self.stop = psutil, 0, 0, threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _procs(self):
@@ -65,13 +70,14 @@ class PeakRss:
 
     def _run(self):
         while not self.stop.is_set():
-            total = 0
+            pss = rss = 0
             for p in self._procs():
                 try:
-                    total += p.memory_info().rss
+                    info = p.memory_full_info()
+                    pss, rss = pss + info.pss, rss + info.rss
                 except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
                     pass
-            self.peak = max(self.peak, total)
+            self.peak, self.peak_rss = max(self.peak, pss), max(self.peak_rss, rss)
             time.sleep(0.5)
 
     def __enter__(self):
@@ -114,13 +120,15 @@ def main(argv=None) -> int:
             summary = preprocess(corpus, store, models=models, cfg=cfg)
         rows.append((n, summary.seconds, summary.ok, rss.peak, built))
         print(f"n={n}: {summary.ok} ok, {summary.failed} failed in {summary.seconds:.1f}s "
-              f"({summary.videos_per_s:.1f} videos/s), peak RSS {rss.peak / 2**30:.2f} GiB "
-              f"(corpus of hard links built in {built:.1f}s)", flush=True)
+              f"({summary.videos_per_s:.1f} videos/s; {summary.steady_videos_per_s:.1f} after "
+              f"{summary.first_part_s:.1f}s start-up), peak PSS {rss.peak / 2**30:.2f} GiB "
+              f"(summed RSS {rss.peak_rss / 2**30:.2f} GiB), load avg {os.getloadavg()[0]:.1f}; "
+              f"corpus of hard links built in {built:.1f}s", flush=True)
     ray.shutdown()
     (n1, t1, *_), (n2, t2, *_) = rows
     peak = max(r[3] for r in rows)
     print(f"time({n2}) / time({n1}) = {t2 / t1:.2f}  (target <= 11; rows ratio {n2 / n1:.1f})")
-    print(f"peak RSS {peak / 2**30:.2f} GiB  (target <= 3 GiB), driver + Ray workers, {cores} cores")
+    print(f"peak PSS {peak / 2**30:.2f} GiB  (target <= 3 GiB), driver + its Ray, {cores} cores")
     return 0
 
 

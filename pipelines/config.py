@@ -35,6 +35,9 @@ class PreprocessConfig:
     encoder_cpus: float = 0.4
     encoder_gpus: float = 0.0
     writer_cpus: float = 0.1
+    # Cap on the object-store bytes Ray Data keeps in flight (decoded frames queue between stages);
+    # without it the budget is a share of the node's RAM. 0 = Ray's default.
+    object_store_mb: int = 512
     # WebDataset shard reading (I/O bound): whole-CPU read tasks starve the actors on 2 CPUs.
     read_cpus: float = 0.1
     torch_threads: int = 1
@@ -54,6 +57,8 @@ class PreprocessConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
             raise ValueError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
+        if self.object_store_mb < 0:
+            raise ValueError(f"object_store_mb must be >= 0, got {self.object_store_mb}")
         for key in ("decode_actors", "encoder_actors", "torch_threads"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")

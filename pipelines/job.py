@@ -86,6 +86,12 @@ class WriteStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keep = {"name", "subtitle", "status", "error", *(s.modality for s in self.specs)}
+        names = [str(n) for n in batch["name"]]
+        if len(set(names)) != len(names):
+            # A key repeated within one batch (two shards holding one sample): a part holds a
+            # name once, so the first copy is stored and the rest dropped.
+            first = np.array([names.index(n) == i for i, n in enumerate(names)])
+            batch = {k: np.asarray(v)[first] for k, v in batch.items()}
         summary = self.store.write_part(self.specs, {k: v for k, v in batch.items() if k in keep})
         return {**{k: np.asarray(v, dtype=object) for k, v in summary.items()},
                 "face_fallback": np.asarray(batch.get("face_fallback", np.zeros(len(batch["name"]))), np.int32)}
@@ -170,6 +176,11 @@ def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None)
     from pipelines.stages import DecodeStage
 
     p = plan_.cfg
+    if p.object_store_mb:
+        from ray.data import DataContext
+
+        opts = DataContext.get_current().execution_options
+        opts.resource_limits = opts.resource_limits.copy(object_store_memory=p.object_store_mb * 2**20)
     modalities = {s.modality for s in plan_.specs}
     enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
     enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
