@@ -9,7 +9,8 @@ import torch
 
 from inference.generate import (GenerationConfig, clean_output, decode, generate, generate_raw, left_pad,
                                 sample_seed)
-from tests.fixtures_inference import one_thread, tiny_checkpoint, tiny_model  # noqa: F401  (fixtures)
+
+pytest_plugins = ("tests.fixtures_inference",)
 
 SUBTITLES = ["hello there", "", "a much longer subtitle with many more words in it " * 3, "ok", "why not", "x y z"]
 TASKS = ["ov", "description", "ov", "description", "ov", "description"]

@@ -6,8 +6,8 @@ import pytest
 
 from affectflow.config import load_config
 from inference.infer import infer
-from tests.fixtures_inference import one_thread, tiny_checkpoint  # noqa: F401  (fixtures)
-from tests.fixtures_pipeline import models_dir  # noqa: F401  (fixtures)
+
+pytest_plugins = ("tests.fixtures_inference", "tests.fixtures_pipeline")
 
 NAME = "sample_00000002"
 

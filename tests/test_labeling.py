@@ -7,8 +7,9 @@ import pytest
 
 from affectflow.config import load_config
 from inference.labeling import COLUMNS, label, read_table
-from tests.fixtures_inference import tiny_checkpoint  # noqa: F401  (fixtures)
-from tests.fixtures_pipeline import copy_corpus, models_dir, pipeline_config  # noqa: F401  (fixtures)
+from tests.fixtures_pipeline import copy_corpus, pipeline_config
+
+pytest_plugins = ("tests.fixtures_inference", "tests.fixtures_pipeline")
 
 NAMES = [f"sample_{i:08d}" for i in range(5)]
 

@@ -14,7 +14,8 @@ from affectflow.config import load_config
 from inference.model_io import find_checkpoint, resolve_model
 from inference.registry import log_and_register, tracking_uri
 from tests.conftest import REPO, _free_port
-from tests.fixtures_inference import build_checkpoint, tiny_checkpoint  # noqa: F401  (fixtures)
+
+pytest_plugins = ("tests.fixtures_inference",)
 
 
 @pytest.fixture
