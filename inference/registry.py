@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from affectflow.tracking import default_tracking_uri, tracking_uri  # noqa: F401  (re-exported)
 from inference.model_io import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT, SPEC_FILE, find_checkpoint
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
@@ -43,24 +44,6 @@ class Registered:
     model_uri: str  # models:/name@alias
     version_uri: str  # models:/name/<version>
     bundled_base: bool
-
-
-def default_tracking_uri() -> str:
-    from affectflow.config import MlflowConfig
-
-    return MlflowConfig().tracking_uri
-
-
-def tracking_uri(configured: str | None = None, explicit: str | None = None) -> str:
-    """The tracking URI to use: ``--mlflow-uri``, else ``$MLFLOW_TRACKING_URI`` when the config keeps
-    its default, else the config's value; relative sqlite/file paths made absolute."""
-    from training.trainer import resolve_tracking_uri
-
-    uri = explicit or ""
-    if not uri:
-        env = os.environ.get("MLFLOW_TRACKING_URI", "")
-        uri = env if env and (not configured or configured == default_tracking_uri()) else (configured or "")
-    return resolve_tracking_uri(uri or default_tracking_uri())
 
 
 def unreachable(uri: str, timeout: float = 5.0) -> str:

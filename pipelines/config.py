@@ -17,6 +17,9 @@ class PreprocessConfig:
     clip_seconds: float = 2.0
     # Samples per batch; each batch becomes one store part.
     batch_size: int = 8
+    # Samples per committed store part: larger parts read back faster and pack smaller on disk;
+    # a killed job loses at most the parts in flight.
+    write_batch_size: int = 256
     max_failure_rate: float = 0.01
     # Checkpoints: empty means {--models or paths.models}/clip, /hubert, /whisper.
     clip_model: str = ""
@@ -55,6 +58,8 @@ class PreprocessConfig:
             raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.write_batch_size < 1:
+            raise ValueError(f"write_batch_size must be >= 1, got {self.write_batch_size}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
             raise ValueError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
         if self.object_store_mb < 0:

@@ -202,7 +202,7 @@ def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None)
                             batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), **asr_res)
     return ds.map_batches(
         WriteStage, fn_constructor_args=(store, [s.to_json() for s in plan_.specs], storage_options),
-        batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,
+        batch_size=p.write_batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,
     )
 
 
@@ -296,6 +296,8 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
             summary.seconds = time.perf_counter() - t0
             return summary
         todo = dataclasses.replace(plan_, specs=specs)
+        # Parts left uncommitted by a killed run are garbage once we start writing again.
+        fs.vacuum()
         keep = set(pending)
         items = [r.to_dict() for r in rows if r.name in keep]
         init_ray(cfg)

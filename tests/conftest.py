@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Shared fixture modules (built on the session fixtures below).
+pytest_plugins = ("tests.fixtures_pipeline", "tests.fixtures_inference")
 # Keep test runs quiet and offline: nothing may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -100,7 +102,7 @@ def mlflow_server(tmp_path_factory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{uri}/health", proc, "mlflow server")
+        _wait_http(f"{uri}/health", proc, "mlflow server", timeout=180.0)
         yield uri
     finally:
         proc.terminate()

@@ -20,7 +20,8 @@ BATCH = 4  # samples per part in the test runs: several parts per corpus, so res
 
 def pipeline_config(*overrides: str):
     """The run config the tests use: small batches, 2 local CPUs, fp32 CPU encoders."""
-    return load_config(None, [f"preprocess.batch_size={BATCH}", "ray.num_cpus=2", *overrides])
+    return load_config(None, [f"preprocess.batch_size={BATCH}", f"preprocess.write_batch_size={BATCH}",
+                              "ray.num_cpus=2", *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import torch
 from inference.generate import (GenerationConfig, clean_output, decode, generate, generate_raw, left_pad,
                                 sample_seed)
 
-pytest_plugins = ("tests.fixtures_inference",)
 
 SUBTITLES = ["hello there", "", "a much longer subtitle with many more words in it " * 3, "ok", "why not", "x y z"]
 TASKS = ["ov", "description", "ov", "description", "ov", "description"]

@@ -7,7 +7,6 @@ import pytest
 from affectflow.config import load_config
 from inference.infer import infer
 
-pytest_plugins = ("tests.fixtures_inference", "tests.fixtures_pipeline")
 
 NAME = "sample_00000002"
 

@@ -9,7 +9,6 @@ from affectflow.config import load_config
 from inference.labeling import COLUMNS, label, read_table
 from tests.fixtures_pipeline import copy_corpus, pipeline_config
 
-pytest_plugins = ("tests.fixtures_inference", "tests.fixtures_pipeline")
 
 NAMES = [f"sample_{i:08d}" for i in range(5)]
 

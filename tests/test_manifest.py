@@ -12,7 +12,6 @@ import pytest
 from pipelines.manifest import name_error, read_folder, read_mer2025, read_webdataset
 
 # The shared fixtures (session-scoped: built once however many modules use them).
-pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", "..", "", " x", "x\x00"])

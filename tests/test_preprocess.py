@@ -15,7 +15,6 @@ from tests.test_manifest import write_shards
 NAMES = [f"sample_{i:08d}" for i in (0, 3, 5)]  # 16 kHz mono, 44.1 kHz stereo, 22.05 kHz mono
 
 # The shared fixtures (session-scoped: built once however many modules use them).
-pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def direct_features(corpus, models, names):
@@ -88,7 +87,7 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
 
     store = tmp_path / "bad.zarr"
     code = main(["preprocess", "--corpus", str(bad_corpus), "--store", str(store), "--models", str(models_dir),
-                 "--set", "preprocess.batch_size=4"])
+                 "--set", "preprocess.batch_size=4", "--set", "preprocess.write_batch_size=4"])
     out = capsys.readouterr().out
     assert code == 1 and "exceeds --max-failure-rate" in out  # 10 of 14 failed
     assert f"ok: {len(GOOD)}" in out and "videos/s" in out

@@ -15,7 +15,6 @@ from pipelines.job import preprocess
 from tests.fixtures_pipeline import pipeline_config
 
 # The shared fixtures (session-scoped: built once however many modules use them).
-pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def _committed(fs: FeatureStore, specs) -> int:
@@ -30,7 +29,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(ray_session, reference_store, sy
     # leave a store that the next run completes without duplicates or losses.
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     cmd = [sys.executable, "-m", "affectflow.cli", "preprocess", "--corpus", str(synth_corpus),
-           "--store", str(store), "--models", str(models_dir), "--set", "preprocess.batch_size=2"]
+           "--store", str(store), "--models", str(models_dir), "--set", "preprocess.batch_size=2", "--set", "preprocess.write_batch_size=2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fs = FeatureStore(str(store))
     killed_at = None

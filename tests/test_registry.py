@@ -15,7 +15,6 @@ from inference.model_io import find_checkpoint, resolve_model
 from inference.registry import log_and_register, tracking_uri
 from tests.conftest import REPO, _free_port
 
-pytest_plugins = ("tests.fixtures_inference",)
 
 
 @pytest.fixture

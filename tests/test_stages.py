@@ -14,7 +14,6 @@ from pipelines.stages import DecodeStage
 from tests.fixtures_pipeline import BAD_CASES, GOOD
 
 # The shared fixtures (session-scoped: built once however many modules use them).
-pytest_plugins = ("tests.fixtures_pipeline",)
 
 
 def test_uniform_indices_follow_design_rule():

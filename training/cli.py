@@ -21,7 +21,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.mlflow_uri:
         extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
     cfg = config_from_args(args, extra)
-    result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume)
+    on_finish = None
+    if not args.no_register:
+        from inference.registry import log_and_register
+
+        on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
+    result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
+                   on_finish=on_finish)
     print(f"[train] final checkpoint: {result.checkpoint_dir}")
     print(f"[train] metrics: {json.dumps(result.metrics)}")
     print(f"[train] MLflow run: {result.mlflow_run_id}")
@@ -55,7 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="data-parallel workers (default: train.workers)")
     p.add_argument("--zero", type=int, choices=[2, 3], help="DeepSpeed ZeRO stage (default: train.zero_stage)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: mlflow.tracking_uri, a local sqlite store)")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow.tracking_uri)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not log the final checkpoint as an MLflow model nor register it (see `affectflow register`)")
+    p.add_argument("--no-bundle-base", action="store_true",
+                   help="register without copying the base LLM into the model (the loader then needs its path)")
     add_config_options(p)
     p.set_defaults(func=_cmd_train)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from affectflow.cli import UserError
 from affectflow.config import dump_yaml, flatten
+from affectflow.tracking import absolute_uri as resolve_tracking_uri  # noqa: F401  (re-exported)
+from affectflow.tracking import tracking_uri
 
 RUN_NAME = "train"
 
@@ -40,17 +42,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     out: str = ""
     mlflow_run_id: str | None = None
-
-
-def resolve_tracking_uri(uri: str) -> str:
-    """Make a relative ``sqlite:///x.db`` / file path absolute so Ray workers (other cwd) agree."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri[len("sqlite:///"):]).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    if "://" not in uri:
-        return str(Path(uri).resolve())
-    return uri
 
 
 def _features_factory(store, corpus, visual, features):
@@ -235,7 +226,7 @@ def train(
     per_worker = _cpus_per_worker(tc.cpus_per_worker, tc.workers)
     local = not cfg.ray.address
 
-    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(cfg.mlflow.experiment)
     with mlflow.start_run(run_name=f"train-{out.name}") as run:
