@@ -12,11 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _user_error(msg: str) -> Exception:
-    from affectflow.cli import UserError
-
-    return UserError(msg)
+from affectflow.cli import UserError
 
 
 @dataclass
@@ -48,9 +44,9 @@ def _check_file(path: str | Path | None, what: str) -> Path | None:
     if not p.exists():
         raise FileNotFoundError(f"{what} {p} does not exist")
     if not p.is_file():
-        raise _user_error(f"{what} {p} is not a file")
+        raise UserError(f"{what} {p} is not a file")
     if p.stat().st_size == 0:
-        raise _user_error(f"{what} {p} is empty (0 bytes)")
+        raise UserError(f"{what} {p} is empty (0 bytes)")
     return p
 
 
@@ -79,7 +75,7 @@ def infer(
     from inference.labeling import _model_spec, _plan_encoders, task_list
     from inference.model_io import ModelRefError, load_model, resolve_model
     from inference.parse import parse_template
-    from inference.registry import tracking_uri as resolve_uri
+    from affectflow.tracking import tracking_uri as resolve_uri
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
     from pipelines.job import decode_kwargs
     from pipelines.stages import OK, DecodeStage, stack_samples
@@ -99,7 +95,7 @@ def infer(
         resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
                                  llm_path=llm_path)
     except ModelRefError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     spec = _model_spec(resolved.checkpoint)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
     plan_ = _plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")
@@ -108,7 +104,7 @@ def infer(
            "face": str(face_path or ""), "subtitle": given, "error": ""}
     sample = DecodeStage(**decode_kwargs(p)).decode(row)
     if sample.status != OK:
-        raise _user_error(f"cannot use {video_path}: {sample.error}")
+        raise UserError(f"cannot use {video_path}: {sample.error}")
     batch = stack_samples([sample], with_waveform=p.asr)
     enc = dict(device=p.device, dtype=p.dtype, torch_threads=None)
     batch = ClipEncoder(plan_.clip, **enc)(batch)

@@ -31,16 +31,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from affectflow.cli import UserError
+
 COLUMNS = ("name", "task", "text", "labels", "model_uri", "model_version", "status", "error")
 TASKS = ("ov", "description")
 OK, FAILED = "ok", "failed"
 PARQUET_COMPRESSION = "zstd"
 
-
-def _user_error(msg: str) -> Exception:
-    from affectflow.cli import UserError
-
-    return UserError(msg)
 
 
 @dataclass
@@ -88,7 +85,7 @@ def task_list(task: str) -> list[str]:
     if task == "both":
         return list(TASKS)
     if task not in TASKS:
-        raise _user_error(f"--task {task!r} is not one of ov, description, both")
+        raise UserError(f"--task {task!r} is not one of ov, description, both")
     return [task]
 
 
@@ -204,7 +201,7 @@ def read_table(path: str | Path):
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise _user_error(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
+        raise UserError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
     cols = {c: list(df[c]) for c in COLUMNS}
     cols["labels"] = [None if v == "" else split_list_text(v) for v in cols["labels"]]
     return _to_arrow(cols)
@@ -309,7 +306,7 @@ def detect_input(path: str | Path, layout: str | None = None) -> str:
     if p.is_file():
         if p.suffix == ".tar":
             return "webdataset"
-        raise _user_error(f"input {p} is a file but not a .tar shard: pass a store, a corpus or a folder")
+        raise UserError(f"input {p} is a file but not a .tar shard: pass a store, a corpus or a folder")
     if (p / "zarr.json").is_file() or p.suffix == ".zarr":
         return "store"
     if (p / "video").is_dir() and any(p.glob("*.csv")):
@@ -345,7 +342,7 @@ def _plan_encoders(cfg, models, spec: dict):
     for s in plan_.specs:
         want = spec["visual_dim"] if s.modality in ("face", "frame") else spec["audio_dim"]
         if s.dim != want:
-            raise _user_error(f"the {s.modality} encoder ({s.encoder}) gives {s.dim}-d features but the model "
+            raise UserError(f"the {s.modality} encoder ({s.encoder}) gives {s.dim}-d features but the model "
                               f"expects {want}-d: use the encoders the model was trained with (--models DIR)")
     return plan_
 
@@ -423,7 +420,7 @@ def label(
 
     from affectflow.config import load_config
     from inference.model_io import ModelRefError, resolve_model
-    from inference.registry import tracking_uri as resolve_uri
+    from affectflow.tracking import tracking_uri as resolve_uri
     from pipelines.job import init_ray
 
     t0 = time.perf_counter()
@@ -435,20 +432,20 @@ def label(
     tasks = task_list(lc.task)
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
-        raise _user_error(f"--out {out}: the output must end in .parquet or .csv")
+        raise UserError(f"--out {out}: the output must end in .parquet or .csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     kind = "rows" if rows is not None else detect_input(input, layout)
     if kind not in ("store", "mer2025", "folder", "webdataset", "rows"):
-        raise _user_error(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
+        raise UserError(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
     uri = resolve_uri(cfg.mlflow.tracking_uri, tracking_uri)
     try:
         resolved = resolve_model(model, tracking_uri=uri, llm_path=llm_path)
     except ModelRefError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     spec = _model_spec(resolved.checkpoint)
     base = Path(resolved.llm_path or spec.get("llm_path") or "")
     if not (base / "config.json").is_file():  # fail here, not in every actor's constructor
-        raise _user_error(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
+        raise UserError(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
                           "or set $AFFECTFLOW_BASE_LLM")
     summary = LabelSummary(out=str(out), input=str(input if rows is None else f"{len(rows)} rows"), kind=kind,
                            model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks)
@@ -552,10 +549,10 @@ def _store_source(store, spec, tasks, done, pending, writer, summary, limit, lab
     try:
         visual, audio = fs.resolve([spec.get("visual_stream", "face"), "audio"])
     except StoreError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     for s, want in ((visual, spec["visual_dim"]), (audio, spec["audio_dim"])):
         if s.dim != want:
-            raise _user_error(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
+            raise UserError(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
     ok = sorted(fs.done_names([visual, audio]))
     failed = fs.failed([visual, audio])
     names = sorted(set(ok) | set(failed))[: limit if limit is not None else None]

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from affectflow.tracking import default_tracking_uri, tracking_uri  # noqa: F401  (re-exported)
+from affectflow.tracking import tracking_uri
 from inference.model_io import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT, SPEC_FILE, find_checkpoint
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,

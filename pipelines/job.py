@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from affectflow.cli import UserError
 from pipelines.errors import error_kind
 
 
@@ -108,11 +109,6 @@ class Plan:
     cfg: Any  # PreprocessConfig
 
 
-def _user_error(msg: str) -> Exception:
-    from affectflow.cli import UserError
-
-    return UserError(msg)
-
 
 def plan(cfg, models: str | Path | None = None) -> Plan:
     """Resolve checkpoints (``--models`` or ``paths.models``) and build the encoder specs."""
@@ -124,24 +120,24 @@ def plan(cfg, models: str | Path | None = None) -> Plan:
     for key, explicit in (("clip", p.clip_model), ("hubert", p.hubert_model)):
         d = Path(explicit) if explicit else root / key
         if not (d / "config.json").is_file():
-            raise _user_error(f"{key} checkpoint not found: {d} has no config.json "
+            raise UserError(f"{key} checkpoint not found: {d} has no config.json "
                               f"(pass --models DIR holding clip/ and hubert/, or --set preprocess.{key}_model=PATH)")
         dirs[key] = d
     whisper = None
     if p.asr:
         whisper = Path(p.whisper_model) if p.whisper_model else root / "whisper"
         if not (whisper / "config.json").is_file():
-            raise _user_error(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
+            raise UserError(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
                               "(--set preprocess.whisper_model=PATH)")
     if p.layout == "folder" and p.faces == "openface":
-        raise _user_error("a folder of videos has no OpenFace stacks: use --faces opencv (or pyfeat)")
+        raise UserError("a folder of videos has no OpenFace stacks: use --faces opencv (or pyfeat)")
     if p.faces == "opencv":
         from pipelines.faces import haar_available
 
         if haar_available():
-            raise _user_error(f"faces=opencv: {haar_available()}")
+            raise UserError(f"faces=opencv: {haar_available()}")
     if p.faces == "pyfeat" and not p.pyfeat_model:
-        raise _user_error("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
+        raise UserError("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
     dtype = "float32" if cfg.store.dtype == "float32" else "float16"
     frame, face = clip_specs(dirs["clip"], p.faces, p.num_frames, p.image_size, dtype)
     audio = hubert_spec(dirs["hubert"], p.sample_rate, p.num_clips, p.clip_seconds, dtype)

@@ -12,7 +12,8 @@ import pytest
 
 from affectflow.config import load_config
 from inference.model_io import find_checkpoint, resolve_model
-from inference.registry import log_and_register, tracking_uri
+from affectflow.tracking import tracking_uri
+from inference.registry import log_and_register
 from tests.conftest import REPO, _free_port
 
 

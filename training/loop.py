@@ -69,6 +69,19 @@ class LoopResult:
     resumed_from_step: int = 0
 
 
+def _first_failure(hooks: "LoopHooks", rank: int) -> bool:
+    """The test hook kills a rank once per run: under load Ray may restart the group before it
+    registered the last checkpoint, and a second kill on that fresh start would exhaust the retries."""
+    if not hooks.metrics_path:
+        return True
+    marker = Path(hooks.metrics_path).with_name(f".killed-rank{rank}")
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return False
+    return True
+
+
 def dist_info() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -363,7 +376,8 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                 ckpt = checkpoint(metrics) if (at_epoch_end or at_every) else None
                 if hooks.report and (ckpt or step % tc.log_every == 0 or step == total):
                     hooks.report(metrics, ckpt)
-                if tc.fail_at_step and step == tc.fail_at_step and not resumed_from and rank == tc.fail_rank:
+                if (tc.fail_at_step and step == tc.fail_at_step and not resumed_from and rank == tc.fail_rank
+                        and _first_failure(hooks, rank)):
                     os._exit(1)  # test hook: a killed worker
     finally:
         if bar is not None and hasattr(bar, "close"):

@@ -17,7 +17,6 @@ Run folder (``out``)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,7 +26,6 @@ from pathlib import Path
 
 from affectflow.cli import UserError
 from affectflow.config import dump_yaml, flatten
-from affectflow.tracking import absolute_uri as resolve_tracking_uri  # noqa: F401  (re-exported)
 from affectflow.tracking import tracking_uri
 
 RUN_NAME = "train"
