@@ -297,6 +297,9 @@ def build_hubert(out: Path, seed: int) -> Path:
     return out
 
 
+LM_HEAD_SCALE = 25.0
+
+
 def build_qwen2(out: Path, seed: int) -> Path:
     """Tiny Qwen2ForCausalLM with a locally trained Qwen2-style tokenizer and generation config."""
     tok = build_tokenizer()
@@ -318,6 +321,12 @@ def build_qwen2(out: Path, seed: int) -> Path:
     )
     with _seeded(seed + 2):
         model = Qwen2ForCausalLM(config).eval()
+        # A trained LLM's output head has large rows; a random one (std 0.02) behind the frozen
+        # final RMSNorm keeps every logit within about +-1, so a LoRA on the frozen base could not
+        # take the loss below ~6.5 nats and the tiny model would never learn. Give the frozen head
+        # a usable range (std 0.5), as real checkpoints have.
+        with torch.no_grad():
+            model.lm_head.weight.mul_(LM_HEAD_SCALE)
     # Greedy by default (DESIGN §7); stop ids as Qwen2.5-Instruct's generation_config.
     model.generation_config = GenerationConfig(
         bos_token_id=pad_id, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id
