@@ -98,11 +98,23 @@ def _pin(ref: str, tracking_uri: str | None) -> tuple[str, str]:
     raise ModelRefError(f"model URI {ref!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
 
 
+def _identity(uri: str, tracking_uri: str | None) -> str:
+    """What makes a registered version unique beyond its number: a registry that was recreated
+    (a new sqlite file, a reset server) hands out version 1 again for another model."""
+    parts = uri[len("models:/"):].strip("/").split("/") if uri.startswith("models:/") else []
+    if len(parts) != 2 or not parts[1].isdigit():
+        return ""
+    from mlflow.tracking import MlflowClient
+
+    mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(parts[0], parts[1])
+    return f"{mv.run_id}|{mv.source}|{mv.creation_timestamp}"
+
+
 def _download(uri: str, tracking_uri: str | None, cache_dir: Path) -> Path:
     """The local copy of an MLflow model (downloaded once; concurrent callers each rename atomically)."""
     import mlflow
 
-    key = hashlib.sha256(f"{tracking_uri}|{uri}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{tracking_uri}|{uri}|{_identity(uri, tracking_uri)}".encode()).hexdigest()[:20]
     dest = cache_dir / key
     if (dest / "MLmodel").is_file():
         return dest

@@ -15,7 +15,7 @@ from inference.model_io import find_checkpoint, resolve_model
 from affectflow.tracking import tracking_uri
 from inference.registry import log_and_register
 from tests.conftest import REPO, _free_port
-
+from tests.fixtures_inference import build_checkpoint
 
 
 @pytest.fixture
@@ -119,3 +119,32 @@ def test_model_references(tiny_checkpoint, tmp_path):
 def build_checkpoint_copy(src, dst):
     shutil.copytree(src, dst)
     return dst
+
+
+ROUND = textwrap.dedent("""
+    import sys
+    from affectflow.config import load_config
+    from inference.model_io import resolve_model
+    from inference.registry import log_and_register
+    uri, ckpt, cache = sys.argv[1:4]
+    assert log_and_register(ckpt, load_config(None, [f"mlflow.tracking_uri={uri}"])).version == "1"
+    print(resolve_model("models:/affectgpt/1", tracking_uri=uri, cache_dir=cache).checkpoint)
+""")
+
+
+def test_a_recreated_registry_never_serves_a_cached_model(tiny_models, tmp_path):
+    """Version 1 of a fresh registry is another model than version 1 of the one it replaced
+    (the demo recreates its sqlite registry on every run; the download cache outlives it)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    db, cache, fusion = tmp_path / "mlflow.db", tmp_path / "cache", []
+    for seed in (0, 1):
+        db.unlink(missing_ok=True)  # the registry is recreated: numbering starts again at 1
+        ckpt = build_checkpoint(tiny_models["llm"], tmp_path / f"ckpt{seed}", seed=seed)
+        out = subprocess.run([sys.executable, "-c", ROUND, f"sqlite:///{db}", str(ckpt), str(cache)], cwd=tmp_path,
+                             capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        fusion.append(load_file(str(Path(out.stdout.strip().splitlines()[-1]) / "fusion.safetensors")))
+    assert any(not (fusion[0][k] == fusion[1][k]).all() for k in fusion[0])
