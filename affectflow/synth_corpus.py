@@ -344,6 +344,18 @@ def video_codec() -> str:
         "PyAV has no libx264, libopenh264 or mpeg4 encoder; reinstall the `av` wheel")
 
 
+def mux_frames(box, stream, frames: np.ndarray, fps: int) -> None:
+    """Encode RGB ``frames [T,H,W,3]`` on ``stream`` of the open PyAV container ``box``, then flush."""
+    import av
+
+    for i, f in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+        vf.pts = i
+        vf.time_base = Fraction(1, fps)
+        box.mux(stream.encode(vf))
+    box.mux(stream.encode())
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray, sr: int,
               fps: int = FPS) -> None:
     """Write RGB frames and float32 ``audio [channels, samples]`` as mp4 (H.264/yuv420p + AAC)."""
@@ -362,12 +374,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, audio: np.ndarray, sr: int,
             vs.bit_rate = 2_000_000
         aus = box.add_stream("aac", rate=sr, layout="stereo" if channels == 2 else "mono")
         aus.bit_rate = 96_000
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            vf.time_base = Fraction(1, fps)
-            box.mux(vs.encode(vf))
-        box.mux(vs.encode())
+        mux_frames(box, vs, frames, fps)
         af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32), format="fltp",
                                         layout="stereo" if channels == 2 else "mono")
         af.sample_rate = sr

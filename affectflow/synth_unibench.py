@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from affectflow.synth_corpus import (
     RELATED_WORDS,
     SUBTITLES,
     crop_faces,
+    mux_frames,
     openset_text,
     render_audio,
     render_video,
@@ -129,12 +129,7 @@ def write_avi(path: str | Path, frames: np.ndarray, fps: int = FPS) -> None:
         vs.pix_fmt = "yuv420p"
         vs.bit_rate = 2_000_000
         vs.thread_count = 1
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = i
-            vf.time_base = Fraction(1, fps)
-            box.mux(vs.encode(vf))
-        box.mux(vs.encode())
+        mux_frames(box, vs, frames, fps)
 
 
 def write_media(folder: Path, ds: UniBenchDataset, name: str, emotion: str,
