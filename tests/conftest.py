@@ -84,6 +84,18 @@ def _wait_http(url: str, proc, what: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
+def _stop(proc, log) -> None:
+    """Terminate a server started by a fixture (kill it if it lingers) and close its log."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root); yields its URI."""
@@ -105,12 +117,7 @@ def mlflow_server(tmp_path_factory):
         _wait_http(f"{uri}/health", proc, "mlflow server", timeout=180.0)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log)
 
 
 @pytest.fixture(scope="session")
@@ -138,9 +145,4 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log)
