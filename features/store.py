@@ -171,15 +171,19 @@ class FeatureStore:
         return out
 
     def _ls(self, key: str) -> list[str]:
-        """Child names under ``key`` (fresh: other processes may have written since)."""
+        """Child folders under ``key`` (fresh: other processes may have written since).
+
+        Files are skipped: ``zarr.json`` and the ``*.partial`` temporaries that a writer killed
+        mid-write leaves behind.
+        """
         path = self._abs(key)
         try:
             self.fs.invalidate_cache(path)
-            entries = self.fs.ls(path, detail=False)
+            entries = self.fs.ls(path, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        names = [e.rstrip("/").rsplit("/", 1)[-1] for e in entries]
-        return sorted(n for n in names if n and n != "zarr.json" and not n.startswith("."))
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
+        return sorted(n for n in names if n and not n.startswith("."))
 
     def _rm(self, key: str) -> None:
         path = self._abs(key)

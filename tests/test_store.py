@@ -147,6 +147,19 @@ def test_uncommitted_part_is_invisible_then_overwritten(tmp_path, monkeypatch):
     assert not (face_parts / "orphan").exists() and store.done_names([FACE, AUDIO]) == set(names)
 
 
+def test_partial_files_of_a_killed_write_are_not_groups_or_parts(store):
+    """kill -9 during zarr's atomic write leaves ``zarr.<hex>.partial`` files: they are no group, part or array."""
+    store.write_part([FACE, AUDIO], make_batch(["k0", "k1"]))
+    for folder in ("features", f"{feature_group(FACE)}".rsplit("/", 1)[0], feature_group(FACE),
+                   f"{feature_group(FACE)}/parts", SAMPLES):
+        with store.fs.open(f"{store._abs(folder)}/zarr.{uuid.uuid4().hex}.partial", "wb") as f:
+            f.write(b"{")
+    assert sorted(store.groups()) == sorted([SAMPLES, feature_group(FACE), feature_group(AUDIO)])
+    assert store.done_names([FACE, AUDIO]) == {"k0", "k1"}
+    assert store.read([FACE, AUDIO])["name"].tolist() == ["k0", "k1"]
+    assert store.vacuum() == {"uncommitted": 0, "superseded": 0}
+
+
 def test_retry_of_failed_sample_replaces_it(store):
     store.write_part([FACE, AUDIO], make_batch(["r0", "r1", "r2"], failed={"r1"}))
     assert store.pending(["r0", "r1", "r2", "r3"], [FACE, AUDIO]) == ["r3"]
