@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.audio import clip_audio, load_video_audio, load_wav, warm_librosa
+from pipelines.audio import clip_audio, load_video_audio, load_wav
 from pipelines.errors import SampleError
 from pipelines.faces import HaarFaces, PyFeatFaces, detect_faces, load_face_stack, sample_faces
 from pipelines.frames import decode_frames
@@ -114,7 +114,6 @@ class AudioStage:
                  keep_waveform_s: float = 0.0):
         self.sr, self.num_clips, self.seconds = sample_rate, num_clips, clip_seconds
         self.keep = int(keep_waveform_s * sample_rate)
-        warm_librosa()
 
     def __call__(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         wav, wav_label = _source(row, "audio")

@@ -76,6 +76,19 @@ def test_load_wav_matches_librosa_and_video_track_agrees(synth_corpus):
     assert abs(np.sqrt(np.mean(track[:n] ** 2)) / np.sqrt(np.mean(ours[:n] ** 2)) - 1) < 0.1
 
 
+@pytest.mark.parametrize("sr,n", [(44100, 44100 * 3 + 7), (48000, 96001), (22050, 1), (8000, 12345), (16000, 999)])
+def test_resample_equals_librosa_soxr_hq(sr, n):
+    import librosa
+
+    from pipelines.audio import _resample
+
+    y = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    ref = librosa.resample(y, orig_sr=sr, target_sr=16000, res_type="soxr_hq")
+    ours = _resample(y, sr, 16000)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)
+
+
 def test_openface_faces_keep_bgr_and_resize(synth_corpus):
     import cv2
 
