@@ -52,6 +52,16 @@ class RayConfig:
 
     address: str = ""
     num_cpus: int | None = None
+    # Shared-memory object store of a local instance, in MiB (a cluster's is set by `ray start`).
+    # Ray's default, 30 % of RAM, lets the store's touched pages grow to GBs that a streaming job
+    # never needs; beyond the cap objects spill to disk. 0 = Ray's default.
+    object_store_mb: int = 1024
+
+    def validate(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.object_store_mb and self.object_store_mb < 100:
+            raise ValueError(f"object_store_mb must be 0 (Ray's default) or >= 100, got {self.object_store_mb}")
 
 
 @dataclass

@@ -351,22 +351,13 @@ def _encode_chain(ds, plan_, label_args: tuple, label_kwargs: dict, lc, num_gpus
     """decode -> CLIP -> HuBERT [-> Whisper] -> label, as Ray Data operators (no store)."""
     from ray.data import ActorPoolStrategy
 
-    from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
-    from pipelines.job import decode_kwargs
+    from pipelines.job import decode_kwargs, encode_ops
     from pipelines.stages import DecodeStage
 
     p = plan_.cfg
-    enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
-    enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
     ds = ds.map_batches(DecodeStage, fn_constructor_kwargs=decode_kwargs(p), batch_size=lc.batch_size,
                         compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus)
-    ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc,
-                        batch_size=lc.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
-    ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
-                        batch_size=lc.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
-    if plan_.whisper is not None:
-        ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
-                            batch_size=lc.batch_size, compute=ActorPoolStrategy(size=1), **enc_res)
+    ds = encode_ops(ds, plan_, lc.batch_size)
     return _label_op(ds, label_args, label_kwargs, lc, num_gpus)
 
 

@@ -34,6 +34,9 @@ class PreprocessConfig:
     # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls (DESIGN §10).
     decode_actors: int = 2
     decode_cpus: float = 0.5
+    # "fused": CLIP and HuBERT in one actor pool (one process per actor holds both models: half the
+    # memory, one object-store hop); "separate": a pool each, to size them apart (e.g. GPU fractions).
+    encoder_pools: Literal["fused", "separate"] = "fused"
     encoder_actors: int = 1
     encoder_cpus: float = 0.4
     encoder_gpus: float = 0.0
@@ -43,7 +46,9 @@ class PreprocessConfig:
     object_store_mb: int = 512
     # WebDataset shard reading (I/O bound): whole-CPU read tasks starve the actors on 2 CPUs.
     read_cpus: float = 0.1
-    torch_threads: int = 1
+    # torch threads per encoder actor: the one fused actor on a 2-core box measured fastest with 2
+    # (bench/preprocess.py); with several encoder actors per node give each about cores/actors.
+    torch_threads: int = 2
 
     def validate(self) -> None:
         if self.num_frames < 1:
@@ -70,5 +75,7 @@ class PreprocessConfig:
         for key in ("decode_cpus", "encoder_cpus", "writer_cpus", "encoder_gpus", "read_cpus"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.encoder_pools not in ("fused", "separate"):
+            raise ValueError(f"encoder_pools must be fused or separate, got {self.encoder_pools!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")

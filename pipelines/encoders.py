@@ -181,6 +181,27 @@ class HubertEncoder:
         return batch
 
 
+class FusedEncoder:
+    """`ClipEncoder` then `HubertEncoder` in one actor: ``preprocess.encoder_pools=fused``.
+
+    One process holds both models (torch, transformers and Ray's worker runtime are loaded
+    once, not twice, ~0.7 GB on the CPU) and a decoded batch crosses the object store once.
+    Separate pools (``separate``) let each encoder scale on its own resources instead.
+    """
+
+    def __init__(self, clip_dir: str | Path, hubert_dir: str | Path, modalities: tuple[str, ...] = ("frame", "face", "audio"),
+                 **kwargs: Any):
+        self.clip = ClipEncoder(clip_dir, **kwargs) if {"frame", "face"} & set(modalities) else None
+        self.hubert = HubertEncoder(hubert_dir, **kwargs) if "audio" in modalities else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.clip is not None:
+            batch = self.clip(batch)
+        if self.hubert is not None:
+            batch = self.hubert(batch)
+        return batch
+
+
 class WhisperASR:
     """Subtitles from a local Whisper checkpoint, for ok samples whose subtitle is empty; drops ``waveform``."""
 

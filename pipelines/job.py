@@ -151,24 +151,56 @@ def decode_kwargs(p) -> dict[str, Any]:
                 asr=p.asr)
 
 
-def init_ray(cfg) -> None:
+def init_ray(cfg, log_to_driver: bool = True) -> None:
     """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance."""
     import ray
 
     if ray.is_initialized():
         return
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": True}
-    if address == "local" and cfg.ray.num_cpus:
-        kwargs["num_cpus"] = cfg.ray.num_cpus
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": log_to_driver}
+    if address == "local":
+        if cfg.ray.num_cpus:
+            kwargs["num_cpus"] = cfg.ray.num_cpus
+        if cfg.ray.object_store_mb:
+            kwargs["object_store_memory"] = cfg.ray.object_store_mb * 2**20
     ray.init(**kwargs)
 
 
-def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None):
-    """Chain the stages as Ray Data operators: decode (CPU actors) -> CLIP -> HuBERT [-> Whisper] -> write."""
+def encode_ops(ds, plan_: Plan, batch_size: int):
+    """Add the encoder operators to ``ds``: CLIP and HuBERT (one fused pool or a pool each) [-> Whisper]."""
     from ray.data import ActorPoolStrategy
 
-    from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
+    from pipelines.encoders import ClipEncoder, FusedEncoder, HubertEncoder, WhisperASR
+
+    p = plan_.cfg
+    modalities = {s.modality for s in plan_.specs}
+    enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
+    enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
+    pool = dict(batch_size=batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
+    if p.encoder_pools == "fused":
+        if modalities & {"frame", "face", "audio"}:
+            ds = ds.map_batches(FusedEncoder, fn_constructor_args=(str(plan_.clip), str(plan_.hubert),
+                                                                   tuple(sorted(modalities))),
+                                fn_constructor_kwargs=enc, **pool)
+    else:
+        if modalities & {"frame", "face"}:
+            ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc, **pool)
+        if "audio" in modalities:
+            ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
+                                **pool)
+    if plan_.whisper is not None:
+        # Half the encoder share: with ASR on, 2 decode actors + 3 encoders + writer still fit 2 CPUs.
+        asr_res = {**enc_res, "num_cpus": p.encoder_cpus / 2}
+        ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
+                            batch_size=batch_size, compute=ActorPoolStrategy(size=1), **asr_res)
+    return ds
+
+
+def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None):
+    """Chain the stages as Ray Data operators: decode (CPU actors) -> encoders (`encode_ops`) -> write."""
+    from ray.data import ActorPoolStrategy
+
     from pipelines.stages import DecodeStage
 
     p = plan_.cfg
@@ -177,25 +209,12 @@ def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None)
 
         opts = DataContext.get_current().execution_options
         opts.resource_limits = opts.resource_limits.copy(object_store_memory=p.object_store_mb * 2**20)
-    modalities = {s.modality for s in plan_.specs}
-    enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
-    enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
     ds = source.map_batches(
         DecodeStage, fn_constructor_kwargs={**decode_kwargs(p), "storage_options": storage_options},
         batch_size=p.batch_size,
         compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus,
     )
-    if modalities & {"frame", "face"}:
-        ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc,
-                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
-    if "audio" in modalities:
-        ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
-                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
-    if plan_.whisper is not None:
-        # Half the encoder share: with ASR on, 2 decode actors + 3 encoders + writer still fit 2 CPUs.
-        asr_res = {**enc_res, "num_cpus": p.encoder_cpus / 2}
-        ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
-                            batch_size=p.batch_size, compute=ActorPoolStrategy(size=1), **asr_res)
+    ds = encode_ops(ds, plan_, p.batch_size)
     return ds.map_batches(
         WriteStage, fn_constructor_args=(store, [s.to_json() for s in plan_.specs], storage_options),
         batch_size=p.write_batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,
