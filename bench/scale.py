@@ -128,9 +128,12 @@ def main(argv=None) -> int:
         with PeakRss() as rss:
             summary = preprocess(corpus, store, models=models, cfg=cfg)
         rows.append((n, summary.seconds, summary.ok, rss.peak, built))
+        # The first part (write_batch_size rows) marks the end of start-up; a rate after it
+        # means something only when most rows come after it.
+        steady = (f"; {summary.steady_videos_per_s:.1f} after the first part at {summary.first_part_s:.1f}s"
+                  if summary.processed >= 4 * summary.first_part_n else "")
         print(f"n={n}: {summary.ok} ok, {summary.failed} failed in {summary.seconds:.1f}s "
-              f"({summary.videos_per_s:.1f} videos/s; {summary.steady_videos_per_s:.1f} after "
-              f"{summary.first_part_s:.1f}s start-up), peak PSS {rss.peak / 2**30:.2f} GiB "
+              f"({summary.videos_per_s:.1f} videos/s{steady}), peak PSS {rss.peak / 2**30:.2f} GiB "
               f"(summed RSS {rss.peak_rss / 2**30:.2f} GiB), load avg {os.getloadavg()[0]:.1f}; "
               f"corpus of hard links built in {built:.1f}s", flush=True)
         print("  processes at the peak (PSS): " + "; ".join(
