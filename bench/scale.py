@@ -11,11 +11,13 @@ the peak RSS summed over the driver and every Ray worker (target <= 3 GB), sampl
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,11 +41,23 @@ def build_corpus(root: Path, n: int) -> Path:
     for sub in ("video", "audio", "openface_face"):
         (root / sub).mkdir(parents=True)
     names = [f"s{i:07d}" for i in range(n)]
+    sources = {"video": seed_dir / "video" / "seed.mp4", "audio": seed_dir / "audio" / "seed.wav",
+               "face": seed_dir / "openface_face" / "seed" / "seed.npy"}
     for name in names:
-        os.link(seed_dir / "video" / "seed.mp4", root / "video" / f"{name}.mp4")
-        os.link(seed_dir / "audio" / "seed.wav", root / "audio" / f"{name}.wav")
-        (root / "openface_face" / name).mkdir()
-        os.link(seed_dir / "openface_face" / "seed" / "seed.npy", root / "openface_face" / name / f"{name}.npy")
+        targets = {"video": root / "video" / f"{name}.mp4", "audio": root / "audio" / f"{name}.wav",
+                   "face": root / "openface_face" / name / f"{name}.npy"}
+        targets["face"].parent.mkdir()
+        for kind, target in targets.items():
+            try:
+                os.link(sources[kind], target)
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                # ext4 allows 65,000 links per file: continue from a fresh copy of the seed file.
+                fresh = sources[kind].with_name(f"{uuid.uuid4().hex}{sources[kind].suffix}")
+                shutil.copyfile(sources[kind], fresh)
+                sources[kind] = fresh
+                os.link(fresh, target)
     pd.DataFrame({"name": names, "english": ["hello there"] * n}).to_csv(root / "subtitle_chieng.csv", index=False)
     return root
 
