@@ -151,12 +151,6 @@ def decode_kwargs(p) -> dict[str, Any]:
                 asr=p.asr)
 
 
-# Allocator settings for the workers of a local instance (they inherit the driver's environment;
-# values already set win). glibc's per-thread arenas and Arrow's jemalloc pool each keep freed
-# batch buffers resident: with these, bench/scale.py's peak fell from 2.62 to 2.28 GiB at 3,000 rows.
-LOCAL_WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system"}
-
-
 def init_ray(cfg, log_to_driver: bool = True) -> None:
     """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance."""
     import ray
@@ -166,8 +160,6 @@ def init_ray(cfg, log_to_driver: bool = True) -> None:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": log_to_driver}
     if address == "local":
-        for key, value in LOCAL_WORKER_ENV.items():
-            os.environ.setdefault(key, value)
         if cfg.ray.num_cpus:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if cfg.ray.object_store_mb:
