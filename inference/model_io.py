@@ -78,43 +78,37 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("AFFECTFLOW_CACHE", Path.home() / ".cache" / "affectflow")) / "models"
 
 
-def _pin(ref: str, tracking_uri: str | None) -> tuple[str, str]:
-    """``(pinned uri, version)``: ``models:/n@alias`` -> ``models:/n/<v>``; other URIs unchanged."""
+def _pin(ref: str, tracking_uri: str | None) -> tuple[str, str, str]:
+    """``(pinned uri, version, identity)``: ``models:/n@alias`` -> ``models:/n/<v>``; other URIs unchanged.
+
+    ``identity`` is what makes a registered version unique beyond its number (run, source,
+    creation time): a recreated registry (a new sqlite file, a reset server) hands out version 1
+    again for another model, so the download cache keys on it too.
+    """
     if not ref.startswith("models:/"):
-        return ref, ""
+        return ref, "", ""
     from mlflow.tracking import MlflowClient
 
     body = ref[len("models:/"):].strip("/")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    parts = body.split("/")
     if "@" in body:
         name, alias = body.split("@", 1)
         mv = client.get_model_version_by_alias(name, alias)
-        return f"models:/{name}/{mv.version}", str(mv.version)
-    parts = body.split("/")
-    if len(parts) == 2 and parts[1].isdigit():
-        return ref, parts[1]
-    if len(parts) == 2:  # models:/name/Stage (deprecated stages): let MLflow resolve it
-        return ref, ""
-    raise ModelRefError(f"model URI {ref!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    elif len(parts) == 2 and parts[1].isdigit():
+        mv = client.get_model_version(parts[0], parts[1])
+    elif len(parts) == 2:  # models:/name/Stage (deprecated stages): let MLflow resolve it
+        return ref, "", ""
+    else:
+        raise ModelRefError(f"model URI {ref!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return f"models:/{mv.name}/{mv.version}", str(mv.version), f"{mv.run_id}|{mv.source}|{mv.creation_timestamp}"
 
 
-def _identity(uri: str, tracking_uri: str | None) -> str:
-    """What makes a registered version unique beyond its number: a registry that was recreated
-    (a new sqlite file, a reset server) hands out version 1 again for another model."""
-    parts = uri[len("models:/"):].strip("/").split("/") if uri.startswith("models:/") else []
-    if len(parts) != 2 or not parts[1].isdigit():
-        return ""
-    from mlflow.tracking import MlflowClient
-
-    mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(parts[0], parts[1])
-    return f"{mv.run_id}|{mv.source}|{mv.creation_timestamp}"
-
-
-def _download(uri: str, tracking_uri: str | None, cache_dir: Path) -> Path:
+def _download(uri: str, tracking_uri: str | None, cache_dir: Path, identity: str = "") -> Path:
     """The local copy of an MLflow model (downloaded once; concurrent callers each rename atomically)."""
     import mlflow
 
-    key = hashlib.sha256(f"{tracking_uri}|{uri}|{_identity(uri, tracking_uri)}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{tracking_uri}|{uri}|{identity}".encode()).hexdigest()[:20]
     dest = cache_dir / key
     if (dest / "MLmodel").is_file():
         return dest
@@ -174,7 +168,7 @@ def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path:
         ckpt = find_checkpoint(ref).resolve()
         return ResolvedModel(ref, str(ckpt), "", str(ckpt), override)
     try:
-        pinned, version = _pin(ref, tracking_uri)
+        pinned, version, identity = _pin(ref, tracking_uri)
     except ModelRefError:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI and the cause
@@ -182,7 +176,7 @@ def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path:
     if not download:
         return ResolvedModel(ref, pinned, version, "", override)
     try:
-        local = _download(pinned, tracking_uri, Path(cache_dir) if cache_dir else default_cache_dir())
+        local = _download(pinned, tracking_uri, Path(cache_dir) if cache_dir else default_cache_dir(), identity)
     except ModelRefError:
         raise
     except Exception as exc:  # noqa: BLE001

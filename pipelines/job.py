@@ -179,10 +179,8 @@ def encode_ops(ds, plan_: Plan, batch_size: int):
     enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
     pool = dict(batch_size=batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
     if p.encoder_pools == "fused":
-        if modalities & {"frame", "face", "audio"}:
-            ds = ds.map_batches(FusedEncoder, fn_constructor_args=(str(plan_.clip), str(plan_.hubert),
-                                                                   tuple(sorted(modalities))),
-                                fn_constructor_kwargs=enc, **pool)
+        ds = ds.map_batches(FusedEncoder, fn_constructor_args=(str(plan_.clip), str(plan_.hubert), tuple(sorted(modalities))),
+                            fn_constructor_kwargs=enc, **pool)
     else:
         if modalities & {"frame", "face"}:
             ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc, **pool)

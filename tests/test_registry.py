@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from affectflow.config import load_config
-from inference.model_io import find_checkpoint, resolve_model
 from affectflow.tracking import tracking_uri
+from inference.model_io import find_checkpoint, resolve_model
 from inference.registry import log_and_register
 from tests.conftest import REPO, _free_port
 from tests.fixtures_inference import build_checkpoint
@@ -135,8 +137,6 @@ ROUND = textwrap.dedent("""
 def test_a_recreated_registry_never_serves_a_cached_model(tiny_models, tmp_path):
     """Version 1 of a fresh registry is another model than version 1 of the one it replaced
     (the demo recreates its sqlite registry on every run; the download cache outlives it)."""
-    from pathlib import Path
-
     from safetensors.torch import load_file
 
     db, cache, fusion = tmp_path / "mlflow.db", tmp_path / "cache", []
@@ -144,7 +144,7 @@ def test_a_recreated_registry_never_serves_a_cached_model(tiny_models, tmp_path)
         db.unlink(missing_ok=True)  # the registry is recreated: numbering starts again at 1
         ckpt = build_checkpoint(tiny_models["llm"], tmp_path / f"ckpt{seed}", seed=seed)
         out = subprocess.run([sys.executable, "-c", ROUND, f"sqlite:///{db}", str(ckpt), str(cache)], cwd=tmp_path,
-                             capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert out.returncode == 0, out.stderr[-2000:]
         fusion.append(load_file(str(Path(out.stdout.strip().splitlines()[-1]) / "fusion.safetensors")))
     assert any(not (fusion[0][k] == fusion[1][k]).all() for k in fusion[0])
