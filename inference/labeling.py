@@ -412,7 +412,7 @@ def label(
     from affectflow.config import load_config
     from inference.model_io import ModelRefError, resolve_model
     from affectflow.tracking import tracking_uri as resolve_uri
-    from pipelines.job import init_ray
+    from pipelines.job import init_ray, items_source
 
     t0 = time.perf_counter()
     cfg = cfg if cfg is not None else load_config()
@@ -484,8 +484,7 @@ def label(
                 summary.total = len(items)
                 items = [r for r in items if pending(r["name"])]
                 summary.skipped = summary.total - len(items)
-                source = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // lc.batch_size,
-                                                                                  2000))) if items else None
+                source = items_source(items, lc.batch_size) if items else None
             if source is not None:
                 ds = _encode_chain(source, plan_, label_args, label_kwargs, lc, _gpus(lc))
         seen: set[str] = set()
