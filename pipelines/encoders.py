@@ -72,10 +72,12 @@ class ClipEncoder:
         p = self.processor
         self.crop = (int(p.crop_size["height"]), int(p.crop_size["width"]))
         self.resize_is_identity = (not p.do_resize or p.size.get("shortest_edge") == min(self.crop))
-        self.mean = torch.tensor(p.image_mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(p.image_std, device=self.device).view(1, 3, 1, 1)
-        self.scale = float(p.rescale_factor) if p.do_rescale else 1.0
-        self.normalize = bool(p.do_normalize)
+        # rescale then normalise, (x * scale - mean) / std, folded into one x * a + b per channel.
+        scale = float(p.rescale_factor) if p.do_rescale else 1.0
+        mean = torch.tensor(p.image_mean, device=self.device).view(1, 3, 1, 1) if p.do_normalize else 0.0
+        std = torch.tensor(p.image_std, device=self.device).view(1, 3, 1, 1) if p.do_normalize else 1.0
+        self.mul = torch.as_tensor(scale / std, dtype=torch.float32, device=self.device)
+        self.add = torch.as_tensor(-mean / std, dtype=torch.float32, device=self.device)
         self.micro_batch = micro_batch
         self.dim = int(self.model.config.projection_dim)
 
@@ -88,9 +90,11 @@ class ClipEncoder:
         import torch
 
         if tuple(images.shape[1:3]) == self.crop and self.resize_is_identity:
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
-            x = x * self.scale
-            return (x - self.mean) / self.std if self.normalize else x
+            # copy=True: the in-place ops below never write into the caller's array, whatever its dtype.
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
+            x = x.to(torch.float32, copy=True)
+            # In place: one float buffer per micro-batch, not four (a third of CLIP's time on the CPU).
+            return x.mul_(self.mul).add_(self.add)
         out = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         return out.to(self.device)
 
