@@ -164,6 +164,8 @@ def init_ray(cfg, log_to_driver: bool = True) -> None:
             kwargs["num_cpus"] = cfg.ray.num_cpus
         if cfg.ray.object_store_mb:
             kwargs["object_store_memory"] = cfg.ray.object_store_mb * 2**20
+        if cfg.ray.task_events_max:
+            kwargs["_system_config"] = {"task_events_max_num_task_in_gcs": cfg.ray.task_events_max}
     ray.init(**kwargs)
 
 

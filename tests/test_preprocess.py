@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -186,3 +189,23 @@ def test_items_source_gives_a_block_per_decode_batch(ray_session):
     sizes = [len(b["name"]) for b in ds.iter_batches(batch_size=None)]  # batch_size=None: a batch per block
     assert sum(sizes) == 70 and len(sizes) == 5 and max(sizes) <= 16
     assert [r["name"] for r in ds.take_all()] == [it["name"] for it in items]
+
+
+def test_local_ray_caps_gcs_task_events():
+    """A local instance keeps at most ``ray.task_events_max`` task events in its GCS.
+
+    Ray's default (100k) let the GCS grow by ~160 MiB over a 132k-row preprocessing job.
+    Runs in a child process: the session's Ray is already up and `init_ray` would join it.
+    """
+    code = (
+        "from affectflow.config import load_config\n"
+        "from pipelines.job import init_ray\n"
+        "import ray\n"
+        "init_ray(load_config(None, ['ray.num_cpus=1', 'ray.task_events_max=1234']), log_to_driver=False)\n"
+        "print('cap', ray._config.task_events_max_num_task_in_gcs())\n"
+        "ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "cap 1234" in out.stdout
