@@ -56,11 +56,14 @@ def _free_range(width: int) -> int:
 
 
 def cluster_env() -> dict[str, str]:
-    """Environment of the cluster processes: this venv first on PATH, no token auth, no usage stats."""
+    """Environment of the cluster processes: this venv first on PATH, no token auth, no usage stats, patient node start."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_AUTH_MODE"] = "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # A node's `ray start` gives up when the GCS has not seen its raylet within 30 s (Ray's default);
+    # on a loaded 2-core box the second node once missed that (seen in `make test`).
+    env["RAY_raylet_start_wait_time_s"] = "90"
     env.pop("RAY_ADDRESS", None)
     return env
 
