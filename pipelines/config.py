@@ -32,7 +32,10 @@ class PreprocessConfig:
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls (DESIGN §10).
-    decode_actors: int = 2
+    # decode_actors is the most decode actors Ray Data's autoscaler may run (it starts with one).
+    # On 2 CPUs one keeps the encoder fed; a second (~300 MiB) came and went for minutes at a time
+    # without speeding the job up. Raise it with the CPUs that feed a GPU encoder (README).
+    decode_actors: int = 1
     decode_cpus: float = 0.5
     # "fused": CLIP and HuBERT in one actor pool (one process per actor holds both models: half the
     # memory, one object-store hop); "separate": a pool each, to size them apart (e.g. GPU fractions).
