@@ -33,8 +33,9 @@ class PreprocessConfig:
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls (DESIGN §10).
     # decode_actors is the most decode actors Ray Data's autoscaler may run (it starts with one).
-    # On 2 CPUs one keeps the encoder fed; a second (~300 MiB) came and went for minutes at a time
-    # without speeding the job up. Raise it with the CPUs that feed a GPU encoder (README).
+    # On 2 CPUs the encoder is the bottleneck; a second decode actor (~300 MiB) came and went for
+    # minutes at a time, with no speed-up measurable above the noise. Raise it with the CPUs that
+    # feed a GPU encoder (README).
     decode_actors: int = 1
     decode_cpus: float = 0.5
     # "fused": CLIP and HuBERT in one actor pool (one process per actor holds both models: half the

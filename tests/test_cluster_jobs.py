@@ -56,7 +56,7 @@ def _free_range(width: int) -> int:
 
 
 def cluster_env() -> dict[str, str]:
-    """Environment of the cluster processes: this venv first on PATH, no token auth, no usage stats, patient node start."""
+    """Cluster processes' environment: this venv first on PATH, no token auth, no usage stats, patient node start."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_AUTH_MODE"] = "disabled"
