@@ -1,50 +1,26 @@
 """The `affectflow` command line: one console script, a subcommand per job.
 
-Each package registers its own subcommands from its ``cli`` module (``register(subparsers)``),
-and each subcommand calls a plain function that tests call directly. Heavy imports
-(torch, ray, transformers) happen inside the handlers so ``--help`` stays fast.
+The top layer: it imports every package and nothing imports it. Each command family has a
+module in :mod:`affectflow.commands` with ``register(subparsers)``; each subcommand calls a
+plain function that tests call directly. Heavy imports (torch, ray, transformers) happen
+inside the handlers so ``--help`` stays fast.
+
+Errors: an :class:`core.errors.AffectFlowError` (bad config, input, store, model reference,
+wheel or benchmark) is printed as ``affectflow COMMAND: error: …`` with exit code 2; any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Sequence
 
-from affectflow.config import Config, ConfigError, load_config
+from affectflow.commands import benchmark, demo, evaluate, label, preprocess, setup, store, train
+from core.errors import AffectFlowError
 
-# Modules that own subcommands, in the order they appear in --help.
-COMMAND_MODULES = (
-    "affectflow.commands",
-    "pipelines.cli",
-    "features.cli",
-    "training.cli",
-    "inference.cli",
-    "inference.benchmark_cli",
-)
-
-
-class UserError(Exception):
-    """An error the user can fix (bad path, bad input); printed without a traceback."""
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and repeatable ``--set a.b=c``, shared by every subcommand that runs a job."""
-    parser.add_argument("--config", metavar="FILE", help="YAML run config (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        help="override one config value, e.g. --set train.lr=2e-5 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
-    """Resolve ``--config``/``--set`` plus overrides implied by explicit flags (``extra``, applied last)."""
-    return load_config(getattr(args, "config", None), [*getattr(args, "overrides", []), *extra])
+# The command families, in the order they appear in --help.
+COMMANDS = (setup, demo, preprocess, store, train, label, evaluate, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,14 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # A package that has not grown a CLI yet; any other missing module is a real error.
-            if exc.name == name:
-                continue
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 
@@ -71,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
-    except (ConfigError, UserError, FileNotFoundError) as exc:
+    except AffectFlowError as exc:
         print(f"affectflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ vocabulary). Every row generates exactly ``--new-tokens`` tokens (stops disabled
 variant does the same work per sample. Three variants, side by side from one run:
 
 - released: ``llm.generate(inputs_embeds=...)`` one sample at a time on the peft model;
-- ours bs-1: our decode loop (``inference.generate``), LoRA merged as labeling loads it;
+- ours bs-1: our decode loop (``training.generate``), LoRA merged as labeling loads it;
 - ours batched: the same loop over ``--batch-size`` left-padded samples.
 
     python bench/gpu_generate.py                # GPU, Qwen2.5-7B shapes, bf16
@@ -41,7 +41,7 @@ def build(tiny: bool, device: str, dtype: torch.dtype) -> AffectGPT:
     """AffectGPT with random weights at 7B (or tiny) shapes and the tiny tokenizer + placeholders."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from affectflow.tiny_models import build_tokenizer
+    from synth.tiny_models import build_tokenizer
 
     tok = build_tokenizer()
     tok.add_tokens(list(PLACEHOLDER_TOKENS), special_tokens=True)
@@ -67,7 +67,7 @@ def build(tiny: bool, device: str, dtype: torch.dtype) -> AffectGPT:
 
 def inputs(model: AffectGPT, n: int, new_tokens: int, device: str):
     """Spliced embeddings + mask of ``n`` OV-task prompts (subtitles of varied length)."""
-    from inference.generate import GenerationConfig, build_inputs
+    from training.generate import GenerationConfig, build_inputs
 
     subs = [" ".join(SUBTITLE.split()[: 8 + (i * 7) % 20]) for i in range(n)]
     ids, mask = build_inputs(model, subs, ["ov"] * n, GenerationConfig(max_new_tokens=new_tokens))
@@ -105,7 +105,7 @@ def released(model: AffectGPT, embeds, mask, new_tokens: int, device: str) -> fl
 
 def ours(model: AffectGPT, embeds, mask, new_tokens: int, batch: int, device: str) -> float:
     """Samples/s of our decode loop in chunks of ``batch`` rows."""
-    from inference.generate import GenerationConfig, decode
+    from training.generate import GenerationConfig, decode
 
     cfg = GenerationConfig(max_new_tokens=new_tokens)
     sync(device)
@@ -144,7 +144,7 @@ def main() -> int:
     released(model, embeds[:1], mask[:1], 4, device)
 
     rel = released(model, embeds[: args.single], mask[: args.single], args.new_tokens, device)
-    model.llm = model.llm.merge_and_unload()  # as inference.model_io.load_model does
+    model.llm = model.llm.merge_and_unload()  # as registry.resolve.load_model does
     one = ours(model, embeds[: args.single], mask[: args.single], args.new_tokens, 1, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -27,7 +27,7 @@ def released_loop(model, data, n: int, max_new_tokens: int) -> tuple[float, list
     """Samples/s and texts of the released-style loop: per sample, prompt -> embeds -> llm.generate."""
     import torch
 
-    from inference.generate import build_inputs, clean_output, eos_ids_of, GenerationConfig
+    from training.generate import build_inputs, clean_output, eos_ids_of, GenerationConfig
 
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     texts = []
@@ -59,11 +59,11 @@ def main() -> int:
     import ray
     import torch
 
-    from affectflow.config import load_config
-    from affectflow.tiny_models import build_tiny_models
+    from core.config import load_config
+    from synth.tiny_models import build_tiny_models
     from features.reader import FeatureDataset
     from inference.labeling import label, read_table
-    from inference.model_io import load_model
+    from registry.resolve import load_model
     from training.data import SyntheticFeatures, write_synthetic_store
     from training.model import build_model
 

@@ -69,10 +69,11 @@ def main(argv=None) -> int:
 
     import ray
 
-    from affectflow.config import load_config
-    from affectflow.synth_corpus import write_corpus
-    from affectflow.tiny_models import build_tiny_models
-    from pipelines.job import init_ray, preprocess
+    from core.config import load_config
+    from synth.corpus import write_corpus
+    from synth.tiny_models import build_tiny_models
+    from pipelines.job import preprocess
+    from core.runtime import init_ray
 
     work = Path(args.work)
     corpus, models = work / "corpus", work / "models"

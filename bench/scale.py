@@ -31,7 +31,7 @@ def build_corpus(root: Path, n: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from affectflow.synth_corpus import write_sample
+    from synth.corpus import write_sample
 
     seed_dir = root.parent / "seed_sample"
     if not (seed_dir / "video" / "seed.mp4").is_file():
@@ -124,8 +124,9 @@ def main(argv=None) -> int:
 
     import ray
 
-    from affectflow.config import load_config
-    from pipelines.job import init_ray, preprocess
+    from core.config import load_config
+    from pipelines.job import preprocess
+    from core.runtime import init_ray
 
     work = Path(args.work)
     models = work / "models"

@@ -77,9 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", help="working folder (default: a temp dir)")
     args = ap.parse_args(argv)
 
-    from affectflow.config import load_config
-    from affectflow.synth_corpus import write_corpus
-    from affectflow.tiny_models import build_tiny_models
+    from core.config import load_config
+    from synth.corpus import write_corpus
+    from synth.tiny_models import build_tiny_models
     from pipelines.job import preprocess
     from training.data import load_features
 

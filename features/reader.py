@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.spec import EncoderSpec
-from features.store import FeatureStore, StoreError, feature_group
+from features.store import FeatureStore, feature_group
+from core.errors import StoreError
 
 VISUAL = ("face", "frame")
 LABEL_FILES = {
@@ -26,7 +27,7 @@ LABEL_FILES = {
 
 
 def _parse_openset(value: Any) -> list[str]:
-    from pipelines.labels import parse_openset
+    from features.labels import parse_openset
 
     return parse_openset(value)
 

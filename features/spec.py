@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+from core.errors import MissingFileError
 
 MODALITIES = ("frame", "face", "audio")
 DTYPES = ("float16", "float32")
@@ -99,10 +100,10 @@ def hash_weights(model_dir: str | Path, patterns: Iterable[str] = WEIGHT_PATTERN
     """sha256 over the sorted weight files of a model directory (relative name + bytes), first 16 hex."""
     root = Path(model_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"model directory {root} does not exist")
+        raise MissingFileError(f"model directory {root} does not exist")
     files = sorted({p for pattern in patterns for p in root.rglob(pattern) if p.is_file()})
     if not files:
-        raise FileNotFoundError(f"no weight files ({', '.join(patterns)}) under {root}")
+        raise MissingFileError(f"no weight files ({', '.join(patterns)}) under {root}")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import zarr.codecs
 import zarr.errors
 from fsspec.implementations.local import LocalFileSystem
 
+from core.errors import StoreError, error_kind, error_stage
 from features.spec import MODALITIES, EncoderSpec
 
 STORE_VERSION = 1
@@ -40,10 +40,6 @@ PART_KEY = "affectflow_part"
 RESERVED = ("name", "subtitle", "status", "error")
 STATUSES = ("ok", "failed")
 Selector = "str | EncoderSpec | Sequence[str | EncoderSpec]"
-
-
-class StoreError(ValueError):
-    """A store request that cannot be met (unknown or ambiguous spec, not a store); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +101,14 @@ def _str_list(values: Any, column: str) -> list[str]:
     return out
 
 
+def failure_kind(error: str) -> str:
+    """The kind of a recorded failure (``"video/missing: x.mp4 ..."`` -> ``"video/missing"``), else ``"unknown"``."""
+    return error_kind(error) if ": " in error else "unknown"
+
+
 def failure_stage(error: str) -> str:
-    """The stage named at the start of an error (``"decode: corrupt video x.mp4"`` -> ``"decode"``)."""
-    head = error.split(":", 1)[0].strip() if ":" in error else ""
-    return head if head and re.fullmatch(r"[\w .-]{1,40}", head) else (error[:60] or "unknown")
+    """The stage of a recorded failure (``"video/missing: x.mp4 ..."`` -> ``"video"``), else ``"unknown"``."""
+    return error_stage(error) if ": " in error else "unknown"
 
 
 class FeatureStore:
@@ -669,6 +669,7 @@ class FeatureStore:
             "failed": len(failures),
         }
         report["failures"] = {
+            "by_kind": dict(Counter(failure_kind(e) for e in failures.values()).most_common()),
             "by_stage": dict(Counter(failure_stage(e) for e in failures.values()).most_common()),
             "examples": [{"name": k, "error": failures[k]} for k in sorted(failures)[:10]],
         }

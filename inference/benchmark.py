@@ -27,17 +27,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from inference.evaluate import Prediction, _resolve_opensets, evaluate
-from inference.metrics import select_best_checkpoint
-from inference.parse import parse_template
-from inference.unibench import (
-    DATASETS,
-    UniBenchDataset,
-    dataset_folder,
-    get_dataset,
-    read_unibench,
-)
-from pipelines.labels import parse_openset
+from scoring.evaluate import Prediction, resolve_opensets, evaluate
+from scoring.metrics import select_best_checkpoint
+from scoring.parse import parse_template
+from scoring.unibench import DATASETS, UniBenchDataset, dataset_folder, get_dataset
+from pipelines.manifest import read_unibench
+from features.labels import parse_openset
+from core.errors import BenchmarkError, MissingFileError
 
 TASK = "ov"
 NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/", DESIGN §3)
@@ -51,10 +47,6 @@ CONFUSION_RULE = (
 # labeler(rows, model, out_table, batch_size=, seed=, task=, **options) -> a table (DataFrame,
 # records or a path) with name, text, status, error: `label_rows` by default.
 Labeler = Callable[..., Any]
-
-
-class BenchmarkError(ValueError):
-    """A benchmark request that cannot run as asked (named sentiment set without extractor, ...)."""
 
 
 def qualify(dataset: str, name: str) -> str:
@@ -72,11 +64,11 @@ def discover(unibench_root: str | Path) -> list[str]:
     """The datasets whose ``*-process`` folder exists under ``unibench_root``, in table order."""
     root = Path(unibench_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"MER-UniBench root {root} does not exist")
+        raise MissingFileError(f"MER-UniBench root {root} does not exist")
     found = [name for name, ds in DATASETS.items() if (root / ds.folder).is_dir()]
     if not found:
         expected = ", ".join(ds.folder for ds in DATASETS.values())
-        raise FileNotFoundError(f"{root} holds none of the MER-UniBench folders ({expected})")
+        raise MissingFileError(f"{root} holds none of the MER-UniBench folders ({expected})")
     return found
 
 
@@ -167,8 +159,8 @@ def confusion(ds: UniBenchDataset, gold: dict[str, str], opensets: dict[str, str
 def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, wheel_dir,
                   extractor=None) -> dict:
     """`evaluate` one labeled dataset, plus labeling counts and (discrete sets) a confusion."""
-    from inference.unibench import load_gold
-    from inference.wheel import EmotionWheel
+    from scoring.unibench import load_gold
+    from scoring.wheel import EmotionWheel
 
     preds, failed = _predictions(ds, rows, table)
     names = [r.name for r in rows]
@@ -184,7 +176,7 @@ def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, whee
         # The same resolution `evaluate` does, done here once so the confusion sees the labels.
         # Failed sentiment samples already carry "neutral"; they need no label list.
         todo = [n for n in names if preds[n].sentiment is None]
-        opensets, n_llm = _resolve_opensets(preds, todo, extractor, f"{ds.name} labels")
+        opensets, n_llm = resolve_opensets(preds, todo, extractor, f"{ds.name} labels")
         resolved = {n: Prediction(openset=opensets[n]) if n in opensets else preds[n]
                     for n in names}
     else:
@@ -201,7 +193,7 @@ def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, whee
 def _load_extractor(extractor):
     if extractor is None or not isinstance(extractor, (str, Path)):
         return extractor
-    from inference.parse import LLMExtractor
+    from scoring.parse import LLMExtractor
 
     return LLMExtractor(extractor)
 
@@ -229,7 +221,7 @@ def benchmark(
     under ``out``. ``extractor`` is a local Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
     preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
     labeling job. Label tables are resumable: a rerun into the same ``out`` reuses them."""
-    from inference.report import PAPER, write_report
+    from scoring.report import PAPER, write_report
 
     models = [model] if isinstance(model, str) else list(model)
     if not models:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from affectflow.cli import UserError
+from core.errors import InputError, MissingFileError
 
 
 @dataclass
@@ -42,11 +42,11 @@ def _check_file(path: str | Path | None, what: str) -> Path | None:
         return None
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{what} {p} does not exist")
+        raise MissingFileError(f"{what} {p} does not exist")
     if not p.is_file():
-        raise UserError(f"{what} {p} is not a file")
+        raise InputError(f"{what} {p} is not a file")
     if p.stat().st_size == 0:
-        raise UserError(f"{what} {p} is empty (0 bytes)")
+        raise InputError(f"{what} {p} is empty (0 bytes)")
     return p
 
 
@@ -65,17 +65,19 @@ def infer(
     llm_path: str | Path | None = None,
     seed: int | None = None,
 ) -> InferResult:
-    """Run the model on one video; ``task`` is ov, description or both. Raises ``UserError`` /
+    """Run the model on one video; ``task`` is ov, description or both. Raises ``InputError`` /
     ``FileNotFoundError`` naming the file for missing or unreadable media."""
     import numpy as np
     import torch
 
-    from affectflow.config import load_config
-    from inference.generate import GenerationConfig, generate, sample_seed
-    from inference.labeling import _model_spec, _plan_encoders, task_list
-    from inference.model_io import ModelRefError, load_model, resolve_model
-    from inference.parse import parse_template
-    from affectflow.tracking import tracking_uri as resolve_uri
+    from core.config import load_config
+    from training.generate import GenerationConfig, generate, sample_seed
+    from inference.labeling import plan_encoders, task_list
+    from training.checkpoint import read_spec
+    from registry.resolve import load_model, resolve_model
+    from core.errors import ModelRefError
+    from scoring.parse import parse_template
+    from core.tracking import tracking_uri as resolve_uri
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
     from pipelines.job import decode_kwargs
     from pipelines.stages import OK, DecodeStage, stack_samples
@@ -95,16 +97,16 @@ def infer(
         resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
                                  llm_path=llm_path)
     except ModelRefError as exc:
-        raise UserError(str(exc)) from None
-    spec = _model_spec(resolved.checkpoint)
+        raise InputError(str(exc)) from None
+    spec = read_spec(resolved.checkpoint)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
-    plan_ = _plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")
+    plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")
                                                if face_path else p), models, spec)
     row = {"name": video_path.stem, "video": str(video_path), "audio": str(audio_path or ""),
            "face": str(face_path or ""), "subtitle": given, "error": ""}
     sample = DecodeStage(**decode_kwargs(p)).decode(row)
     if sample.status != OK:
-        raise UserError(f"cannot use {video_path}: {sample.error}")
+        raise InputError(f"cannot use {video_path}: {sample.error}")
     batch = stack_samples([sample], with_waveform=p.asr)
     enc = dict(device=p.device, dtype=p.dtype, torch_threads=None)
     batch = ClipEncoder(plan_.clip, **enc)(batch)

@@ -4,7 +4,7 @@ Inputs: a feature store (features read back, no encoders run), or raw media — 
 corpus, a folder of videos, WebDataset shards, or manifest rows (:func:`label_rows`, used by the
 benchmark) — which go through the preprocessing stages (decode, faces, audio, CLIP, HuBERT
 [, Whisper]) in the same streaming job, no store written. A Ray Data actor pool
-(:class:`LabelStage`) holds the model and generates batched (``inference.generate``).
+(:class:`LabelStage`) holds the model and generates batched (``training.generate``).
 
 Output (parquet or CSV): one row per (name, task) with columns :data:`COLUMNS`.
 
@@ -31,7 +31,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from affectflow.cli import UserError
+from core.errors import InputError, MissingFileError
+from training.checkpoint import read_spec
 
 COLUMNS = ("name", "task", "text", "labels", "model_uri", "model_version", "status", "error")
 TASKS = ("ov", "description")
@@ -85,7 +86,7 @@ def task_list(task: str) -> list[str]:
     if task == "both":
         return list(TASKS)
     if task not in TASKS:
-        raise UserError(f"--task {task!r} is not one of ov, description, both")
+        raise InputError(f"--task {task!r} is not one of ov, description, both")
     return [task]
 
 
@@ -104,8 +105,8 @@ class LabelStage:
                  tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1):
         import torch
 
-        from inference.generate import GenerationConfig
-        from inference.model_io import ResolvedModel, is_mlflow_uri, load_model, resolve_model
+        from training.generate import GenerationConfig
+        from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -121,8 +122,8 @@ class LabelStage:
         self.visual_key = visual_key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from inference.generate import generate, sample_seed
-        from inference.parse import parse_template
+        from training.generate import generate, sample_seed
+        from scoring.parse import parse_template
 
         n = len(batch["name"])
         names = [str(x) for x in batch["name"]]
@@ -196,12 +197,12 @@ def read_table(path: str | Path):
         return pq.read_table(path).select(list(COLUMNS)).cast(_schema())
     import pandas as pd
 
-    from pipelines.labels import split_list_text
+    from features.labels import split_list_text
 
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise UserError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
+        raise InputError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
     cols = {c: list(df[c]) for c in COLUMNS}
     cols["labels"] = [None if v == "" else split_list_text(v) for v in cols["labels"]]
     return _to_arrow(cols)
@@ -301,12 +302,12 @@ def detect_input(path: str | Path, layout: str | None = None) -> str:
     if "://" in text:
         return "webdataset" if text.endswith(".tar") else "store"
     if not p.exists():
-        raise FileNotFoundError(f"input {p} does not exist (expected a feature store, a corpus root, "
+        raise MissingFileError(f"input {p} does not exist (expected a feature store, a corpus root, "
                                 "a folder of videos or WebDataset shards)")
     if p.is_file():
         if p.suffix == ".tar":
             return "webdataset"
-        raise UserError(f"input {p} is a file but not a .tar shard: pass a store, a corpus or a folder")
+        raise InputError(f"input {p} is a file but not a .tar shard: pass a store, a corpus or a folder")
     if (p / "zarr.json").is_file() or p.suffix == ".zarr":
         return "store"
     if (p / "video").is_dir() and any(p.glob("*.csv")):
@@ -314,12 +315,6 @@ def detect_input(path: str | Path, layout: str | None = None) -> str:
     if any(p.glob("*.tar")) and not (p / "video").is_dir():
         return "webdataset"
     return "folder"
-
-
-def _model_spec(checkpoint: str) -> dict:
-    from inference.model_io import SPEC_FILE
-
-    return json.loads((Path(checkpoint) / SPEC_FILE).read_text(encoding="utf-8"))
 
 
 def _encoder_dirs_fallback(spec: dict) -> Path | None:
@@ -331,7 +326,7 @@ def _encoder_dirs_fallback(spec: dict) -> Path | None:
     return None
 
 
-def _plan_encoders(cfg, models, spec: dict):
+def plan_encoders(cfg, models, spec: dict):
     """``pipelines.job.plan`` for the raw-media path, and a check that the encoder widths fit the model."""
     from pipelines.job import plan
 
@@ -342,7 +337,7 @@ def _plan_encoders(cfg, models, spec: dict):
     for s in plan_.specs:
         want = spec["visual_dim"] if s.modality in ("face", "frame") else spec["audio_dim"]
         if s.dim != want:
-            raise UserError(f"the {s.modality} encoder ({s.encoder}) gives {s.dim}-d features but the model "
+            raise InputError(f"the {s.modality} encoder ({s.encoder}) gives {s.dim}-d features but the model "
                               f"expects {want}-d: use the encoders the model was trained with (--models DIR)")
     return plan_
 
@@ -401,7 +396,7 @@ def label(
 ) -> LabelSummary:
     """Label ``input`` (or manifest ``rows``) with ``model`` into ``out`` (.parquet or .csv); resumable.
 
-    ``model``: a checkpoint or run folder, or an MLflow model URI (``inference.model_io``).
+    ``model``: a checkpoint or run folder, or an MLflow model URI (``registry.resolve``).
     ``models``: the folder holding the ``clip/``/``hubert/`` encoders for raw media (default:
     ``preprocess.*_model``, ``paths.models``, or the tiny-models folder beside the base LLM).
     Unset arguments come from ``cfg`` (``label.*``, ``seed``). Joins or starts Ray.
@@ -409,10 +404,12 @@ def label(
     """
     import ray
 
-    from affectflow.config import load_config
-    from inference.model_io import ModelRefError, resolve_model
-    from affectflow.tracking import tracking_uri as resolve_uri
-    from pipelines.job import init_ray, items_source
+    from core.config import load_config
+    from registry.resolve import resolve_model
+    from core.errors import ModelRefError
+    from core.tracking import tracking_uri as resolve_uri
+    from pipelines.job import items_source
+    from core.runtime import init_ray
 
     t0 = time.perf_counter()
     cfg = cfg if cfg is not None else load_config()
@@ -423,20 +420,20 @@ def label(
     tasks = task_list(lc.task)
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
-        raise UserError(f"--out {out}: the output must end in .parquet or .csv")
+        raise InputError(f"--out {out}: the output must end in .parquet or .csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     kind = "rows" if rows is not None else detect_input(input, layout)
     if kind not in ("store", "mer2025", "folder", "webdataset", "rows"):
-        raise UserError(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
+        raise InputError(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
     uri = resolve_uri(cfg.mlflow.tracking_uri, tracking_uri)
     try:
         resolved = resolve_model(model, tracking_uri=uri, llm_path=llm_path)
     except ModelRefError as exc:
-        raise UserError(str(exc)) from None
-    spec = _model_spec(resolved.checkpoint)
+        raise InputError(str(exc)) from None
+    spec = read_spec(resolved.checkpoint)
     base = Path(resolved.llm_path or spec.get("llm_path") or "")
     if not (base / "config.json").is_file():  # fail here, not in every actor's constructor
-        raise UserError(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
+        raise InputError(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
                           "or set $AFFECTFLOW_BASE_LLM")
     summary = LabelSummary(out=str(out), input=str(input if rows is None else f"{len(rows)} rows"), kind=kind,
                            model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks)
@@ -464,7 +461,7 @@ def label(
             p = dataclasses.replace(cfg.preprocess, layout=kind if kind != "rows" else cfg.preprocess.layout,
                                     faces=faces or ("opencv" if kind == "folder" else cfg.preprocess.faces))
             p.validate()
-            plan_ = _plan_encoders(dataclasses.replace(cfg, preprocess=p), models, spec)
+            plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=p), models, spec)
             if kind == "webdataset":
                 from pipelines.manifest import read_webdataset
 
@@ -508,7 +505,7 @@ def label(
 
 
 def _tally(summary: LabelSummary, cols: dict[str, list]) -> None:
-    from pipelines.errors import error_kind
+    from core.errors import error_kind
 
     for status, error in zip(cols["status"], cols["error"]):
         if status == OK:
@@ -533,16 +530,17 @@ def _unique_rows(rows: Sequence) -> list[dict]:
 def _store_source(store, spec, tasks, done, pending, writer, summary, limit, label_args, label_kwargs, lc, resolved):
     """The store path: failed samples become failed rows here; ok ones stream to the actor pool."""
     from features.reader import to_ray_dataset
-    from features.store import FeatureStore, StoreError
+    from features.store import FeatureStore
+    from core.errors import StoreError
 
     fs = FeatureStore(str(store))
     try:
         visual, audio = fs.resolve([spec.get("visual_stream", "face"), "audio"])
     except StoreError as exc:
-        raise UserError(str(exc)) from None
+        raise InputError(str(exc)) from None
     for s, want in ((visual, spec["visual_dim"]), (audio, spec["audio_dim"])):
         if s.dim != want:
-            raise UserError(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
+            raise InputError(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
     ok = sorted(fs.done_names([visual, audio]))
     failed = fs.failed([visual, audio])
     names = sorted(set(ok) | set(failed))[: limit if limit is not None else None]
@@ -567,6 +565,6 @@ def _store_source(store, spec, tasks, done, pending, writer, summary, limit, lab
 
 def label_rows(rows: Sequence, model: str | Path, task: str = "ov", out: str | Path = "labels.parquet",
                batch_size: int | None = None, seed: int | None = None, **kwargs):
-    """Label manifest rows (e.g. ``inference.unibench.read_unibench``); returns the output table (pandas)."""
+    """Label manifest rows (e.g. ``scoring.unibench.read_unibench``); returns the output table (pandas)."""
     label(None, model, task, out, batch_size, seed, rows=rows, **kwargs)
     return read_table(out).to_pandas()

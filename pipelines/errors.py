@@ -1,6 +1,8 @@
-"""`SampleError`: one sample's bad input, recorded as data (STYLE 2), never raised out of a worker."""
+"""`SampleError`: one sample's bad input, recorded as data, never raised out of a worker."""
 
 from __future__ import annotations
+
+from core.errors import format_error
 
 
 class SampleError(Exception):
@@ -13,9 +15,4 @@ class SampleError(Exception):
 
     def record(self) -> str:
         """The text stored in the ``error`` column: ``kind: message``."""
-        return f"{self.kind}: {self.message}"
-
-
-def error_kind(error: str) -> str:
-    """The summary group of an ``error`` string (the part before the first ``": "``)."""
-    return error.split(": ", 1)[0] if error else ""
+        return format_error(self.kind, self.message)

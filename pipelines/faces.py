@@ -14,6 +14,7 @@ import numpy as np
 
 from pipelines.errors import SampleError
 from pipelines.frames import uniform_indices
+from core.errors import MissingFileError
 
 BACKENDS = ("openface", "opencv", "pyfeat")
 
@@ -123,7 +124,7 @@ class PyFeatFaces:
         import os
 
         if model_dir is None or not Path(model_dir).is_dir():
-            raise FileNotFoundError(f"faces=pyfeat needs a local py-feat model directory, got {model_dir!r}")
+            raise MissingFileError(f"faces=pyfeat needs a local py-feat model directory, got {model_dir!r}")
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_HOME"] = str(model_dir)
         try:

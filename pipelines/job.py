@@ -9,7 +9,6 @@ only when complete, so a killed run loses at most its in-flight batches.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from affectflow.cli import UserError
-from pipelines.errors import error_kind
+from core.errors import InputError, MissingFileError
+from core.errors import error_kind
+from core.runtime import init_ray
 
 
 @dataclass
@@ -120,24 +120,24 @@ def plan(cfg, models: str | Path | None = None) -> Plan:
     for key, explicit in (("clip", p.clip_model), ("hubert", p.hubert_model)):
         d = Path(explicit) if explicit else root / key
         if not (d / "config.json").is_file():
-            raise UserError(f"{key} checkpoint not found: {d} has no config.json "
+            raise InputError(f"{key} checkpoint not found: {d} has no config.json "
                               f"(pass --models DIR holding clip/ and hubert/, or --set preprocess.{key}_model=PATH)")
         dirs[key] = d
     whisper = None
     if p.asr:
         whisper = Path(p.whisper_model) if p.whisper_model else root / "whisper"
         if not (whisper / "config.json").is_file():
-            raise UserError(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
+            raise InputError(f"preprocess.asr is on but the Whisper checkpoint {whisper} has no config.json "
                               "(--set preprocess.whisper_model=PATH)")
     if p.layout == "folder" and p.faces == "openface":
-        raise UserError("a folder of videos has no OpenFace stacks: use --faces opencv (or pyfeat)")
+        raise InputError("a folder of videos has no OpenFace stacks: use --faces opencv (or pyfeat)")
     if p.faces == "opencv":
         from pipelines.faces import haar_available
 
         if haar_available():
-            raise UserError(f"faces=opencv: {haar_available()}")
+            raise InputError(f"faces=opencv: {haar_available()}")
     if p.faces == "pyfeat" and not p.pyfeat_model:
-        raise UserError("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
+        raise InputError("faces=pyfeat needs a local py-feat model directory: --set preprocess.pyfeat_model=PATH")
     dtype = "float32" if cfg.store.dtype == "float32" else "float16"
     frame, face = clip_specs(dirs["clip"], p.faces, p.num_frames, p.image_size, dtype)
     audio = hubert_spec(dirs["hubert"], p.sample_rate, p.num_clips, p.clip_seconds, dtype)
@@ -149,24 +149,6 @@ def decode_kwargs(p) -> dict[str, Any]:
     return dict(faces=p.faces, num_frames=p.num_frames, image_size=p.image_size, sample_rate=p.sample_rate,
                 num_clips=p.num_clips, clip_seconds=p.clip_seconds, pyfeat_model=p.pyfeat_model or None,
                 asr=p.asr)
-
-
-def init_ray(cfg, log_to_driver: bool = True) -> None:
-    """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
-    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": log_to_driver}
-    if address == "local":
-        if cfg.ray.num_cpus:
-            kwargs["num_cpus"] = cfg.ray.num_cpus
-        if cfg.ray.object_store_mb:
-            kwargs["object_store_memory"] = cfg.ray.object_store_mb * 2**20
-        if cfg.ray.task_events_max:
-            kwargs["_system_config"] = {"task_events_max_num_task_in_gcs": cfg.ray.task_events_max}
-    ray.init(**kwargs)
 
 
 def items_source(items: list[dict], batch_size: int):
@@ -270,7 +252,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
     ``layout``/``faces`` override ``cfg.preprocess``; ``models`` holds ``clip/``, ``hubert/``
     (and ``whisper/`` with ``preprocess.asr``). Joins or starts Ray (`init_ray`).
     """
-    from affectflow.config import load_config
+    from core.config import load_config
     from features.store import FeatureStore
     from pipelines.manifest import read_manifest, read_webdataset
 
@@ -302,7 +284,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         # An fsspec URL corpus (s3://...) shares the store's storage_options.
         remote = "://" in str(corpus)
         if not remote and not Path(corpus).exists():
-            raise FileNotFoundError(f"corpus {corpus} does not exist")
+            raise MissingFileError(f"corpus {corpus} does not exist")
         rows = read_manifest(str(corpus) if remote else Path(corpus), p.layout,
                              storage_options)[: limit if limit is not None else None]
         # Two rows with one name (e.g. a bad CSV row and the real video) cannot share a part.

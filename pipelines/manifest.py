@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pipelines.labels import parse_openset
+from features.labels import parse_openset
+from scoring.unibench import UniBenchDataset, dataset_folder, find_media, get_dataset, load_gold
+from core.errors import MissingFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
@@ -158,9 +160,9 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
     """
     root = CorpusRoot(root, storage_options)
     if not root.is_dir():
-        raise FileNotFoundError(f"corpus root {root} is not a directory")
+        raise MissingFileError(f"corpus root {root} is not a directory")
     if not root.is_dir("video") and not root.is_file(subtitle_csv):
-        raise FileNotFoundError(f"{root} has neither video/ nor {subtitle_csv}: not a MER2025 layout")
+        raise MissingFileError(f"{root} has neither video/ nor {subtitle_csv}: not a MER2025 layout")
     subtitles: dict[str, tuple[str, str]] = {}
     bad_rows: list[ManifestRow] = []
     if root.is_file(subtitle_csv):
@@ -201,7 +203,7 @@ def read_folder(root: str | Path, subtitles: str | Path | None = None,
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"video folder {root} is not a directory")
+        raise MissingFileError(f"video folder {root} is not a directory")
     exts = {e.lower() for e in extensions}
     videos: dict[str, Path] = {}
     rows: list[ManifestRow] = []
@@ -217,7 +219,7 @@ def read_folder(root: str | Path, subtitles: str | Path | None = None,
     if subtitles is not None:
         csv_path = Path(subtitles)
         if not csv_path.is_file():
-            raise FileNotFoundError(f"subtitle CSV {csv_path} does not exist")
+            raise MissingFileError(f"subtitle CSV {csv_path} does not exist")
         for line, row, err in read_csv_rows(csv_path):
             name = row.get("name", "")
             bad = name_error(name)
@@ -257,11 +259,11 @@ def webdataset_paths(corpus: str | Path) -> list[str]:
     if path.is_dir():
         shards = sorted(str(p) for p in path.rglob("*.tar"))
         if not shards:
-            raise FileNotFoundError(f"no .tar shards under {path}")
+            raise MissingFileError(f"no .tar shards under {path}")
         return shards
     if path.is_file():
         return [str(path)]
-    raise FileNotFoundError(f"WebDataset corpus {path} does not exist")
+    raise MissingFileError(f"WebDataset corpus {path} does not exist")
 
 
 def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
@@ -319,3 +321,64 @@ def read_webdataset(corpus: str | Path, storage_options: dict | None = None, num
     # which np.loads .npy in the read task); the stages decode them like files, pickle off.
     ds = ray.data.read_webdataset(paths, filesystem=filesystem, decoder=None, num_cpus=num_cpus)
     return ds.map(webdataset_row, num_cpus=num_cpus)
+
+
+def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
+    """One ``ManifestRow`` per test sample of ``dataset`` under ``root``, sorted by name.
+
+    Paths come from the dataset's table entry: ``<video_folder>/{name}<ext>``,
+    ``<audio_folder>/{name}.wav`` (optional: the audio track is the fallback),
+    ``<face_folder>/{name}.npy`` and the transcript CSV's column. A missing folder, label file,
+    transcript file or video folder raises, naming it; a sample whose video is missing becomes
+    a row with ``error`` set (bad input is data, DESIGN/STYLE 2). ``openset`` holds the gold
+    labels for the discrete and OV sets (empty for sentiment sets).
+    """
+    ds = dataset if isinstance(dataset, UniBenchDataset) else get_dataset(dataset)
+    folder = dataset_folder(ds, root)
+    label_path = folder / ds.label_file
+    if not label_path.is_file():
+        raise MissingFileError(f"{ds.name}: label file {label_path} does not exist")
+    gold = load_gold(ds, label_path)
+    transcript_path = folder / ds.transcript_file
+    if not transcript_path.is_file():
+        raise MissingFileError(f"{ds.name}: transcript file {transcript_path} does not exist")
+    texts: dict[str, tuple[str, str]] = {}
+    for line, row, err in read_csv_rows(transcript_path):
+        if ds.transcript_column not in row:
+            raise ValueError(
+                f"{transcript_path}: missing column {ds.transcript_column!r} "
+                f"(has {sorted(row)}); {ds.name} reads its subtitle from it"
+            )
+        value = row[ds.transcript_column]
+        texts.setdefault(row["name"], ((value or "").strip(), err))
+    video_dir = folder / ds.video_folder
+    if not video_dir.is_dir():
+        raise MissingFileError(f"{ds.name}: video folder {video_dir} does not exist")
+    audio_dir, face_dir = folder / ds.audio_folder, folder / ds.face_folder
+    rows = []
+    for name in sorted(gold):
+        subtitle, err = texts.get(name, ("", ""))
+        video = find_media(video_dir, name, ds.video_ext)
+        if video is None and not err:
+            err = (
+                f"manifest/missing-file: {ds.name} sample {name!r} has no "
+                f"{'|'.join(ds.video_ext)} video in {video_dir}"
+            )
+        wav = audio_dir / f"{name}.wav"
+        face = face_dir / f"{name}.npy"
+        value = gold[name]
+        openset = [] if ds.metric == "sentiment" else (
+            list(value) if isinstance(value, list) else [value]
+        )
+        rows.append(
+            ManifestRow(
+                name=name,
+                video=str(video) if video else "",
+                audio=str(wav) if wav.is_file() else "",
+                face=str(face) if face.is_file() else "",
+                subtitle=subtitle,
+                openset=openset,
+                error=err,
+            )
+        )
+    return rows

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Shared fixture modules (built on the session fixtures below).
-pytest_plugins = ("tests.fixtures_pipeline", "tests.fixtures_inference")
+pytest_plugins = ("tests.fixtures.pipeline", "tests.fixtures.inference")
 # Keep test runs quiet and offline: nothing may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,7 +34,7 @@ def wheel_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny random CLIP / HuBERT / Qwen2 checkpoints, built once per test session."""
-    from affectflow.tiny_models import build_tiny_models
+    from synth.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("models"), seed=0)
 
@@ -42,7 +42,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory) -> Path:
     """A 24-sample MER2025-layout corpus (real mp4/wav/npy/CSV), written once per test session."""
-    from affectflow.synth_corpus import write_corpus
+    from synth.corpus import write_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     write_corpus(root, n=24, seed=0)

@@ -130,18 +130,18 @@ class SyntheticFeatures(torch.utils.data.Dataset):
 
 def load_features(store: str, corpus: str | None, visual: str = "face"):
     """The store reader joined with the corpus' track2/track3 labels (``features.reader``)."""
-    from affectflow.cli import UserError
+    from core.errors import InputError
 
     try:
         from features.reader import FeatureDataset, read_corpus_labels
     except ImportError as exc:  # the reader lands with the preprocessing issue
-        raise UserError(f"cannot read the feature store {store!r}: features.reader is not available ({exc})")
+        raise InputError(f"cannot read the feature store {store!r}: features.reader is not available ({exc})")
     if not corpus:
-        raise UserError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
+        raise InputError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
     labels = read_corpus_labels(corpus)
     data = FeatureDataset(store, labels=labels, visual=visual, require_labels=True)
     if len(data) == 0:
-        raise UserError(f"no stored sample of {store!r} has a label or a reason in {corpus!r}")
+        raise InputError(f"no stored sample of {store!r} has a label or a reason in {corpus!r}")
     return data
 
 

@@ -10,13 +10,7 @@ of (seed, epoch, index), and the torch RNG (LoRA dropout) is re-seeded from (see
 rank, micro-step) before every micro-step, so a run resumed from a checkpoint replays the
 same computation as the uninterrupted one without saving any RNG state.
 
-Checkpoint layout (one folder per checkpoint)::
-
-    adapter/                 peft save_pretrained (adapter_config.json, adapter_model.safetensors)
-    fusion.safetensors       fusion + projectors (our names; RELEASED_NAMES maps them)
-    affectflow_model.json    ModelSpec: preset, dims, placeholders, LoRA shape, base LLM path
-    train_state.json         step, epoch, world size, ZeRO stage, last metrics
-    deepspeed/state/...      DeepSpeed optimizer/scheduler state (per-rank ZeRO shards)
+The checkpoint layout is :mod:`training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -34,12 +28,11 @@ from pathlib import Path
 
 import torch
 
+from training.checkpoint import DS_DIR, DS_TAG, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
+from core.errors import MissingFileError
 
-STATE_FILE = "train_state.json"
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-DS_DIR = "deepspeed"
-DS_TAG = "state"
 
 
 @dataclass
@@ -258,7 +251,7 @@ def save_checkpoint(engine, model, folder: Path, state: dict, zero_stage: int, r
 def read_state(folder: str | Path) -> dict:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
+        raise MissingFileError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -25,12 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
 from training.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
+from core.errors import MissingFileError
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-SPEC_FILE = "affectflow_model.json"
-FUSION_FILE = "fusion.safetensors"
-ADAPTER_DIR = "adapter"
 SPEC_VERSION = 1
 
 # Qwen2.5-7B(-Instruct) shapes, written here so the model can be counted without the weights.
@@ -212,7 +211,7 @@ class AffectGPT(nn.Module):
         ckpt = Path(ckpt)
         spec_path = ckpt / SPEC_FILE
         if not spec_path.is_file():
-            raise FileNotFoundError(f"{ckpt} is not an AffectFlow checkpoint: {SPEC_FILE} is missing")
+            raise MissingFileError(f"{ckpt} is not an AffectFlow checkpoint: {SPEC_FILE} is missing")
         spec = ModelSpec(**json.loads(spec_path.read_text(encoding="utf-8")))
         path = Path(llm_path or spec.llm_path)
         base, tok, ids = _load_base(path, dtype)
@@ -264,7 +263,7 @@ def _load_base(path: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no LLM checkpoint at {path} (config.json missing)")
+        raise MissingFileError(f"no LLM checkpoint at {path} (config.json missing)")
     tok = AutoTokenizer.from_pretrained(str(path))
     tok.add_tokens(list(PLACEHOLDER_TOKENS), special_tokens=True)
     if tok.eos_token_id is None:
@@ -353,20 +352,20 @@ def build_model(
 
 def resolve_llm_path(model_cfg, models_dir: str | Path | None) -> Path:
     """The base LLM folder for a config: ``model.llm_path``, else ``<models>/qwen2`` for tiny."""
-    from affectflow.cli import UserError
+    from core.errors import InputError
 
     if model_cfg.llm_path:
         path = Path(model_cfg.llm_path)
     elif model_cfg.preset == "tiny" and models_dir:
         path = Path(models_dir) / "qwen2"
     else:
-        raise UserError(
+        raise InputError(
             f"preset {model_cfg.preset!r} needs a local base LLM: pass --models DIR "
             "or --set model.llm_path=/path/to/Qwen2.5-7B-Instruct"
         )
     if not (path / "config.json").is_file():
         hint = " (write the tiny models with `affectflow tiny-models DIR`)" if model_cfg.preset == "tiny" else ""
-        raise UserError(f"no base LLM at {path}: config.json not found{hint}")
+        raise InputError(f"no base LLM at {path}: config.json not found{hint}")
     return path
 
 

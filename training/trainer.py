@@ -24,9 +24,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from affectflow.cli import UserError
-from affectflow.config import dump_yaml, flatten
-from affectflow.tracking import tracking_uri
+from core.errors import InputError
+from core.config import dump_yaml, flatten
+from core.tracking import tracking_uri
 
 RUN_NAME = "train"
 
@@ -47,11 +47,11 @@ def _features_factory(store, corpus, visual, features):
     if features is not None:
         return features if callable(features) and not hasattr(features, "__getitem__") else _Const(features)
     if not store:
-        raise UserError("no feature store given: pass --store PATH (written by `affectflow preprocess`)")
+        raise InputError("no feature store given: pass --store PATH (written by `affectflow preprocess`)")
     if not Path(store).exists() and "://" not in str(store):
-        raise UserError(f"feature store {store!r} does not exist")
+        raise InputError(f"feature store {store!r} does not exist")
     if not corpus:
-        raise UserError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
+        raise InputError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
     return _StoreFeatures(str(store), str(corpus) if corpus else None, visual)
 
 
@@ -211,9 +211,9 @@ def train(
     out = Path(out or Path(cfg.paths.runs) / "train").resolve()
     run_dir = out / "ray" / RUN_NAME
     if run_dir.exists() and not resume:
-        raise UserError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
+        raise InputError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
     if resume and not run_dir.exists():
-        raise UserError(f"nothing to resume in {out}: no run at {run_dir}")
+        raise InputError(f"nothing to resume in {out}: no run at {run_dir}")
     llm_path = resolve_llm_path(cfg.model, models or cfg.paths.models).resolve()
     features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The subcommands of ``affectflow``, one module per command family."""

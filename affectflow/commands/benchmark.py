@@ -1,0 +1,84 @@
+"""Benchmark subcommands: ``affectflow benchmark`` (label + score MER-UniBench, write the report)
+and ``affectflow synth-unibench`` (synthetic ``*-process`` folders for tests and the demo)."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.errors import InputError
+from affectflow.options import add_config_options, config_from_args
+
+
+def run_benchmark(models, unibench_root, datasets, out, *, batch_size, seed, wheel_dir,
+                  extractor=None, labeler=None, cfg=None, encoders=None) -> dict:
+    """`inference.benchmark.benchmark` with user-fixable problems turned into ``InputError``."""
+    from inference.benchmark import benchmark
+    from scoring.evaluate import NeedsExtractorError
+    from core.errors import WheelError
+
+    try:
+        return benchmark(models, unibench_root, datasets, out, batch_size=batch_size, seed=seed,
+                         extractor=extractor, wheel_dir=wheel_dir, labeler=labeler, cfg=cfg,
+                         encoders=encoders)
+    except (KeyError, ValueError, WheelError, NeedsExtractorError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise InputError(str(message)) from None
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    extra = [f"score.wheel_dir={args.wheel}"] if args.wheel else []
+    if args.batch_size is not None:
+        extra.append(f"label.batch_size={args.batch_size}")
+    if args.seed is not None:
+        extra.append(f"seed={args.seed}")
+    cfg = config_from_args(args, extra)
+    datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
+    scores = run_benchmark(
+        args.model, args.unibench_root, datasets or None, args.out,
+        batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
+        extractor=args.extractor, cfg=cfg, encoders=args.models,
+    )
+    from scoring.report import markdown
+
+    print(markdown(scores), end="")
+    print(f"wrote {args.out}/scores.json, scores.md, report.html")
+    return 0
+
+
+def _cmd_synth_unibench(args: argparse.Namespace) -> int:
+    from synth.unibench import write_unibench
+
+    datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
+    try:
+        print(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
+    except (KeyError, ValueError) as exc:
+        raise InputError(str(exc.args[0] if exc.args else exc)) from None
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="label and score MER-UniBench; write scores and a report")
+    p.add_argument("--model", action="append", required=True, metavar="URI",
+                   help="checkpoint dir or models:/name@alias; repeat to pick the best per dataset")
+    p.add_argument("--unibench-root", required=True, metavar="PATH",
+                   help="folder holding the *-process dataset folders")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="datasets to run (default: every folder found under the root)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--extractor", metavar="PATH",
+                   help="local Qwen2.5-Instruct for free text and the sentiment sets")
+    p.add_argument("--batch-size", type=int, help="labeling batch size (config label.batch_size)")
+    p.add_argument("--seed", type=int, help="seed (config seed)")
+    p.add_argument("--wheel", metavar="DIR", help="emotion-wheel folder (config score.wheel_dir)")
+    p.add_argument("--models", metavar="DIR",
+                   help="folder with the clip/ and hubert/ encoders (default: as affectflow label)")
+    add_config_options(p)
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("synth-unibench", help="write synthetic MER-UniBench *-process folders")
+    p.add_argument("out", help="output folder (the MER-UniBench root)")
+    p.add_argument("--n", type=int, default=8, help="test samples per dataset (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="default: MER2023 IEMOCAPFour MELD CMUMOSI OVMERDPlus")
+    p.set_defaults(func=_cmd_synth_unibench)

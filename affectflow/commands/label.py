@@ -1,0 +1,118 @@
+"""``affectflow label``, ``affectflow infer`` and ``affectflow register`` (registered by ``affectflow.commands.evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core.errors import InputError
+from affectflow.options import add_config_options, config_from_args
+
+MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
+
+
+def _label_overrides(args: argparse.Namespace) -> list[str]:
+    extra = []
+    for flag, key in (("task", "label.task"), ("batch_size", "label.batch_size"),
+                      ("max_new_tokens", "label.max_new_tokens"), ("seed", "seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            extra.append(f"{key}={value}")
+    if getattr(args, "sample", False):
+        extra.append("label.do_sample=true")
+    if getattr(args, "mlflow_uri", None):
+        extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
+    return extra
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from inference.labeling import label
+
+    cfg = config_from_args(args, _label_overrides(args))
+    summary = label(args.input, args.model, cfg.label.task, args.out, cfg.label.batch_size, cfg.seed, cfg=cfg,
+                    layout=args.layout, models=args.models, faces=args.faces, limit=args.limit,
+                    tracking_uri=args.mlflow_uri, llm_path=args.llm_path, retry_failed=args.retry_failed)
+    print(summary.format())
+    return 0 if summary.failed == 0 or summary.ok > 0 else 1
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from inference.infer import infer
+
+    cfg = config_from_args(args, _label_overrides(args))
+    result = infer(args.video, args.audio, args.subtitle, args.model, cfg.label.task, cfg=cfg, models=args.models,
+                   face_npy=args.face_npy, asr=True if args.asr else None, tracking_uri=args.mlflow_uri,
+                   llm_path=args.llm_path, seed=cfg.seed)
+    if args.json:
+        print(json.dumps(result.__dict__, indent=2, sort_keys=True))
+    else:
+        print(result.format())
+    return 0
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from core.errors import ModelRefError
+    from registry.register import log_and_register
+
+    extra = [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else []
+    cfg = config_from_args(args, extra)
+    try:
+        result = log_and_register(args.checkpoint, cfg, uri=args.mlflow_uri, name=args.name, alias=args.alias,
+                                  bundle_base=not args.no_bundle_base, llm_path=args.llm_path)
+    except ModelRefError as exc:
+        raise InputError(str(exc)) from None
+    if result is None:
+        return 1
+    print(json.dumps(result.__dict__, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label", help="batch-label a feature store or raw videos with a model (Ray Data)")
+    p.add_argument("--input", required=True, metavar="PATH",
+                   help="feature store, MER2025 corpus root, folder of videos or WebDataset shards")
+    p.add_argument("--model", required=True, metavar="URI", help=MODEL_HELP)
+    p.add_argument("--out", required=True, metavar="FILE", help="output table: .parquet or .csv (resumable)")
+    p.add_argument("--task", choices=["ov", "description", "both"], help="default: label.task (ov)")
+    p.add_argument("--batch-size", type=int, help="samples per generation batch (label.batch_size)")
+    p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
+    p.add_argument("--max-new-tokens", type=int, help="label.max_new_tokens")
+    p.add_argument("--sample", action="store_true", help="sample (temperature/top-p, seeded) instead of greedy")
+    p.add_argument("--layout", choices=["store", "mer2025", "folder", "webdataset"], help="default: detected")
+    p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/]) for raw media")
+    p.add_argument("--faces", choices=["openface", "opencv", "pyfeat"], help="face source for raw media")
+    p.add_argument("--limit", type=int, help="label at most this many samples")
+    p.add_argument("--retry-failed", action="store_true", help="redo rows that failed in an earlier run")
+    p.add_argument("--mlflow-uri", help="tracking/registry URI for models:/ (default: mlflow.tracking_uri)")
+    p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (models logged without their base)")
+    add_config_options(p)
+    p.set_defaults(func=_cmd_label)
+
+    p = sub.add_parser("infer", help="run a model on one video in this process (no Ray)")
+    p.add_argument("video", help="video file (.mp4, .avi, ...)")
+    p.add_argument("--audio", metavar="WAV", help="audio file (default: the video's own track)")
+    p.add_argument("--subtitle", metavar="TEXT", help="what is said (default: none, or ASR with --asr)")
+    p.add_argument("--model", required=True, metavar="URI", help=MODEL_HELP)
+    p.add_argument("--task", choices=["ov", "description", "both"], help="default: label.task (ov)")
+    p.add_argument("--face-npy", metavar="NPY", help="OpenFace face stack (default: detect faces in the frames)")
+    p.add_argument("--asr", action="store_true", help="transcribe with the local Whisper when no --subtitle")
+    p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/])")
+    p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
+    p.add_argument("--max-new-tokens", type=int, help="label.max_new_tokens")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    p.add_argument("--mlflow-uri", help="tracking/registry URI for models:/")
+    p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (models logged without their base)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_options(p)
+    p.set_defaults(func=_cmd_infer)
+
+    p = sub.add_parser("register", help="log a checkpoint as an MLflow model, register it and set the alias")
+    p.add_argument("checkpoint", help="checkpoint folder (or a training run folder: its latest checkpoint)")
+    p.add_argument("--mlflow-uri", help="tracking/registry URI (default: mlflow.tracking_uri or $MLFLOW_TRACKING_URI)")
+    p.add_argument("--name", help="registered model name (default: mlflow.registered_model)")
+    p.add_argument("--alias", help="alias to point at the new version (default: mlflow.alias)")
+    p.add_argument("--no-bundle-base", action="store_true",
+                   help="do not copy the base LLM into the model (records its path; the tiny base is always copied)")
+    p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (default: the path in the checkpoint)")
+    add_config_options(p)
+    p.set_defaults(func=_cmd_register)

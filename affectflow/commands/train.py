@@ -1,0 +1,81 @@
+"""``affectflow train`` and ``affectflow model summary``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from affectflow.options import add_config_options, config_from_args
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.trainer import train
+
+    extra = []
+    if args.preset:
+        extra.append(f"model.preset={args.preset}")
+    if args.workers is not None:
+        extra.append(f"train.workers={args.workers}")
+    if args.zero is not None:
+        extra.append(f"train.zero_stage={args.zero}")
+    if args.mlflow_uri:
+        extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
+    cfg = config_from_args(args, extra)
+    on_finish = None
+    if not args.no_register:
+        from registry.register import log_and_register
+
+        on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
+    result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
+                   on_finish=on_finish)
+    print(f"[train] final checkpoint: {result.checkpoint_dir}")
+    print(f"[train] metrics: {json.dumps(result.metrics)}")
+    print(f"[train] MLflow run: {result.mlflow_run_id}")
+    return 0
+
+
+def _cmd_model_summary(args: argparse.Namespace) -> int:
+    from core.errors import InputError
+    from training.model import model_summary
+
+    if args.preset == "tiny" and not args.llm_path:
+        raise InputError("the tiny preset is built from its files: pass --llm-path DIR/qwen2 (see `affectflow tiny-models`)")
+    summary = model_summary(args.preset, llm_path=args.llm_path, visual_dim=args.visual_dim, audio_dim=args.audio_dim)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"preset {summary['preset']} (hidden {summary['hidden_size']}, visual {summary['visual_dim']}, "
+          f"audio {summary['audio_dim']}{', meta device' if summary['meta'] else ''})")
+    for part, n in summary["counts"].items():
+        print(f"  {part:<11} {n:>15,}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train AffectGPT on a feature store (Ray Train + DeepSpeed)")
+    p.add_argument("--store", help="feature store (Zarr) written by preprocessing")
+    p.add_argument("--corpus", help="corpus root with the track2/track3 label CSVs")
+    p.add_argument("--out", help="run folder (checkpoints, metrics); default <paths.runs>/train")
+    p.add_argument("--preset", choices=["tiny", "qwen2.5-7b"], help="model preset (default: model.preset)")
+    p.add_argument("--models", help="tiny-models folder (tiny preset); else set model.llm_path")
+    p.add_argument("--workers", type=int, help="data-parallel workers (default: train.workers)")
+    p.add_argument("--zero", type=int, choices=[2, 3], help="DeepSpeed ZeRO stage (default: train.zero_stage)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow.tracking_uri)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not log the final checkpoint as an MLflow model nor register it (see `affectflow register`)")
+    p.add_argument("--no-bundle-base", action="store_true",
+                   help="register without copying the base LLM into the model (the loader then needs its path)")
+    add_config_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("model", help="inspect the model")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION")
+    msub.required = True
+    s = msub.add_parser("summary", help="parameter counts by part (qwen2.5-7b: on the meta device, no weights)")
+    s.add_argument("--preset", choices=["tiny", "qwen2.5-7b"], default="qwen2.5-7b")
+    s.add_argument("--llm-path", help="local base LLM folder (required for tiny)")
+    s.add_argument("--visual-dim", type=int, help="visual feature width (default 768)")
+    s.add_argument("--audio-dim", type=int, help="audio feature width (default 1024)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_cmd_model_summary)

@@ -1,0 +1,261 @@
+"""Typed run configuration: nested dataclasses loaded from YAML with dotted overrides.
+
+The stage sections live in :mod:`core.sections`; this module adds the paths, Ray and MLflow
+sections, composes them into :class:`Config`, and does the loading, the ``--set a.b=c``
+overrides and the validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+from core.sections import LabelConfig, ModelConfig, PreprocessConfig, ScoreConfig, StoreConfig, TrainConfig
+
+
+@dataclass
+class PathsConfig:
+    """Where the embedded defaults keep their files (all relative to the working directory)."""
+
+    models: str = ".affectflow/models"
+    corpus: str = ".affectflow/corpus"
+    store: str = ".affectflow/store.zarr"
+    runs: str = ".affectflow/runs"
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow tracking and registry; the default is a local sqlite store."""
+
+    tracking_uri: str = "sqlite:///.affectflow/mlflow.db"
+    experiment: str = "affectgpt"
+    registered_model: str = "affectgpt"
+    alias: str = "latest"
+
+
+@dataclass
+class RayConfig:
+    """How to reach Ray: empty address starts (or joins) a local instance."""
+
+    address: str = ""
+    num_cpus: int | None = None
+    # Shared-memory object store of a local instance, in MiB (a cluster's is set by `ray start`).
+    # Ray's default, 30 % of RAM, lets the store's touched pages grow to GBs that a streaming job
+    # never needs; beyond the cap objects spill to disk. 0 = Ray's default. The store's pages
+    # count in every process that touched them, so the cap bounds that share of a job's memory:
+    # 768 against 1024 cut a 13k-row preprocessing run's steady state by ~0.13 GiB, with
+    # preprocessing's 512 MiB Ray Data budget still inside it (no spilling).
+    object_store_mb: int = 768
+    # Task events the GCS of a local instance keeps (for `ray.timeline()` and the state API);
+    # older ones are dropped. Ray's default, 100k, grew the GCS by ~160 MiB over the ~25k tasks
+    # of a 132k-row preprocessing job. 0 = Ray's default.
+    task_events_max: int = 10000
+
+    def validate(self) -> None:
+        if self.task_events_max < 0:
+            raise ValueError(f"task_events_max must be 0 (Ray's default) or > 0, got {self.task_events_max}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.object_store_mb and self.object_store_mb < 100:
+            raise ValueError(f"object_store_mb must be 0 (Ray's default) or >= 100, got {self.object_store_mb}")
+
+
+@dataclass
+class Config:
+    """The whole resolved configuration of one run."""
+
+    seed: int = 42
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a ``--set`` string) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is typing.Literal:
+        for allowed in args:
+            if value == allowed or (isinstance(value, str) and str(allowed) == value):
+                return allowed
+        raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = yaml.safe_load(text)
+            else:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key {where!r} (known in {prefix or 'top level'}: {sorted(names)})")
+    kwargs = {}
+    for k, v in data.items():
+        where = f"{prefix}.{k}" if prefix else k
+        kwargs[k] = _coerce(v, hints[k], where)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as exc:
+            raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=c`` into (["a", "b"], "c"); the value stays a string until coerced."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    return key.split("."), value
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load the defaults, then a YAML file (if any), then ``key.path=value`` overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        data = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(data, keys, value)
+    try:
+        return _build(Config, data)
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data (for YAML printing and MLflow params)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 1e-5, ...}``: dotted keys for MLflow params."""
+    out: dict[str, Any] = {}
+    for k, v in (to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

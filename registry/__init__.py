@@ -1,0 +1,1 @@
+"""The model registry: log trained checkpoints to MLflow, register them, resolve and load model references."""

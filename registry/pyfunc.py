@@ -1,0 +1,63 @@
+"""The MLflow pyfunc flavour of AffectGPT: our own loader over the trainable checkpoint.
+
+Not ``mlflow.pytorch.log_model``: that saves a torch.export program whose batch dimension is
+frozen to the example's (DESIGN §10). Artifacts: ``checkpoint`` (adapter + fusion + spec),
+``base_llm`` (the base LLM folder, unless logged with ``--no-bundle-base``) and ``bundle``
+(a JSON with the recorded base LLM path and provenance). Loading needs this package installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow.pyfunc
+
+from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT, ENV_BASE_LLM, ResolvedModel, load_model
+
+
+class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
+    """``predict(DataFrame)``: columns ``visual`` ([8, Dv]), ``audio`` ([8, Da]), ``subtitle`` and
+    optional ``task`` (ov|description) and ``name``; returns ``text`` and ``labels``.
+
+    Params: max_new_tokens, do_sample, temperature, top_p, seed (sampling seeds per name+task).
+    """
+
+    def load_context(self, context):
+        arts = context.artifacts
+        bundle = {}
+        if BUNDLE_ARTIFACT in arts and Path(arts[BUNDLE_ARTIFACT]).is_file():
+            bundle = json.loads(Path(arts[BUNDLE_ARTIFACT]).read_text(encoding="utf-8"))
+        base = os.environ.get(ENV_BASE_LLM) or arts.get(BASE_ARTIFACT) or bundle.get("base_llm_path", "")
+        resolved = ResolvedModel("pyfunc", "pyfunc", "", arts[CKPT_ARTIFACT], str(base or ""))
+        self.model, _ = load_model(resolved)
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+        import pandas as pd
+        import torch
+
+        from training.generate import GenerationConfig, generate, sample_seed
+        from scoring.parse import parse_template
+
+        params = dict(params or {})
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        cfg = GenerationConfig(max_new_tokens=int(params.get("max_new_tokens", 64)),
+                               do_sample=bool(params.get("do_sample", False)),
+                               temperature=float(params.get("temperature", 1.0)),
+                               top_p=float(params.get("top_p", 0.9)))
+
+        def stack(col):
+            return torch.as_tensor(np.stack([np.asarray(np.stack(list(v)) if isinstance(v, (list, np.ndarray))
+                                                        and len(v) and not np.isscalar(v[0]) else v, np.float32)
+                                             for v in df[col]]))
+
+        n = len(df)
+        tasks = [str(t) for t in df["task"]] if "task" in df else ["ov"] * n
+        subs = ["" if s is None else str(s) for s in df["subtitle"]] if "subtitle" in df else [""] * n
+        names = [str(x) for x in df["name"]] if "name" in df else [str(i) for i in range(n)]
+        seed = int(params.get("seed", 0))
+        texts = generate(self.model, stack("visual"), stack("audio"), subs, tasks, cfg,
+                         [sample_seed(seed, nm, t) for nm, t in zip(names, tasks)])
+        return pd.DataFrame({"text": texts, "labels": [parse_template(t) for t in texts]})

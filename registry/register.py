@@ -1,0 +1,215 @@
+"""Logging a trained checkpoint as an MLflow model and registering it (issue 4 part 5).
+
+:func:`log_and_register` is what the trainer's ``on_finish(checkpoint_dir, cfg)`` calls inside
+its open run, and what ``affectflow register CHECKPOINT`` calls later. It logs the
+:class:`registry.pyfunc.AffectGPTPyfunc` model (artifacts: the trainable weights without the
+DeepSpeed optimizer state, the base LLM folder unless ``bundle_base=False`` for a non-tiny
+preset, and a small JSON with the base LLM path), registers it under
+``mlflow.registered_model`` and points ``mlflow.alias`` at the new version. When the tracking
+server cannot be reached, nothing is raised: the checkpoint stays where it is and the exact
+``affectflow register`` command to run later is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.tracking import tracking_uri
+from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
+from training.checkpoint import SPEC_FILE, find_checkpoint
+from core.errors import MissingFileError
+
+# MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
+# which a fresh registration is, so it needs (and admits) no set_registered_model_alias call.
+LATEST = "latest"
+MODEL_NAME = "model"  # the logged model's name inside the run
+# What inference needs from a training checkpoint (its deepspeed/ optimizer state is left out).
+CHECKPOINT_FILES = ("adapter", "fusion.safetensors", SPEC_FILE, "train_state.json")
+
+
+@dataclass
+class Registered:
+    """One registered model version."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    model_uri: str  # models:/name@alias
+    version_uri: str  # models:/name/<version>
+    bundled_base: bool
+
+
+def unreachable(uri: str, timeout: float = 5.0) -> str:
+    """Why the tracking server at ``uri`` cannot be used ("" when it answers /health or is local)."""
+    if not uri.startswith(("http://", "https://")):
+        return ""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return "" if resp.status == 200 else f"{uri}/health answered HTTP {resp.status}"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not now"
+        return f"{uri} is unreachable ({type(exc).__name__}: {exc})"
+
+
+def register_command(checkpoint: str | Path, uri: str, name: str, alias: str, bundle_base: bool = True) -> str:
+    """The ``affectflow register`` command that does this later."""
+    args = ["affectflow", "register", str(checkpoint), "--mlflow-uri", uri, "--name", name, "--alias", alias]
+    if not bundle_base:
+        args.append("--no-bundle-base")
+    return shlex.join(args)
+
+
+def stage_checkpoint(checkpoint: Path, dest: Path) -> Path:
+    """Copy what inference needs of ``checkpoint`` into ``dest`` (no optimizer state)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in CHECKPOINT_FILES:
+        src = checkpoint / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item)
+        elif src.is_file():
+            shutil.copy2(src, dest / item)
+    for needed in ("adapter", "fusion.safetensors", SPEC_FILE):
+        if not (dest / needed).exists():
+            raise MissingFileError(f"{checkpoint} is not a complete AffectFlow checkpoint: {needed} is missing")
+    return dest
+
+
+def _signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+        ParamSpec("max_new_tokens", "long", 64),
+        ParamSpec("do_sample", "boolean", False),
+        ParamSpec("temperature", "double", 1.0),
+        ParamSpec("top_p", "double", 0.9),
+        ParamSpec("seed", "long", 0),
+    ]))
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "transformers", "peft", "safetensors", "mlflow", "pandas")]
+
+
+def bundles_base(checkpoint: Path, bundle_base: bool) -> bool:
+    """Whether the base LLM travels with the model: asked for, or the tiny preset (~1 MB, always)."""
+    spec = json.loads((checkpoint / SPEC_FILE).read_text(encoding="utf-8"))
+    return bool(bundle_base or spec.get("preset") == "tiny")
+
+
+def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bundle_base: bool = True,
+              registered_model: str | None = None):
+    """Log the pyfunc model into the active run (and register it); returns MLflow's ``ModelInfo``."""
+    import mlflow
+
+    from registry.pyfunc import AffectGPTPyfunc
+
+    ckpt = find_checkpoint(checkpoint)
+    spec = json.loads((ckpt / SPEC_FILE).read_text(encoding="utf-8"))
+    base = Path(llm_path or spec.get("llm_path") or "")
+    bundle = bundles_base(ckpt, bundle_base)
+    if bundle and not (base / "config.json").is_file():
+        raise MissingFileError(f"base LLM {base} (recorded in {ckpt / SPEC_FILE}) not found: pass --llm-path")
+    with tempfile.TemporaryDirectory(prefix="affectflow-log-") as tmp:
+        staged = stage_checkpoint(ckpt, Path(tmp) / CKPT_ARTIFACT)
+        info = {"base_llm_path": str(base.resolve()) if str(base) else "", "bundled_base": bundle,
+                "preset": spec.get("preset"), "source_checkpoint": str(ckpt.resolve())}
+        bundle_file = Path(tmp) / "affectflow_bundle.json"
+        bundle_file.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        artifacts = {CKPT_ARTIFACT: str(staged), BUNDLE_ARTIFACT: str(bundle_file)}
+        if bundle:
+            artifacts[BASE_ARTIFACT] = str(base)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME, python_model=AffectGPTPyfunc(), artifacts=artifacts,
+            registered_model_name=registered_model, signature=_signature(), pip_requirements=_requirements(),
+            metadata={"affectflow": info, "requires": "the affectflow package (this repository) importable"},
+        )
+
+
+@contextmanager
+def _short_retries():
+    """MLflow retries a dead server for minutes by default; fail within about a minute instead."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    saved = {k: os.environ.get(k) for k in keys}
+    for k, v in keys.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+
+
+def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = None, name: str | None = None,
+                     alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
+                     experiment: str | None = None) -> Registered | None:
+    """Log + register ``checkpoint_dir`` and set the alias; ``None`` (with instructions printed)
+    when the tracking server cannot be reached. Uses the active run if there is one (the trainer's):
+    ``train(..., on_finish=log_and_register)`` is the intended wiring."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from core.config import MlflowConfig
+
+    mc = cfg.mlflow if cfg is not None else MlflowConfig()
+    if uri is None and mlflow.active_run() is not None:
+        uri = mlflow.get_tracking_uri()  # inside the trainer's run: log where its params went
+    uri = tracking_uri(mc.tracking_uri, uri)
+    name, alias = name or mc.registered_model, alias or mc.alias
+    ckpt = find_checkpoint(checkpoint_dir)
+    later = register_command(ckpt, uri, name, alias, bundle_base)
+    why = unreachable(uri)
+    if why:
+        _print_later(why, ckpt, later)
+        return None
+    try:
+        with _short_retries():
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+            active = mlflow.active_run()
+            if active is None:
+                mlflow.set_experiment(experiment or mc.experiment)
+                run_ctx = mlflow.start_run(run_name=f"register-{ckpt.name}")
+            else:
+                run_ctx = _nullrun(active)
+            with run_ctx as run:
+                if active is None:
+                    mlflow.log_param("checkpoint_dir", str(ckpt))
+                info = log_model(ckpt, llm_path=llm_path, bundle_base=bundle_base, registered_model=name)
+                version = str(info.registered_model_version)
+                if alias.lower() != LATEST:
+                    MlflowClient(uri, uri).set_registered_model_alias(name, alias, version)
+                mlflow.set_tag("affectflow.registered", f"{name}/{version}@{alias}")
+                result = Registered(name, version, alias, run.info.run_id, f"models:/{name}@{alias}",
+                                    f"models:/{name}/{version}", bundles_base(ckpt, bundle_base))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a server failing mid-way: keep the checkpoint, say how to retry
+        why = unreachable(uri) or f"{type(exc).__name__}: {str(exc)[:300]}"
+        _print_later(why, ckpt, later)
+        return None
+    print(f"[register] {result.model_uri} -> version {result.version} (run {result.run_id}); "
+          f"base LLM {'bundled' if result.bundled_base else 'not bundled (path recorded)'}")
+    return result
+
+
+@contextmanager
+def _nullrun(run):
+    yield run
+
+
+def _print_later(why: str, ckpt: Path, command: str) -> None:
+    print(f"[register] could not log/register the model: {why}\n"
+          f"[register] the checkpoint is kept at {ckpt}\n"
+          f"[register] to register it later, run:\n    {command}")

@@ -1,0 +1,284 @@
+"""`affectflow evaluate` end to end on small synthetic label and prediction files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from affectflow.cli import main
+from scoring.evaluate import NeedsExtractorError, evaluate, load_predictions
+from scoring.unibench import DATASETS, get_dataset, load_gold
+
+REPO = Path(__file__).resolve().parents[2]
+WHEEL = REPO.parent / "shared" / "emotion_wheel"
+needs_wheel = pytest.mark.skipif(
+    not (WHEEL / "format.csv").is_file(),
+    reason=f"emotion-wheel files not found at {WHEEL} (../shared/emotion_wheel)",
+)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["evaluate", *argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def ov_files(tmp_path):
+    gt = tmp_path / "ovlabel.csv"
+    pd.DataFrame(
+        {"name": ["s1", "s2", "s3"], "openset": ["[happy, sad]", "[]", "['angry']"]}
+    ).to_csv(gt, index=False)
+    pred = tmp_path / "pred.csv"
+    pd.DataFrame(
+        {
+            "name": ["s1", "s2", "s3"],
+            "text": [
+                "The character's emotional state is joyful.",
+                "The character's emotional state is neutral.",
+                "The character's emotional state is angry.###",
+            ],
+        }
+    ).to_csv(pred, index=False)
+    return gt, pred
+
+
+@pytest.fixture
+def mer_files(tmp_path):
+    gt = tmp_path / "label-6way.npz"
+    corpus = {
+        "a": {"emo": "happy", "val": 1.0},
+        "b": {"emo": "neutral", "val": 0.0},
+        "c": {"emo": "sad", "val": -1.0},
+    }
+    np.savez(gt, train_corpus={}, test1_corpus=corpus)
+    pred = tmp_path / "checkpoint_000030_loss_0.5-openset.npz"
+    np.savez_compressed(pred, filenames=["a", "b", "c"], fileitems=["[joyful]", "[sad]", "[happy]"])
+    return gt, pred
+
+
+@pytest.fixture
+def mosi_files(tmp_path):
+    gt = tmp_path / "label.npz"
+    np.savez(gt, test_corpus={"a": {"val": 1.0}, "b": {"val": -2.0}, "c": {"val": 0.0}})
+    pred = tmp_path / "sent.csv"
+    pd.DataFrame(
+        {"name": ["a", "b", "c"], "sentiment": ["positive", "negative", "positive"]}
+    ).to_csv(pred, index=False)
+    return gt, pred
+
+
+@needs_wheel
+def test_ov_set_json(capsys, ov_files):
+    gt, pred = ov_files
+    code, out, err = run_cli(
+        capsys,
+        "--dataset",
+        "OVMERDPlus",
+        "--gt",
+        str(gt),
+        "--predictions",
+        str(pred),
+        "--wheel",
+        str(WHEEL),
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    # s2 (empty gold -> neutral) is skipped; s1 P=1 R=1/2, s3 P=R=1 on every wheel.
+    assert result["scores"]["precision"] == pytest.approx(1.0)
+    assert result["scores"]["recall"] == pytest.approx(0.75)
+    assert result["score"] == pytest.approx(6 / 7)
+    assert result["counts"] == {"gold": 3, "llm_calls": 0, "predictions": 3}
+
+
+@needs_wheel
+def test_hit_rate_set_json_from_reference_npz(capsys, mer_files):
+    gt, pred = mer_files
+    code, out, err = run_cli(
+        capsys,
+        "--dataset",
+        "mer2023",
+        "--gt",
+        str(gt),
+        "--predictions",
+        str(pred),
+        "--set",
+        f"score.wheel_dir={WHEEL}",
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["dataset"] == "MER2023" and result["metric"] == "hit_rate"
+    assert result["score"] == pytest.approx(0.5)  # a hit, c miss, b (neutral) skipped
+
+
+def test_sentiment_set_json(capsys, mosi_files):
+    gt, pred = mosi_files
+    code, out, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(pred), "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["scores"] == {"acc": 1.0, "n": 2, "waf": 1.0}
+
+
+@needs_wheel
+def test_table_output_and_determinism(capsys, ov_files):
+    gt, pred = ov_files
+    args = (
+        "--dataset",
+        "OVMERDPlus",
+        "--gt",
+        str(gt),
+        "--predictions",
+        str(pred),
+        "--wheel",
+        str(WHEEL),
+    )
+    code, table, _ = run_cli(capsys, *args)
+    assert code == 0 and table.startswith("OVMERDPlus (ov, 3 samples)") and "wheel5" in table
+    first = run_cli(capsys, *args, "--json")[1]
+    second = run_cli(capsys, *args, "--json")[1]
+    assert first.encode() == second.encode()
+
+
+def test_errors_are_clear(capsys, tmp_path, mosi_files):
+    gt, pred = mosi_files
+    code, _, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(tmp_path / "no.csv")
+    )
+    assert code == 2 and "no.csv does not exist" in err
+    code, _, err = run_cli(capsys, "--dataset", "NOPE", "--gt", str(gt), "--predictions", str(pred))
+    assert code == 2 and "unknown MER-UniBench dataset 'NOPE'" in err
+    code, _, err = run_cli(
+        capsys,
+        "--dataset",
+        "CMUMOSI",
+        "--gt",
+        str(tmp_path / "none.npz"),
+        "--predictions",
+        str(pred),
+    )
+    assert code == 2 and "none.npz does not exist" in err
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"name": ["a"], "label": ["x"]}).to_csv(bad, index=False)
+    code, _, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(bad)
+    )
+    assert code == 2 and "needs an 'openset', 'text' or 'sentiment' column" in err
+
+
+def test_free_text_without_extractor_says_how_many(capsys, tmp_path, mosi_files):
+    gt, _ = mosi_files
+    pred = tmp_path / "free.csv"
+    pd.DataFrame(
+        {
+            "name": ["a", "b", "c"],
+            "text": ["In the text, he smiles.", "The character's emotional state is sad.", "x"],
+        }
+    ).to_csv(pred, index=False)
+    code, _, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(pred)
+    )
+    assert code == 2 and "3 of 3 CMUMOSI predictions carry emotion labels" in err
+    with pytest.raises(NeedsExtractorError, match="2 of 3 predictions are free text"):
+        evaluate("MER2023", _mer_gt(tmp_path), pred, WHEEL)
+
+
+def _mer_gt(tmp_path: Path) -> Path:
+    gt = tmp_path / "mer-label.npz"
+    np.savez(gt, test1_corpus={n: {"emo": "happy", "val": 1.0} for n in "abc"})
+    return gt
+
+
+def test_missing_predictions(tmp_path, mosi_files):
+    gt, _ = mosi_files
+    pred = tmp_path / "p.csv"
+    pd.DataFrame({"name": ["a"], "sentiment": ["positive"]}).to_csv(pred, index=False)
+    with pytest.raises(ValueError, match="2 of 3 CMUMOSI gold samples have no prediction"):
+        evaluate("CMUMOSI", gt, pred, None)
+
+
+def test_iemocap_gold_uses_session_5_and_index_names(tmp_path):
+    gt = tmp_path / "label_4way.npz"
+    np.savez(
+        gt, whole_corpus={"Ses01F_a": {"emo": 0}, "Ses05F_b": {"emo": 0}, "Ses05M_c": {"emo": 3}}
+    )
+    assert load_gold("iemocap", gt) == {"Ses05F_b": "happy", "Ses05M_c": "anger"}
+    if (WHEEL / "format.csv").is_file():
+        pred = tmp_path / "p.parquet"
+        pd.DataFrame(
+            {"name": ["Ses05F_b", "Ses05M_c"], "openset": ["[happy]", "[angry]"]}
+        ).to_parquet(pred)
+        assert evaluate("IEMOCAPFour", gt, pred, WHEEL)["score"] == pytest.approx(1.0)
+
+
+def test_unibench_table():
+    assert len(DATASETS) == 9
+    assert get_dataset("iemocap").video_folder == "subvideo-tgt"
+    assert get_dataset("CMU-MOSEI").video_folder == "subvideo_new"
+    assert {d.metric for d in DATASETS.values()} == {"hit_rate", "sentiment", "ov"}
+
+
+def test_load_predictions_forms(tmp_path):
+    np.savez(
+        tmp_path / "checkpoint_000040.npz",
+        name2reason={"a": "The character's emotional state is sad."},
+    )
+    assert load_predictions(tmp_path / "checkpoint_000040.npz")["a"].text.endswith("sad.")
+    np.savez(tmp_path / "x-openset-sentiment.npz", filenames=["a"], fileitems=["negative"])
+    assert load_predictions(tmp_path / "x-openset-sentiment.npz")["a"].sentiment == "negative"
+
+
+# ---------------------------------------------------------------- LLM path (tiny Qwen2)
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tmp_path_factory) -> Path:
+    local = REPO / ".affectflow" / "models" / "qwen2"
+    if (local / "config.json").is_file():
+        return local
+    if importlib.util.find_spec("synth.tiny_models") is None:
+        pytest.skip(
+            "no tiny Qwen2 at .affectflow/models/qwen2 and synth.tiny_models is not available"
+        )
+    from synth.tiny_models import build_tiny_models
+
+    return Path(build_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)["llm"])
+
+
+def test_llm_extractor_batched_greedy_is_deterministic(tiny_llm):
+    from scoring.parse import LLMExtractor, openset_prompt
+
+    ex = LLMExtractor(tiny_llm, batch_size=3, max_new_tokens=6)
+    texts = ["In the text, he smiles.", "She shouts angrily at the man and leaves the room.", "ok"]
+    batched = ex.to_openset(texts)
+    assert len(batched) == 3 and all(isinstance(t, str) for t in batched)
+    # Left padding: a sample's answer does not depend on its batch mates.
+    assert [ex.generate([openset_prompt(t)])[0] for t in texts] == batched
+    assert ex.to_openset(texts) == batched
+
+
+@needs_wheel
+def test_evaluate_with_extractor(tmp_path, tiny_llm, mosi_files):
+    from scoring.parse import LLMExtractor
+
+    ex = LLMExtractor(tiny_llm, batch_size=4, max_new_tokens=4)
+    pred = tmp_path / "free.csv"
+    pd.DataFrame(
+        {
+            "name": ["a", "b", "c"],
+            "text": ["In the text, he smiles.", "The character's emotional state is sad.", "x"],
+        }
+    ).to_csv(pred, index=False)
+    result = evaluate("CMUMOSI", mosi_files[0], pred, WHEEL, extractor=ex)
+    assert (
+        result["counts"]["llm_calls"] == 2 + 3
+    )  # two free texts listed, three lists mapped to sentiment
+    assert 0.0 <= result["score"] <= 1.0

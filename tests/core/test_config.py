@@ -1,0 +1,82 @@
+"""The typed config: loading, overrides, validation messages, every shipped YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from affectflow.cli import main
+from core.config import Config, load_config
+from core.errors import ConfigError
+
+
+def test_defaults_are_a_config():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.seed == 42
+    assert cfg.train.lr == pytest.approx(1e-5)
+    assert cfg.model.lora_r == 16 and cfg.model.lora_alpha == 32
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_yaml_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.lr=2e-5", "train.workers=2", "label.do_sample=true", "model.preset=qwen2.5-7b"])
+    assert cfg.train.lr == pytest.approx(2e-5)
+    assert cfg.train.workers == 2
+    assert cfg.label.do_sample is True
+    assert cfg.model.preset == "qwen2.5-7b"
+
+
+def test_override_beats_file(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("train:\n  lr: 3.0e-5\n  epochs: 4\n")
+    cfg = load_config(f, ["train.epochs=7"])
+    assert cfg.train.lr == pytest.approx(3e-5) and cfg.train.epochs == 7
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("train.lr=fast", "train.lr"),
+        ("train.workers=1.5", "train.workers"),
+        ("model.preset=huge", "model.preset"),
+        ("label.do_sample=maybe", "label.do_sample"),
+        ("train.zero_stage=5", "zero_stage"),
+        ("nosuchsection.x=1", "nosuchsection"),
+        ("novalue", "novalue"),
+    ],
+)
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
+def test_bad_file_is_named(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(f)
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    f.write_text("train:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*train.epochs.*many"):
+        load_config(f)
+
+
+def test_config_show_prints_resolved_yaml(capsys):
+    assert main(["config", "show", "--set", "train.lr=4e-5", "--set", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "lr: 4.0e-05" in out and "seed: 7" in out
+
+
+def test_config_show_reports_bad_key(capsys):
+    assert main(["config", "show", "--set", "train.nope=1"]) == 2
+    assert "train.nope" in capsys.readouterr().err

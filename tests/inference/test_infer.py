@@ -1,0 +1,39 @@
+"""Single-video inference in-process: with and without the wav, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import load_config
+from inference.infer import infer
+
+
+NAME = "sample_00000002"
+
+
+def test_infer_with_and_without_the_wav(synth_corpus, models_dir, tiny_checkpoint, one_thread):
+    cfg = load_config(None, ["label.max_new_tokens=8"])
+    video, wav = synth_corpus / "video" / f"{NAME}.mp4", synth_corpus / "audio" / f"{NAME}.wav"
+    with_wav = infer(video, wav, "I am fine.", str(tiny_checkpoint), "both", cfg=cfg, models=models_dir)
+    assert set(with_wav.texts) == {"ov", "description"} and all(with_wav.texts.values())
+    assert with_wav.subtitle_source == "given" and with_wav.model_uri == str(tiny_checkpoint.resolve())
+    from_track = infer(video, None, None, str(tiny_checkpoint), "ov", cfg=cfg, models=models_dir)
+    assert from_track.subtitle_source == "none" and from_track.texts["ov"]
+    assert "[ov]" in from_track.format()
+
+
+def test_missing_and_unreadable_files(synth_corpus, models_dir, tiny_checkpoint, tmp_path, capsys):
+    from affectflow.cli import main
+    from core.errors import InputError
+
+    with pytest.raises(FileNotFoundError, match="nope.mp4 does not exist"):
+        infer(tmp_path / "nope.mp4", model=str(tiny_checkpoint), models=models_dir)
+    video = synth_corpus / "video" / f"{NAME}.mp4"
+    with pytest.raises(FileNotFoundError, match="audio file .*nope.wav does not exist"):
+        infer(video, tmp_path / "nope.wav", model=str(tiny_checkpoint), models=models_dir)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(video.read_bytes()[:800])
+    with pytest.raises(InputError, match="broken.mp4"):
+        infer(broken, model=str(tiny_checkpoint), models=models_dir)
+    assert main(["infer", str(tmp_path / "gone.mp4"), "--model", str(tiny_checkpoint)]) == 2
+    assert "gone.mp4 does not exist" in capsys.readouterr().err
