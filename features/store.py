@@ -16,11 +16,9 @@ A name written twice (a retry) resolves to the latest committed part; readers ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import fsspec
@@ -30,88 +28,17 @@ import zarr.codecs
 import zarr.errors
 from fsspec.implementations.local import LocalFileSystem
 
-from core.errors import StoreError, error_kind, error_stage
+from core.errors import StoreError
 from features.spec import MODALITIES, EncoderSpec
 
-STORE_VERSION = 1
-SAMPLES = "samples"
-FEATURES = "features"
-PART_KEY = "affectflow_part"
-RESERVED = ("name", "subtitle", "status", "error")
-STATUSES = ("ok", "failed")
-Selector = "str | EncoderSpec | Sequence[str | EncoderSpec]"
+from features.layout import (
+    FEATURES, PART_KEY, RESERVED, SAMPLES, STATUSES, STORE_VERSION, Latest, Part, feature_group,
+    part_id_for, str_list,
+)
+from features.maintenance import StoreMaintenance
 
 
-@dataclass(frozen=True)
-class Part:
-    """One committed part of a group, as its commit record describes it."""
-
-    group: str
-    part_id: str
-    names: tuple[str, ...]
-    status: tuple[str, ...]
-    errors: Mapping[str, str]
-    committed_at: int
-    spec: Mapping[str, Any] | None = None
-    arrays: tuple[str, ...] = ()
-
-    @property
-    def path(self) -> str:
-        return f"{self.group}/parts/{self.part_id}"
-
-    def error_of(self, row: int) -> str:
-        return self.errors.get(self.names[row], "")
-
-
-@dataclass
-class _Latest:
-    """name -> (part, row) after the latest-commit-wins rule, for one group."""
-
-    rows: dict[str, tuple[Part, int]] = field(default_factory=dict)
-    parts: list[Part] = field(default_factory=list)
-
-    def ok(self) -> set[str]:
-        return {n for n, (p, r) in self.rows.items() if p.status[r] == "ok"}
-
-    def failed(self) -> dict[str, str]:
-        return {n: p.error_of(r) for n, (p, r) in self.rows.items() if p.status[r] != "ok"}
-
-
-def feature_group(spec: EncoderSpec) -> str:
-    """The group path of a spec's features inside the store."""
-    return f"{FEATURES}/{spec.modality}/{spec.spec_id()}"
-
-
-def part_id_for(names: Iterable[str], spec_ids: Iterable[str], generation: int = 0) -> str:
-    """Deterministic part id: a retry of the same batch reuses (overwrites) the same uncommitted part."""
-    key = json.dumps([sorted(names), sorted(spec_ids)], separators=(",", ":"))
-    base = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return base if generation == 0 else f"{base}-g{generation}"
-
-
-def _str_list(values: Any, column: str) -> list[str]:
-    out = []
-    for v in np.asarray(values, dtype=object).reshape(-1).tolist():
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out.append("")
-        elif isinstance(v, bytes):
-            out.append(v.decode("utf-8", errors="replace"))
-        else:
-            out.append(str(v))
-    return out
-
-
-def failure_kind(error: str) -> str:
-    """The kind of a recorded failure (``"video/missing: x.mp4 ..."`` -> ``"video/missing"``), else ``"unknown"``."""
-    return error_kind(error) if ": " in error else "unknown"
-
-
-def failure_stage(error: str) -> str:
-    """The stage of a recorded failure (``"video/missing: x.mp4 ..."`` -> ``"video"``), else ``"unknown"``."""
-    return error_stage(error) if ": " in error else "unknown"
-
-
-class FeatureStore:
+class FeatureStore(StoreMaintenance):
     """A feature store at ``path`` (any fsspec URL); safe for many concurrent writers of disjoint samples."""
 
     def __init__(
@@ -252,7 +179,7 @@ class FeatureStore:
             raise ValueError(f"write_part: one spec per modality, got {modalities}")
         if "name" not in batch:
             raise ValueError(f"write_part: the batch has no 'name' column (columns: {sorted(batch)})")
-        names = _str_list(batch["name"], "name")
+        names = str_list(batch["name"], "name")
         n = len(names)
         if n == 0:
             return {k: np.array([], dtype=object) for k in ("name", "status", "error")}
@@ -265,7 +192,7 @@ class FeatureStore:
         def column(key: str, default: str) -> list[str]:
             if key not in batch:
                 return [default] * n
-            values = _str_list(batch[key], key)
+            values = str_list(batch[key], key)
             if len(values) != n:
                 raise ValueError(f"write_part: column {key!r} has {len(values)} rows, 'name' has {n}")
             return values
@@ -316,7 +243,7 @@ class FeatureStore:
                     f"write_part: column {key!r} (shape {arr.shape}, dtype {arr.dtype}) is not a feature of "
                     f"{modalities} nor a 1-D metadata column; drop it before writing"
                 )
-            extra[key] = np.array(_str_list(arr, key), dtype=object) if arr.dtype.kind in "OUS" else arr
+            extra[key] = np.array(str_list(arr, key), dtype=object) if arr.dtype.kind in "OUS" else arr
 
         spec_ids = [s.spec_id() for s in specs]
         # The first generation not committed in any feature group: a rerun after a crash reuses
@@ -385,11 +312,11 @@ class FeatureStore:
         parts.sort(key=lambda p: (p.committed_at, p.part_id))
         return parts, pending
 
-    def _latest(self, group: str, parts: list[Part] | None = None) -> _Latest:
+    def _latest(self, group: str, parts: list[Part] | None = None) -> Latest:
         """Latest committed record per name: later commits win (ties broken by part id)."""
         if parts is None:
             parts, _ = self._parts(group)
-        latest = _Latest(parts=parts)
+        latest = Latest(parts=parts)
         for part in parts:
             for row, name in enumerate(part.names):
                 latest.rows[name] = (part, row)
@@ -509,7 +436,7 @@ class FeatureStore:
             out[spec.modality] = self._gather(lat, order, spec, dtype)
         return out
 
-    def _gather(self, lat: _Latest, order: list[str], spec: EncoderSpec, dtype: Any) -> np.ndarray:
+    def _gather(self, lat: Latest, order: list[str], spec: EncoderSpec, dtype: Any) -> np.ndarray:
         out = np.empty((len(order), *spec.shape), dtype=np.dtype(dtype or spec.dtype))
         by_part: dict[str, tuple[Part, list[int], list[int]]] = {}
         for i, name in enumerate(order):
@@ -574,131 +501,6 @@ class FeatureStore:
         for mod in self._ls(FEATURES):
             out += [f"{FEATURES}/{mod}/{sid}" for sid in self._ls(f"{FEATURES}/{mod}")]
         return out
-
-    def vacuum(self, superseded: bool = False) -> dict[str, int]:
-        """Delete uncommitted parts (and, with ``superseded``, parts whose every row was rewritten later).
-
-        Run it only while no writer is writing: an in-flight part is uncommitted too.
-        """
-        removed = {"uncommitted": 0, "superseded": 0}
-        for group in self.groups():
-            parts, pending = self._parts(group)
-            for pid in pending:
-                self._rm(f"{group}/parts/{pid}")
-                removed["uncommitted"] += 1
-            if superseded:
-                lat = self._latest(group, parts)
-                for part in parts:
-                    if all(lat.rows[nm][0] is not part for nm in part.names):
-                        # the commit record first, so a reader never sees a committed part without data
-                        self._rm(f"{part.path}/zarr.json")
-                        self._rm(part.path)
-                        removed["superseded"] += 1
-        return removed
-
-    def compact(self, part_size: int = 256) -> dict[str, int]:
-        """Rewrite each group's live rows (latest record per name) into parts of ``part_size``, then drop the old parts.
-
-        Small write batches make many small parts, and reads pay per part; run this after a job,
-        only while no writer is writing (a retry committed during it could be superseded by a copy).
-        """
-        if part_size < 1:
-            raise ValueError(f"part_size must be >= 1, got {part_size}")
-        written = 0
-        for group in self.groups():
-            parts, _ = self._parts(group)
-            lat = self._latest(group, parts)
-            names = sorted(lat.rows)
-            if len(parts) <= -(-len(names) // part_size):
-                continue  # already as few parts as the size allows
-            spec = parts[-1].spec if parts else None
-            for start in range(0, len(names), part_size):
-                chunk = names[start : start + part_size]
-                sources = {lat.rows[n][0].path: lat.rows[n][0] for n in chunk}
-                keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"] for path, p in sources.items()}
-                wanted = [(path, k) for path, ks in keys.items() for k in ks]
-                loaded = dict(zip(wanted, self.read_arrays([f"{path}/{k}" for path, k in wanted])))
-                arrays: dict[str, np.ndarray] = {"name": np.array(chunk, dtype=object)}
-                for key in sorted({k for ks in keys.values() for k in ks}):
-                    cells = [loaded.get((lat.rows[n][0].path, key)) for n in chunk]
-                    cells = [None if c is None else c[lat.rows[n][1]] for n, c in zip(chunk, cells)]
-                    present = next(c for c in cells if c is not None)
-                    if isinstance(present, str):
-                        arrays[key] = np.array(["" if c is None else c for c in cells], dtype=object)
-                    else:
-                        arrays[key] = np.stack([np.zeros_like(present) if c is None else c for c in cells])
-                status = [lat.rows[n][0].status[lat.rows[n][1]] for n in chunk]
-                errors = {n: lat.rows[n][0].error_of(lat.rows[n][1]) for n in chunk}
-                generation = 0
-                while self._committed_record(group, f"c{part_id_for(chunk, [group], generation)}"):
-                    generation += 1
-                path = f"{group}/parts/c{part_id_for(chunk, [group], generation)}"
-                part = self._write_arrays(path, arrays, {"committed": False, "spec": spec})
-                record = {
-                    "committed": True,
-                    "committed_at": time.time_ns(),
-                    "spec": spec,
-                    "arrays": sorted(arrays),
-                    "names": chunk,
-                    "status": status,
-                    "errors": {n: e for n, e in errors.items() if e},
-                    "n": len(chunk),
-                }
-                part.attrs.update({PART_KEY: record})
-                written += 1
-        removed = self.vacuum(superseded=True)
-        return {"written": written, "removed": removed["superseded"] + removed["uncommitted"]}
-
-    def disk_bytes(self, key: str = "") -> int:
-        """Bytes stored under ``key`` (the whole store by default)."""
-        try:
-            return int(self.fs.du(self._abs(key), total=True))
-        except FileNotFoundError:
-            return 0
-
-    def inspect(self) -> dict[str, Any]:
-        """Counts ok/failed per group, arrays with shapes and dtypes, encoder specs, failures, bytes on disk."""
-        report: dict[str, Any] = {"path": self.path, "groups": [], "bytes": self.disk_bytes()}
-        if self._read_json("zarr.json") is None and not self.groups():
-            raise StoreError(f"{self.path} is not a feature store (no zarr.json and no parts)")
-        sample_lat = self._latest(SAMPLES)
-        failures = sample_lat.failed()
-        report["samples"] = {
-            "total": len(sample_lat.rows),
-            "ok": len(sample_lat.rows) - len(failures),
-            "failed": len(failures),
-        }
-        report["failures"] = {
-            "by_kind": dict(Counter(failure_kind(e) for e in failures.values()).most_common()),
-            "by_stage": dict(Counter(failure_stage(e) for e in failures.values()).most_common()),
-            "examples": [{"name": k, "error": failures[k]} for k in sorted(failures)[:10]],
-        }
-        for group in self.groups():
-            parts, pending = self._parts(group)
-            lat = self._latest(group, parts)
-            n = len(lat.rows)
-            entry: dict[str, Any] = {
-                "group": group,
-                "parts": len(parts),
-                "uncommitted_parts": len(pending),
-                "rows": n,
-                "ok": len(lat.ok()),
-                "failed": n - len(lat.ok()),
-                "bytes": self.disk_bytes(group),
-            }
-            if group == SAMPLES:
-                arrays = {"name": "str", "subtitle": "str", "status": "str", "error": "str"}
-                entry["arrays"] = {k: {"shape": [n], "dtype": v} for k, v in arrays.items()}
-            else:
-                spec = self._group_spec(group)
-                entry["spec_id"] = group.rsplit("/", 1)[-1]
-                entry["modality"] = group.split("/")[1]
-                entry["spec"] = spec.to_dict() if spec else None
-                entry["arrays"] = {"name": {"shape": [n], "dtype": "str"}, "status": {"shape": [n], "dtype": "str"}}
-                if spec:
-                    entry["arrays"]["values"] = {"shape": [n, *spec.shape], "dtype": spec.dtype}
-            report["groups"].append(entry)
-        return report
 
 
 def _rebuild_store(path, storage_options, compression, compression_level) -> FeatureStore:

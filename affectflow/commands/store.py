@@ -63,9 +63,9 @@ def format_inspect(report: dict[str, Any]) -> str:
                 f"pooling {sp['pooling']}, [{sp['num_steps']}, {sp['dim']}] {sp['dtype']}; preprocess {pre}"
             )
     fails = report["failures"]
-    if fails["by_stage"]:
-        lines += ["", "failures by stage:"]
-        lines += [f"  {stage}: {count}" for stage, count in fails["by_stage"].items()]
+    if fails["by_kind"]:
+        lines += ["", "failures by kind:"]
+        lines += [f"  {kind}: {count}" for kind, count in fails["by_kind"].items()]
         lines += ["examples:"] + [f"  {e['name']}: {e['error']}" for e in fails["examples"]]
     return "\n".join(lines)
 

@@ -293,3 +293,27 @@ def test_compact_merges_small_parts(store):
     assert store.samples()[cols].equals(samples_before[cols]) and store.samples()["video"].tolist()[:3] == ["v", "", "v"]
     assert [g["parts"] for g in store.inspect()["groups"]] == [3, 3, 3]
     assert store.compact(part_size=5) == {"written": 0, "removed": 0}
+
+
+def test_inspect_groups_failures_by_kind_of_every_stage(tmp_path, capsys):
+    """Failure texts are ``stage/kind: message``; inspect groups by the whole kind, and by stage."""
+    from affectflow.cli import main
+    from pipelines.errors import SampleError
+
+    store = FeatureStore(str(tmp_path / "store.zarr"))
+    names = ["k0", "k1", "k2", "k3", "k4"]
+    batch = make_batch(names, failed={"k0", "k1", "k2", "k3"})
+    batch["error"] = np.array([
+        SampleError("video/missing", "/corpus/video/k0.mp4 does not exist").record(),
+        SampleError("video/missing", "/corpus/video/k1.mp4 does not exist").record(),
+        SampleError("audio/unreadable", "/corpus/audio/k2.wav: not a wav file").record(),
+        "manifest/missing-file: subtitle.csv names 'k3' but /corpus/video/k3.mp4 does not exist",
+        "",
+    ], dtype=object)
+    store.write_part([FACE, AUDIO], batch)
+    report = store.inspect()
+    assert report["failures"]["by_kind"] == {"video/missing": 2, "audio/unreadable": 1, "manifest/missing-file": 1}
+    assert report["failures"]["by_stage"] == {"video": 2, "audio": 1, "manifest": 1}
+    assert main(["store", "inspect", store.path]) == 0
+    text = capsys.readouterr().out
+    assert "failures by kind:" in text and "  video/missing: 2" in text and "  audio/unreadable: 1" in text
