@@ -2,7 +2,7 @@
 
 No Ray (the GPU machine has torch, transformers and peft only). The AffectGPT model is
 assembled from its parts (Qwen2 at 7B shapes + LoRA r16 + fusion), the prompt is the real
-DESIGN §5 prompt tokenized with the locally trained tiny tokenizer (ids are valid in the 7B
+released prompt tokenized with the locally trained tiny tokenizer (ids are valid in the 7B
 vocabulary). Every row generates exactly ``--new-tokens`` tokens (stops disabled) so that each
 variant does the same work per sample. Three variants, side by side from one run:
 

@@ -58,7 +58,7 @@ class PreprocessConfig:
     # Encoders: "auto" = CUDA in fp16 when present, else CPU in fp32.
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
-    # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls (DESIGN §10).
+    # Ray resources. On a 2-CPU box every actor needs a fraction of a CPU or the job stalls.
     # decode_actors is the most decode actors Ray Data's autoscaler may run (it starts with one).
     # On 2 CPUs the encoder is the bottleneck; a second decode actor (~300 MiB) came and went for
     # minutes at a time, with no speed-up measurable above the noise. Raise it with the CPUs that
@@ -201,7 +201,8 @@ class LabelConfig:
     temperature: float = 1.0
     top_p: float = 0.9
     # The model's actor pool. On a 2-CPU box actors need a fraction of a CPU or the job stalls
-    # (DESIGN §10). actor_gpus 0 = one GPU per actor when the cluster has GPUs, else none.
+    # (whole-CPU actors leave none for the read tasks).
+    # actor_gpus 0 = one GPU per actor when the cluster has GPUs, else none.
     actors: int = 1
     actor_cpus: float = 0.5
     actor_gpus: float = 0.0
@@ -228,4 +229,5 @@ class LabelConfig:
 
 @dataclass
 class ScoreConfig:
-    wheel_dir: str = "../shared/emotion_wheel"
+    # Emotion-wheel folder; empty means the files shipped in scoring/emotion_wheel/.
+    wheel_dir: str = ""

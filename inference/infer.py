@@ -1,4 +1,4 @@
-"""Single-video inference in this process, no Ray (issue 5 part 2): media -> features -> generated text.
+"""Single-video inference in this process, no Ray: media -> features -> generated text.
 
 The same stages and encoders as preprocessing (``pipelines``), called directly: 8 frames,
 faces (a Haar detector on the frames by default; ``face_npy`` for an OpenFace stack), audio

@@ -1,4 +1,4 @@
-"""Batch labeling (issue 5 part 1): a feature store or raw media -> a table of model outputs, on Ray Data.
+"""Batch labeling: a feature store or raw media -> a table of model outputs, on Ray Data.
 
 Inputs: a feature store (features read back, no encoders run), or raw media — a MER2025-layout
 corpus, a folder of videos, WebDataset shards, or manifest rows (:func:`label_rows`, used by the
@@ -451,7 +451,7 @@ def label(
     init_ray(cfg)
     ctx = ray.data.DataContext.get_current()
     saved_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # same batches every run (DESIGN: determinism)
+    ctx.execution_options.preserve_order = True  # same batches every run, so seeded outputs repeat
     try:
         ds = None
         if kind == "store":
@@ -469,7 +469,7 @@ def label(
                 if limit is not None:
                     source = source.limit(limit)
                 skip = {n for n, _ in done if not pending(n)}
-                if skip:  # a fraction of a CPU: whole-CPU tasks stall beside the actor pools (DESIGN §10)
+                if skip:  # a fraction of a CPU: whole-CPU tasks stall beside the actor pools on 2 cores
                     source = source.filter(lambda row: row["name"] not in skip, num_cpus=0.1)
                 summary.total = -1
             else:

@@ -1,4 +1,4 @@
-"""Audio loading and clipping (DESIGN §4): 16 kHz mono from the wav (else the video's track), 8 clips of 2 s."""
+"""Audio loading and clipping: 16 kHz mono from the wav (else the video's track), 8 clips of 2 s."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frozen encoders (DESIGN §4) as callable classes that load their model once and batch across samples.
+"""Frozen encoders as callable classes that load their model once and batch across samples.
 
 `ClipEncoder`: CLIP ``get_image_features`` (projected, pooled) for the frame and face stacks.
 `HubertEncoder`: HuBERT, mean of the last 4 hidden layers then mean over time, per 2 s clip,
@@ -84,7 +84,7 @@ class ClipEncoder:
     def pixel_values(self, images: np.ndarray):
         """``uint8 [N, H, W, 3]`` -> CLIP pixel values on the device (float32 ``[N, 3, h, w]``).
 
-        At the crop size the processor's resize and crop are identities (DESIGN §4), so only
+        At the crop size the processor's resize and crop are identities, so only
         rescale+normalise remain and run in torch; any other size goes through the processor.
         """
         import torch
@@ -130,7 +130,7 @@ def hubert_inputs(clips, normalize: bool):
     """Per sample, normalise over all its clips together (``[B, C, T]`` torch), as the released code's extractor call.
 
     The released code hands a sample's ``[8, T]`` clips to ``Wav2Vec2FeatureExtractor`` as one
-    array, so ``do_normalize`` takes one mean and variance over the 8 clips (DESIGN §4).
+    array, so ``do_normalize`` takes one mean and variance over the 8 clips.
     """
     if not normalize:
         return clips

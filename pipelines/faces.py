@@ -1,4 +1,4 @@
-"""Face stacks by backend (DESIGN §3–4): pre-extracted OpenFace npy, OpenCV Haar cascade, or py-feat.
+"""Face stacks by backend: pre-extracted OpenFace npy, OpenCV Haar cascade, or py-feat.
 
 Channel order: the released model saw OpenFace crops as OpenCV wrote them, **BGR**, and so
 do we: the ``openface`` stack is used as stored, and the ``opencv``/``pyfeat`` backends

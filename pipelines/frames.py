@@ -1,4 +1,4 @@
-"""Frame sampling and decoding (DESIGN §4): 8 frames at uniform indices, decoded at 224×224 by decord."""
+"""Frame sampling and decoding: 8 frames at uniform indices, decoded at 224×224 by decord."""
 
 from __future__ import annotations
 

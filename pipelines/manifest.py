@@ -1,4 +1,4 @@
-"""Manifest readers: a corpus on disk -> one `ManifestRow` per sample (DESIGN §3, issue 3 part 1).
+"""Manifest readers: a corpus on disk -> one `ManifestRow` per sample.
 
 Three layouts: the MER2025 root (`read_mer2025`), a plain folder of videos with an optional
 subtitle CSV (`read_folder`), and WebDataset tar shards (`read_webdataset`, a Ray dataset).
@@ -20,7 +20,7 @@ from core.errors import MissingFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
-# Label tables of MER-Caption+ and OV-MERD (DESIGN §3): (openset csv, reason csv).
+# Label tables of MER-Caption+ and OV-MERD: (openset csv, reason csv).
 LABEL_CSVS = (
     ("track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"),
     ("track2_train_ovmerd.csv", "track3_train_ovmerd.csv"),
@@ -154,7 +154,7 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
                  storage_options: dict | None = None) -> list[ManifestRow]:
     """Rows for every name in the subtitle CSV or the ``video/`` folder, sorted by name.
 
-    Paths follow DESIGN §3: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
+    Paths: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
     back to the video's audio track), ``openface_face/{name}/{name}.npy``. ``root`` may be an
     fsspec URL (``s3://...``, with ``storage_options``); the rows then hold URLs.
     """
@@ -330,7 +330,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
     ``<audio_folder>/{name}.wav`` (optional: the audio track is the fallback),
     ``<face_folder>/{name}.npy`` and the transcript CSV's column. A missing folder, label file,
     transcript file or video folder raises, naming it; a sample whose video is missing becomes
-    a row with ``error`` set (bad input is data, DESIGN/STYLE 2). ``openset`` holds the gold
+    a row with ``error`` set (bad input is data). ``openset`` holds the gold
     labels for the discrete and OV sets (empty for sentiment sets).
     """
     ds = dataset if isinstance(dataset, UniBenchDataset) else get_dataset(dataset)

@@ -30,7 +30,7 @@ class DecodedSample:
     status: str
     error: str
     frames: np.ndarray  # uint8 [8, 224, 224, 3] RGB
-    faces: np.ndarray  # uint8 [8, 224, 224, 3] BGR (DESIGN §3)
+    faces: np.ndarray  # uint8 [8, 224, 224, 3] BGR, as OpenFace wrote them
     clips: np.ndarray  # float32 [8, 32000] at 16 kHz
     face_fallback: int = 0  # frames where no face was found and the whole frame was used
     waveform: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # for ASR only
@@ -71,7 +71,7 @@ def fetch_media(row: dict[str, Any], kinds: tuple[str, ...] = ("video", "audio",
 
 
 class FrameStage:
-    """8 RGB frames at the DESIGN §4 indices, decoded at ``size``² with decord."""
+    """8 RGB frames at uniform indices (`pipelines.frames`), decoded at ``size``² with decord."""
 
     def __init__(self, num_frames: int = 8, size: int = 224):
         self.num_frames, self.size = num_frames, size

@@ -1,7 +1,7 @@
 """The MLflow pyfunc flavour of AffectGPT: our own loader over the trainable checkpoint.
 
 Not ``mlflow.pytorch.log_model``: that saves a torch.export program whose batch dimension is
-frozen to the example's (DESIGN §10). Artifacts: ``checkpoint`` (adapter + fusion + spec),
+frozen to the example's. Artifacts: ``checkpoint`` (adapter + fusion + spec),
 ``base_llm`` (the base LLM folder, unless logged with ``--no-bundle-base``) and ``bundle``
 (a JSON with the recorded base LLM path and provenance). Loading needs this package installed.
 """

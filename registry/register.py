@@ -1,4 +1,4 @@
-"""Logging a trained checkpoint as an MLflow model and registering it (issue 4 part 5).
+"""Logging a trained checkpoint as an MLflow model and registering it.
 
 :func:`log_and_register` is what the trainer's ``on_finish(checkpoint_dir, cfg)`` calls inside
 its open run, and what ``affectflow register CHECKPOINT`` calls later. It logs the

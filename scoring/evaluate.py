@@ -1,4 +1,4 @@
-"""Score one MER-UniBench dataset from a predictions file (DESIGN §8).
+"""Score one MER-UniBench dataset from a predictions file.
 
 Predictions come as a CSV/parquet table with ``name`` and one of ``openset`` (list text),
 ``text`` (the model's output) or ``sentiment`` (positive/negative/neutral), or as the
@@ -138,10 +138,13 @@ def evaluate(
     dataset: str,
     gt: str | Path,
     predictions: str | Path | dict[str, Prediction],
-    wheel_dir: str | Path | None,
+    wheel_dir: str | Path | None = None,
     extractor=None,
 ) -> dict:
-    """One dataset's scores: ``{"dataset", "metric", "score", "scores", "counts"}``, sorted."""
+    """One dataset's scores: ``{"dataset", "metric", "score", "scores", "counts"}``, sorted.
+
+    ``wheel_dir`` None or empty reads the packaged emotion-wheel files.
+    """
     ds: UniBenchDataset = get_dataset(dataset)
     gold = load_gold(ds, gt)
     preds = predictions if isinstance(predictions, dict) else load_predictions(predictions)
@@ -174,7 +177,7 @@ def evaluate(
         scores = metrics.sentiment(gold, words)
         main = scores["waf"]
     else:
-        wheel = EmotionWheel.load(_wheel_dir(wheel_dir))
+        wheel = EmotionWheel.load(wheel_dir)
         opensets, n_llm = resolve_opensets(preds, names, extractor, source)
         labels = {n: parse_openset(opensets[n]) for n in names}
         if ds.metric == "ov":
@@ -191,12 +194,6 @@ def evaluate(
         "counts": {"gold": len(names), "predictions": len(preds), "llm_calls": n_llm},
     }
     return _sorted(result)
-
-
-def _wheel_dir(wheel_dir) -> Path:
-    if wheel_dir is None:
-        raise ValueError("the emotion-wheel folder is not set (--wheel DIR or score.wheel_dir)")
-    return Path(wheel_dir)
 
 
 def _sorted(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""MER-UniBench metrics (DESIGN §8): emotion-wheel OV F-score, hit rate, sentiment WAF/accuracy.
+"""MER-UniBench metrics: emotion-wheel OV F-score, hit rate, sentiment WAF/accuracy.
 
 They follow the reference ``my_affectgpt/evaluation/wheel.py``
 (``calculate_openset_overlap_rate``, ``calculate_openset_onehot_hitrate``), ``ew_metric.py``
@@ -140,7 +140,7 @@ def select_best_checkpoint(
     scores_by_ckpt: Mapping[Any, Mapping[str, float]],
     epochs: Iterable[int] | None = range(30, 61, 5),
 ) -> dict[str, dict]:
-    """Per dataset, the checkpoint with the highest main score (DESIGN §6: epochs 30, 35, ..., 60).
+    """Per dataset, the checkpoint with the highest main score (by default epochs 30, 35, ..., 60, as the release).
 
     Checkpoint keys are epoch numbers or names holding one (``checkpoint_000030_loss_0.6``); with
     ``epochs=None`` every checkpoint competes. Ties go to the earliest, like the reference's argmax.

@@ -1,4 +1,4 @@
-"""Emotion labels out of generated text (DESIGN §8).
+"""Emotion labels out of generated text.
 
 Outputs in the trained template ("The character's emotional state is a, b, c.") are parsed
 here without an LLM; anything else is free text and goes to ``LLMExtractor``, which asks a
@@ -116,7 +116,7 @@ class LLMExtractor:
     """Batched, left-padded greedy generation with a local Qwen2.5-Instruct checkpoint.
 
     The reference samples with vLLM (temperature 0.7, top-p 0.8, repetition penalty 1.05,
-    512 new tokens); we decode greedily (DESIGN §7) so that scores are reproducible, and keep
+    512 new tokens); we decode greedily so that scores are reproducible, and keep
     the repetition penalty and token budget.
     """
 

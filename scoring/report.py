@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-# The paper's headline MER-UniBench numbers (x100, DESIGN §8).
+# The paper's headline MER-UniBench numbers (x100).
 PAPER: dict[str, float] = {
     "MER2023": 78.54,
     "MER2024": 78.80,

@@ -1,4 +1,4 @@
-"""Load ``.npz`` files that hold pickled objects without running arbitrary pickles (DESIGN §3).
+"""Load ``.npz`` files that hold pickled objects without running arbitrary pickles.
 
 The reference's label files (``label.npz`` with ``test_corpus`` dicts) and result files
 (``name2reason`` dicts; ``*-openset.npz`` with ``filenames``/``fileitems``) store object

@@ -1,4 +1,4 @@
-"""The nine MER-UniBench datasets: where their files are and how they are scored (DESIGN §3, §8).
+"""The nine MER-UniBench datasets: where their files are and how they are scored.
 
 One table, not code paths: folder, label file and key, label names, test split, transcript,
 media folders and metric per dataset. Values come from the reference ``config.py`` and

@@ -1,6 +1,7 @@
-"""The emotion wheels of MER-UniBench: map free label words onto wheel level-1 words (DESIGN §8).
+"""The emotion wheels of MER-UniBench: map free label words onto wheel level-1 words.
 
-Resources (the AffectGPT authors' ``emotion_wheel/`` folder; users point to their own copy):
+Resources (the AffectGPT authors' ``emotion_wheel/`` folder, Apache-2.0, shipped in
+``scoring/emotion_wheel/``; ``--wheel DIR`` reads another copy):
 ``format.csv`` (surface forms of each base word), ``synonym.xlsx`` (8 synonym runs) and
 ``wheel1.xlsx``..``wheel5.xlsx`` (level1/level2/level3 trees). Reading follows the reference
 ``my_affectgpt/evaluation/wheel.py`` (``read_format2raws``, ``read_candidate_synonym_merge``,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +23,19 @@ N_WHEELS = 5
 N_SYNONYM_RUNS = 8
 FORMAT_FILE = "format.csv"
 SYNONYM_FILE = "synonym.xlsx"
+
+
+def default_wheel_dir() -> Path:
+    """The emotion-wheel files shipped inside this package."""
+    # pip installs the package as a plain folder (regular or editable), so this is a real path.
+    return Path(str(resources.files("scoring") / "emotion_wheel"))
+
+
+def resolve_wheel_dir(wheel_dir: str | Path | None) -> Path:
+    """``wheel_dir`` itself, or the packaged files when it is None or empty."""
+    if wheel_dir is None or str(wheel_dir) == "":
+        return default_wheel_dir()
+    return Path(wheel_dir).expanduser()
 
 
 def _require(path: Path) -> Path:
@@ -135,9 +150,9 @@ class EmotionWheel:
     _memo: dict[tuple[str, int], str | None] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, root: str | Path) -> "EmotionWheel":
-        """Read (once per folder and file version) the resources under ``root``."""
-        root = Path(root).expanduser()
+    def load(cls, root: str | Path | None = None) -> "EmotionWheel":
+        """Read (once per folder and file version) the resources under ``root`` (default: packaged)."""
+        root = resolve_wheel_dir(root)
         if not root.is_dir():
             raise MissingFileError(
                 f"emotion wheel folder {root} does not exist (set --wheel or score.wheel_dir)"

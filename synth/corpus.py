@@ -1,7 +1,7 @@
 """Synthetic MER2025-layout corpus: real mp4/wav/npy media whose emotion is seen and heard.
 
-This module owns the test/demo corpus of DESIGN §9. `write_corpus` writes the exact layout of
-DESIGN §3 (``video/``, ``audio/``, ``openface_face/``, ``subtitle_chieng.csv``,
+This module owns the test/demo corpus. `write_corpus` writes the exact MER2025 layout
+(``video/``, ``audio/``, ``openface_face/``, ``subtitle_chieng.csv``,
 ``track2_train_mercaptionplus.csv``, ``track3_train_mercaptionplus.csv``). The label is carried
 by the media, never by the subtitle: each emotion has its own colour tint, drawn mouth (and
 brows), head-motion pattern, and its own pitch and tone-burst rhythm. The media synthesis is a
@@ -23,7 +23,7 @@ import numpy as np
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "worried", "surprise")
 
 # First word of each open-set list. "surprised" is the emotion-wheel base word for "surprise";
-# "neutral" is not in the wheel at all, which is why neutral samples often write `[]` (DESIGN §3).
+# "neutral" is not in the wheel at all, which is why neutral samples often write `[]` (an empty list means neutral).
 MAIN_WORD: dict[str, str] = {
     "neutral": "neutral",
     "happy": "happy",
@@ -459,7 +459,7 @@ def write_sample(root: str | Path, name: str, emotion: str, rng: np.random.Gener
 
 
 def write_csvs(root: str | Path, records: list[SampleRecord]) -> None:
-    """Write the subtitle, track-2 and track-3 CSVs of DESIGN §3 for ``records``."""
+    """Write the subtitle, track-2 and track-3 CSVs for ``records``."""
     import pandas as pd
 
     root = Path(root)

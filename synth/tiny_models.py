@@ -1,4 +1,4 @@
-"""Tiny random CLIP / HuBERT / Qwen2 checkpoints for tests and the demo (DESIGN §9).
+"""Tiny random CLIP / HuBERT / Qwen2 checkpoints for tests and the demo.
 
 This module owns the stand-ins for the three frozen checkpoints AffectGPT loads
 (CLIP ViT-L/14, chinese-hubert-large, Qwen2.5-7B-Instruct). Each is the real
@@ -147,7 +147,7 @@ _SENTENCES = (
 
 
 def _corpus() -> list[str]:
-    """Embedded training text: the DESIGN §5 prompts, answers, emotion words and chat."""
+    """Embedded training text: the model's prompts, answers, emotion words and chat."""
     texts = []
     for question in _QUESTIONS:
         for template in (_PROMPT_FACE, _PROMPT_FRAME):
@@ -250,7 +250,7 @@ def build_clip(out: Path, seed: int) -> Path:
     with _seeded(seed):
         model = CLIPModel(config).eval()
     model.save_pretrained(out)
-    # The slow (PIL) class: torchvision does not import here (DESIGN §10). It saves as
+    # The slow (PIL) class: torchvision does not import beside the CPU torch. It saves as
     # "CLIPImageProcessor", the same type name as the real checkpoint.
     CLIPImageProcessorPil(
         size={"shortest_edge": 224},
@@ -284,8 +284,8 @@ def build_hubert(out: Path, seed: int) -> Path:
     with _seeded(seed + 1):
         model = HubertModel(config).eval()
     model.save_pretrained(out)
-    # chinese-hubert-large's extractor settings; do_normalize matters because DESIGN §4
-    # normalises a sample's 8 clips together.
+    # chinese-hubert-large's extractor settings; do_normalize matters because the
+    # encoder normalises a sample's 8 clips together.
     Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16000,
@@ -327,7 +327,7 @@ def build_qwen2(out: Path, seed: int) -> Path:
         # a usable range (std 0.5), as real checkpoints have.
         with torch.no_grad():
             model.lm_head.weight.mul_(LM_HEAD_SCALE)
-    # Greedy by default (DESIGN §7); stop ids as Qwen2.5-Instruct's generation_config.
+    # Greedy by default; stop ids as Qwen2.5-Instruct's generation_config.
     model.generation_config = GenerationConfig(
         bos_token_id=pad_id, eos_token_id=[eos_id, pad_id], pad_token_id=pad_id
     )

@@ -1,4 +1,4 @@
-"""Synthetic MER-UniBench folders: each dataset's real label-file and media layout (DESIGN §3).
+"""Synthetic MER-UniBench folders: each dataset's real label-file and media layout.
 
 `write_unibench` writes one ``*-process`` folder per dataset, laid out as the dataset's entry
 in `scoring.unibench.DATASETS` says (label file and key, transcript CSV and column, video
@@ -39,7 +39,7 @@ from synth.corpus import (
 )
 from scoring.unibench import UniBenchDataset, get_dataset
 
-# What `write_unibench` writes by default: one dataset per label-file format of DESIGN §3.
+# What `write_unibench` writes by default: one dataset per label-file format.
 DEFAULT_DATASETS: tuple[str, ...] = ("MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus")
 
 # A dataset label word -> the synth_corpus emotion whose media show it.

@@ -24,11 +24,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def wheel_dir() -> Path:
-    """The emotion-wheel files: ../shared/emotion_wheel beside the checkout (as in CI)."""
-    path = REPO.parent / "shared" / "emotion_wheel"
-    if not (path / "format.csv").is_file():
-        pytest.skip(f"emotion-wheel files not found at {path}")
-    return path
+    """The emotion-wheel files shipped in scoring/emotion_wheel/."""
+    from scoring.wheel import default_wheel_dir
+
+    return default_wheel_dir()
 
 
 @pytest.fixture(scope="session")

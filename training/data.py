@@ -57,7 +57,7 @@ class PromptDataset(torch.utils.data.Dataset):
 
 @dataclass
 class Collator:
-    """Right-pads a list of examples; pad id = EOS (DESIGN §5), labels -100 on padding."""
+    """Right-pads a list of examples; pad id = EOS, labels -100 on padding."""
 
     pad_id: int
 
@@ -134,7 +134,7 @@ def load_features(store: str, corpus: str | None, visual: str = "face"):
 
     try:
         from features.reader import FeatureDataset, read_corpus_labels
-    except ImportError as exc:  # the reader lands with the preprocessing issue
+    except ImportError as exc:  # a broken install: name the missing module
         raise InputError(f"cannot read the feature store {store!r}: features.reader is not available ({exc})")
     if not corpus:
         raise InputError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")

@@ -1,4 +1,4 @@
-"""Batched generation over spliced ``inputs_embeds`` (DESIGN §7): left padding, greedy by default.
+"""Batched generation over spliced ``inputs_embeds``: left padding, greedy by default.
 
 Our own decode loop instead of ``llm.generate``: it keeps a per-row random generator (so a
 seeded sample does not depend on which other samples share its batch), honours the ``###``

@@ -117,7 +117,7 @@ def single_process(backend: str = "gloo"):
 
 
 def shutdown_distributed(barrier: bool = True) -> None:
-    """Destroy the process group; without it rank 0 aborts at exit (DESIGN §10).
+    """Destroy the process group; without it rank 0 aborts at exit.
 
     ``barrier=False`` after a failure: a peer may already be gone.
     """
@@ -146,7 +146,7 @@ def _skip_cpu_shm_comm() -> None:
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on matrices, none on biases, norms and other 1-D parameters (DESIGN §6)."""
+    """AdamW groups: decay on matrices, none on biases, norms and other 1-D parameters (as released)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

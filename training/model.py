@@ -1,4 +1,4 @@
-"""The AffectGPT model (DESIGN §5): feature fusion + projectors + Qwen2 with LoRA.
+"""The AffectGPT model: feature fusion + projectors + Qwen2 with LoRA.
 
 Public API (used by training here and by generation/serving elsewhere):
 
@@ -268,7 +268,7 @@ def _load_base(path: Path, dtype):
     tok.add_tokens(list(PLACEHOLDER_TOKENS), special_tokens=True)
     if tok.eos_token_id is None:
         raise ValueError(f"the tokenizer at {path} has no EOS token")
-    tok.pad_token = tok.eos_token  # Pad = EOS (DESIGN §5)
+    tok.pad_token = tok.eos_token  # Pad = EOS, as in the released model
     base = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     if len(tok) > base.get_input_embeddings().weight.shape[0]:
         base.resize_token_embeddings(len(tok), pad_to_multiple_of=64, mean_resizing=False)

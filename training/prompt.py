@@ -1,4 +1,4 @@
-"""The AffectGPT prompt, tasks and targets (DESIGN §5), as pure functions shared with inference.
+"""The AffectGPT prompt, tasks and targets, as pure functions shared with inference.
 
 Everything here is text in, text or token ids out: no model, no Ray. Training builds
 ``prompt + answer###<eos>`` with :func:`encode_example`; inference builds the same prompt
@@ -55,7 +55,7 @@ def visual_token(visual: VisualStream) -> str:
 
 
 def build_prompt(subtitle: str, question: str, visual: VisualStream = "face") -> str:
-    """The exact DESIGN §5 prompt (no chat template), ending with ``###Assistant: ``."""
+    """The released model's exact prompt (no chat template), ending with ``###Assistant: ``."""
     if visual not in _VISUAL:
         raise ValueError(f"visual stream must be 'face' or 'frame', got {visual!r}")
     return _PROMPT.format(visual=_VISUAL[visual], subtitle=subtitle or "", question=question)

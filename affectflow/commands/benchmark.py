@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local Qwen2.5-Instruct for free text and the sentiment sets")
     p.add_argument("--batch-size", type=int, help="labeling batch size (config label.batch_size)")
     p.add_argument("--seed", type=int, help="seed (config seed)")
-    p.add_argument("--wheel", metavar="DIR", help="emotion-wheel folder (config score.wheel_dir)")
+    p.add_argument("--wheel", metavar="DIR",
+                   help="emotion-wheel folder (config score.wheel_dir; default: the packaged files)")
     p.add_argument("--models", metavar="DIR",
                    help="folder with the clip/ and hubert/ encoders (default: as affectflow label)")
     add_config_options(p)

@@ -21,6 +21,7 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     from features.reader import read_corpus_labels
     from inference.benchmark import benchmark
     from inference.labeling import label, read_table
+    from scoring.wheel import resolve_wheel_dir
     from registry.register import log_and_register
     from pipelines.job import preprocess
     from training.trainer import train
@@ -75,7 +76,7 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     for row in table.head(3).itertuples():
         print(f"    {row.name}: {row.text!r} -> {list(row.labels) if row.labels is not None else row.error}")
 
-    wheel = Path(cfg.score.wheel_dir)
+    wheel = resolve_wheel_dir(cfg.score.wheel_dir)
     if not (wheel / "format.csv").is_file():
         step(f"no emotion-wheel files at {wheel} (set score.wheel_dir): skipping the MER-UniBench report")
         return made

@@ -83,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CSV/parquet (name + openset|text|sentiment) or a reference result .npz",
     )
     p.add_argument(
-        "--wheel", metavar="DIR", help="emotion-wheel folder (default: config score.wheel_dir)"
+        "--wheel",
+        metavar="DIR",
+        help="emotion-wheel folder (config score.wheel_dir; default: the packaged files)",
     )
     p.add_argument(
         "--extractor",

@@ -1,4 +1,4 @@
-"""``affectflow preprocess``: a corpus -> the feature store (issue 3 part 4)."""
+"""``affectflow preprocess``: a corpus -> the feature store."""
 
 from __future__ import annotations
 

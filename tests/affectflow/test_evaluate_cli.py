@@ -13,13 +13,10 @@ import pytest
 from affectflow.cli import main
 from scoring.evaluate import NeedsExtractorError, evaluate, load_predictions
 from scoring.unibench import DATASETS, get_dataset, load_gold
+from scoring.wheel import default_wheel_dir
 
 REPO = Path(__file__).resolve().parents[2]
-WHEEL = REPO.parent / "shared" / "emotion_wheel"
-needs_wheel = pytest.mark.skipif(
-    not (WHEEL / "format.csv").is_file(),
-    reason=f"emotion-wheel files not found at {WHEEL} (../shared/emotion_wheel)",
-)
+WHEEL = default_wheel_dir()
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -73,7 +70,6 @@ def mosi_files(tmp_path):
     return gt, pred
 
 
-@needs_wheel
 def test_ov_set_json(capsys, ov_files):
     gt, pred = ov_files
     code, out, err = run_cli(
@@ -97,7 +93,6 @@ def test_ov_set_json(capsys, ov_files):
     assert result["counts"] == {"gold": 3, "llm_calls": 0, "predictions": 3}
 
 
-@needs_wheel
 def test_hit_rate_set_json_from_reference_npz(capsys, mer_files):
     gt, pred = mer_files
     code, out, err = run_cli(
@@ -128,7 +123,6 @@ def test_sentiment_set_json(capsys, mosi_files):
     assert result["scores"] == {"acc": 1.0, "n": 2, "waf": 1.0}
 
 
-@needs_wheel
 def test_table_output_and_determinism(capsys, ov_files):
     gt, pred = ov_files
     args = (
@@ -174,6 +168,18 @@ def test_errors_are_clear(capsys, tmp_path, mosi_files):
     assert code == 2 and "needs an 'openset', 'text' or 'sentiment' column" in err
 
 
+def test_evaluate_without_wheel_reads_the_packaged_files(capsys, ov_files, tmp_path):
+    gt, pred = ov_files
+    args = ("--dataset", "OVMERDPlus", "--gt", str(gt), "--predictions", str(pred), "--json")
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert json.loads(out)["score"] == pytest.approx(6 / 7)
+    assert run_cli(capsys, *args, "--wheel", str(WHEEL))[1] == out
+    # --wheel still overrides the packaged files.
+    code, _, err = run_cli(capsys, *args, "--wheel", str(tmp_path / "elsewhere"))
+    assert code == 2 and "elsewhere does not exist" in err
+
+
 def test_free_text_without_extractor_says_how_many(capsys, tmp_path, mosi_files):
     gt, _ = mosi_files
     pred = tmp_path / "free.csv"
@@ -211,12 +217,11 @@ def test_iemocap_gold_uses_session_5_and_index_names(tmp_path):
         gt, whole_corpus={"Ses01F_a": {"emo": 0}, "Ses05F_b": {"emo": 0}, "Ses05M_c": {"emo": 3}}
     )
     assert load_gold("iemocap", gt) == {"Ses05F_b": "happy", "Ses05M_c": "anger"}
-    if (WHEEL / "format.csv").is_file():
-        pred = tmp_path / "p.parquet"
-        pd.DataFrame(
-            {"name": ["Ses05F_b", "Ses05M_c"], "openset": ["[happy]", "[angry]"]}
-        ).to_parquet(pred)
-        assert evaluate("IEMOCAPFour", gt, pred, WHEEL)["score"] == pytest.approx(1.0)
+    pred = tmp_path / "p.parquet"
+    pd.DataFrame(
+        {"name": ["Ses05F_b", "Ses05M_c"], "openset": ["[happy]", "[angry]"]}
+    ).to_parquet(pred)
+    assert evaluate("IEMOCAPFour", gt, pred, WHEEL)["score"] == pytest.approx(1.0)
 
 
 def test_unibench_table():
@@ -265,7 +270,6 @@ def test_llm_extractor_batched_greedy_is_deterministic(tiny_llm):
     assert ex.to_openset(texts) == batched
 
 
-@needs_wheel
 def test_evaluate_with_extractor(tmp_path, tiny_llm, mosi_files):
     from scoring.parse import LLMExtractor
 

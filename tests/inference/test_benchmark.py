@@ -217,7 +217,7 @@ def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_pa
     try:
         labeling = importlib.import_module("inference.labeling")
     except ModuleNotFoundError:
-        pytest.skip("inference.labeling (batch labeling, issue 5 part 1) is not in this checkout")
+        pytest.skip("inference.labeling (batch labeling) is not in this checkout")
     if not hasattr(labeling, "label_rows"):
         pytest.skip("inference.labeling has no label_rows(rows, model=, task=, out=, batch_size=, "
                     "seed=) entry point for manifest rows, which the benchmark adapter calls")

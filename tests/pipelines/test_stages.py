@@ -125,7 +125,7 @@ def test_haar_finds_the_synthetic_face():
 
 
 @pytest.mark.skip(reason="py-feat fetches its weights from the Hugging Face hub and needs torchvision; "
-                         "neither is available here (DESIGN §10). faces=pyfeat takes a local model dir.")
+                         "neither is available here. faces=pyfeat takes a local model dir.")
 def test_pyfeat_backend():
     pass
 

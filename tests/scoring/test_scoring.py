@@ -15,24 +15,15 @@ from scoring.parse import (
     parse_template,
     sentiment_prompt,
 )
-from scoring.wheel import EmotionWheel, level1_grouping, read_wheel_tree
+from scoring.wheel import (
+    N_WHEELS,
+    EmotionWheel,
+    default_wheel_dir,
+    level1_grouping,
+    read_wheel_tree,
+)
 from core.errors import WheelError
 from features.labels import labels_or_neutral, parse_openset
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def wheel_dir() -> Path:
-    # In CI the shared folder is a sibling of the clone.
-    path = REPO.parent / "shared" / "emotion_wheel"
-    if not (path / "format.csv").is_file():
-        pytest.skip(
-            f"emotion-wheel files not found at {path} "
-            "(expected ../shared/emotion_wheel beside the repo)"
-        )
-    return path
-
 
 @pytest.fixture(scope="session")
 def wheel(wheel_dir) -> EmotionWheel:
@@ -72,6 +63,22 @@ def test_labels_or_neutral():
 def test_wheel_load_is_cached(wheel_dir, wheel):
     assert EmotionWheel.load(wheel_dir) is wheel
     assert wheel.n_wheels == 5
+
+
+def test_packaged_wheel_files_load():
+    import scoring
+
+    root = default_wheel_dir()
+    assert root.parent == Path(scoring.__file__).parent  # inside the package, not beside the repo
+    names = ["format.csv", "synonym.xlsx"] + [f"wheel{k}.xlsx" for k in range(1, N_WHEELS + 1)]
+    assert all((root / n).is_file() for n in names + ["SOURCE.md", "LICENSE"])
+    wheel = EmotionWheel.load()  # no folder given: the packaged files
+    assert EmotionWheel.load("") is wheel and EmotionWheel.load(root) is wheel
+    assert wheel.n_wheels == N_WHEELS == 5
+    assert all(len(g) > 10 for g in wheel.groupings)
+    assert [wheel.map_label("happy", k) for k in range(1, 6)] == [
+        "happy", "happy", "joyful", "joy", "powerful"
+    ]
 
 
 def test_each_wheel_level_maps_to_its_level1_word(wheel):

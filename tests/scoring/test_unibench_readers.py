@@ -51,7 +51,7 @@ def test_reader_every_dataset(unibench, dataset):
 
 
 def test_label_files_are_pickled_dicts_in_the_real_keys(unibench):
-    """np.savez of dicts (object arrays), under the DESIGN §3 keys, with the DESIGN value types."""
+    """np.savez of dicts (object arrays), under the reference's keys, with its value types."""
     for name in DEFAULT_DATASETS:
         ds = DATASETS[name]
         path = unibench.root / ds.folder / ds.label_file

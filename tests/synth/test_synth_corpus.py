@@ -51,7 +51,7 @@ def decoded(corpus, names) -> dict[str, np.ndarray]:
 
 
 def parse_openset(text: str) -> list[str]:
-    """DESIGN §3: strip the brackets, split on quotes and commas."""
+    """The reference rule: strip the brackets, split on quotes and commas."""
     return [w.strip() for w in re.split(r"[,'\"]", text.strip().strip("[]")) if w.strip()]
 
 

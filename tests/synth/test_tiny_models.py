@@ -1,4 +1,4 @@
-"""The tiny CLIP / HuBERT / Qwen2 checkpoints load and run like the real ones (DESIGN §9)."""
+"""The tiny CLIP / HuBERT / Qwen2 checkpoints load and run like the real ones."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The AffectGPT model: exact DESIGN §5 counts, placeholder splicing, frozen base, save/load."""
+"""The AffectGPT model: exact trainable counts at Qwen2.5-7B shapes, placeholder splicing, frozen base, save/load."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from training.data import Collator, PromptDataset, SyntheticFeatures, epoch_orde
 from training.loop import lr_factor, optimizer_groups, steps_plan
 from training.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
 
-DESIGN_PROMPT = (
+RELEASED_PROMPT = (
     "###Human: The audio and video merged info is: <Multi><MultiHere></Multi>. The audio content is as "
     "follows: <Audio><AudioHere></Audio>. Meanwhile, we uniformly sample raw frames from the video and "
     "extract faces from these frames: <Video><FaceHere></Video>. The subtitle of this video is: "
@@ -25,9 +25,9 @@ def tokenizer(tiny_models):
     return _load_base(tiny_models["llm"], torch.float32)[1]
 
 
-def test_prompt_is_the_design_text():
+def test_prompt_is_the_released_text():
     q = QUESTIONS["ov"]
-    assert build_prompt("Hi there.", q) == DESIGN_PROMPT.format(subtitle="Hi there.", question=q)
+    assert build_prompt("Hi there.", q) == RELEASED_PROMPT.format(subtitle="Hi there.", question=q)
     frame = build_prompt("Hi.", q, "frame")
     assert "from the video: <Video><FrameHere></Video>. The subtitle" in frame and "<FaceHere>" not in frame
     assert QUESTIONS["description"] == "Please infer the person's emotional state and provide your reasoning process."
