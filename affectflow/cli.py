@@ -16,11 +16,11 @@ import argparse
 import sys
 from typing import Sequence
 
-from affectflow.commands import benchmark, demo, evaluate, label, preprocess, setup, store, train
+from affectflow.commands import benchmark, demo, evaluate, label, preprocess, released, setup, store, train
 from core.errors import AffectFlowError
 
 # The command families, in the order they appear in --help.
-COMMANDS = (setup, demo, preprocess, store, train, label, evaluate, benchmark)
+COMMANDS = (setup, demo, preprocess, store, train, released, label, evaluate, benchmark)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,9 +153,9 @@ def _short_retries():
 
 def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = None, name: str | None = None,
                      alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
-                     experiment: str | None = None) -> Registered | None:
-    """Log + register ``checkpoint_dir`` and set the alias; ``None`` (with instructions printed)
-    when the tracking server cannot be reached. Uses the active run if there is one (the trainer's):
+                     experiment: str | None = None, tags: dict[str, str] | None = None) -> Registered | None:
+    """Log + register ``checkpoint_dir``, set the alias and put ``tags`` on the run and the version;
+    ``None`` (with instructions printed) when the tracking server cannot be reached. Uses the active run if there is one (the trainer's):
     ``train(..., on_finish=log_and_register)`` is the intended wiring."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -191,6 +191,9 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
                 if alias.lower() != LATEST:
                     MlflowClient(uri, uri).set_registered_model_alias(name, alias, version)
                 mlflow.set_tag("affectflow.registered", f"{name}/{version}@{alias}")
+                for key, value in (tags or {}).items():  # on the run and on the registered version
+                    mlflow.set_tag(key, value)
+                    MlflowClient(uri, uri).set_model_version_tag(name, version, key, value)
                 result = Registered(name, version, alias, run.info.run_id, f"models:/{name}@{alias}",
                                     f"models:/{name}/{version}", bundles_base(ckpt, bundle_base))
     except FileNotFoundError:

@@ -27,7 +27,7 @@ from torch import nn
 
 from training.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
 from training.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
-from core.errors import MissingFileError
+from core.errors import ConfigError, MissingFileError, ModelRefError
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPEC_VERSION = 1
@@ -85,6 +85,8 @@ class ModelSpec:
     placeholders: list[str] = field(default_factory=lambda: list(PLACEHOLDER_TOKENS))
     llm_path: str = ""
     format_version: int = SPEC_VERSION
+    # Where the weights came from when they were imported (file, sha256, epoch); empty when trained here.
+    source: dict = field(default_factory=dict)
 
 
 class MultimodalFusion(nn.Module):
@@ -267,7 +269,7 @@ def _load_base(path: Path, dtype):
     tok = AutoTokenizer.from_pretrained(str(path))
     tok.add_tokens(list(PLACEHOLDER_TOKENS), special_tokens=True)
     if tok.eos_token_id is None:
-        raise ValueError(f"the tokenizer at {path} has no EOS token")
+        raise ModelRefError(f"the tokenizer at {path} has no EOS token")
     tok.pad_token = tok.eos_token  # Pad = EOS, as in the released model
     base = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     if len(tok) > base.get_input_embeddings().weight.shape[0]:
@@ -313,7 +315,7 @@ def build_model(
     its placeholder ids are the last vocabulary rows and it has no tokenizer.
     """
     if preset not in ("tiny", "qwen2.5-7b"):
-        raise ValueError(f"unknown model preset {preset!r} (known: tiny, qwen2.5-7b)")
+        raise ConfigError(f"unknown model preset {preset!r} (known: tiny, qwen2.5-7b)")
     visual_dim = visual_dim or REAL_VISUAL_DIM
     audio_dim = audio_dim or REAL_AUDIO_DIM
     rng = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
@@ -334,7 +336,7 @@ def build_model(
             ids = {t: config.vocab_size - len(PLACEHOLDER_TOKENS) + i for i, t in enumerate(PLACEHOLDER_TOKENS)}
         else:
             if not llm_path:
-                raise ValueError(f"preset {preset!r} needs llm_path (a local checkpoint folder)")
+                raise ConfigError(f"preset {preset!r} needs llm_path (a local checkpoint folder)")
             path = Path(llm_path)
             base, tok, ids = _load_base(path, dtype)
         hidden = base.config.hidden_size

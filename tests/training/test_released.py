@@ -1,0 +1,251 @@
+"""Importing a released AffectGPT checkpoint: exact weights, the same computation, clear refusals.
+
+The released-format files are written here: a seeded ``torch.save`` of ``{"model", "optimizer",
+"config", "scaler", "epoch"}`` with the released key names, at the tiny model's shapes (the 7B key
+set is checked on the meta device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.errors import InputError
+from training.released import DROPPED, ReleasedCheckpointError, import_released, to_released_name
+
+VISUAL_DIM, AUDIO_DIM = 768, 64  # the tiny CLIP's projection and the tiny HuBERT's width
+FACE_CONFIG = {"datasets": {"mercaptionplus": {"face_or_frame": "multiface_audio_face_text"}}}
+MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def released_state(llm: Path, seed: int = 7) -> dict[str, torch.Tensor]:
+    """A seeded released-format ``model`` dict at the tiny model's shapes (with the unused image projector)."""
+    from training.model import build_model
+
+    model = build_model("tiny", llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM)
+    g = torch.Generator().manual_seed(seed)
+    state = {to_released_name(n): torch.randn(p.shape, generator=g) * 0.05
+             for n, p in model.named_parameters() if p.requires_grad}
+    state["image_llama_proj.weight"] = torch.randn(model.hidden_size, VISUAL_DIM, generator=g)
+    state["image_llama_proj.bias"] = torch.zeros(model.hidden_size)
+    return state
+
+
+def write_released(path: Path, state: dict, config: dict | None = FACE_CONFIG, epoch: int = 60) -> Path:
+    optimizer = {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-5, "params": [0]}]}
+    torch.save({"model": state, "optimizer": optimizer, "config": config, "scaler": {"scale": 65536.0},
+                "epoch": epoch}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def released(tiny_models, tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("released")
+    state = released_state(Path(tiny_models["llm"]))
+    return write_released(root / "checkpoint_000060_loss_0.512.pth", state), state
+
+
+@pytest.fixture(scope="module")
+def imported(released, tiny_models, tmp_path_factory) -> Path:
+    ckpt, _ = released
+    out = tmp_path_factory.mktemp("imported") / "affectgpt-released"
+    result = import_released(ckpt, tiny_models["llm"], out)
+    assert (result.visual_stream, result.epoch, result.dropped) == ("face", 60, list(DROPPED))
+    return out
+
+
+def test_imported_parameters_equal_the_file(imported, released):
+    from training.model import AffectGPT
+
+    _, state = released
+    model = AffectGPT.load_trainable(imported)
+    params = {n: p for n, p in model.named_parameters() if "lora_" in n or n.startswith("fusion.")}
+    assert len(params) == len(state) - len(DROPPED)
+    for name, p in params.items():
+        assert torch.equal(p.detach().float(), state[to_released_name(name)]), name
+    spec = json.loads((imported / "affectflow_model.json").read_text())
+    assert spec["visual_stream"] == "face" and spec["pooling"] == "raw"
+    assert (spec["visual_dim"], spec["audio_dim"]) == (VISUAL_DIM, AUDIO_DIM)
+    assert spec["source"]["sha256"] == __import__("hashlib").sha256(released[0].read_bytes()).hexdigest()
+    assert spec["source"]["epoch"] == 60 and spec["source"]["dropped"] == list(DROPPED)
+
+
+def _fusion_by_hand(w: dict, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """The released fusion, written from its description with the file's tensors (raw-score pooling)."""
+    lin = lambda x, name: F.linear(x, w[f"{name}.weight"], w[f"{name}.bias"])  # noqa: E731
+    v = lin(visual.mean(dim=1), "multi_video_embs")
+    a = lin(audio.mean(dim=1), "multi_audio_embs")
+    weights = lin(lin(torch.cat([v, a], dim=-1), "attention_mlp"), "fc_att")
+    multi = weights[:, :1] * v + weights[:, 1:] * a
+    audio_tok = lin((audio * lin(audio, "audio_attention_mlp")).sum(dim=1), "audio_llama_proj")
+    visual_tok = lin((visual * lin(visual, "video_attention_mlp")).sum(dim=1), "affectgpt_proj")
+    return torch.stack([lin(multi, "multi_llama_proj"), audio_tok, visual_tok], dim=1)
+
+
+def test_embeddings_and_first_step_logits_equal_a_direct_computation(imported, released, tiny_models):
+    """Three multimodal vectors and the first generated step's logits, against HF's Qwen2 with the
+    LoRA deltas merged by hand (W + alpha/r * B @ A) and the vectors spliced at the placeholders."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.model import AffectGPT
+    from training.prompt import PLACEHOLDER_TOKENS, QUESTIONS, encode_prompt
+
+    _, state = released
+    model = AffectGPT.load_trainable(imported)
+    g = torch.Generator().manual_seed(1)
+    visual, audio = torch.randn(2, 8, VISUAL_DIM, generator=g), torch.randn(2, 8, AUDIO_DIM, generator=g)
+    with torch.no_grad():
+        ours = model.encode_multimodal(visual, audio)
+        ref = _fusion_by_hand(state, visual, audio)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+    llm_dir = Path(tiny_models["llm"])
+    tok = AutoTokenizer.from_pretrained(str(llm_dir))
+    tok.add_tokens(list(PLACEHOLDER_TOKENS), special_tokens=True)
+    base = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).eval()
+    vocab = base.get_input_embeddings().weight.shape[0]
+    if len(tok) > vocab:
+        base.resize_token_embeddings(len(tok), pad_to_multiple_of=64, mean_resizing=False)
+    scale = 32 / 16  # lora_alpha / r
+    layers = base.model.layers
+    with torch.no_grad():
+        for key, a in state.items():
+            m = re.match(r"llama_model\.base_model\.model\.model\.layers\.(\d+)\.(.+)\.lora_A\.default\.weight$", key)
+            if m:
+                b = state[key.replace("lora_A", "lora_B")]
+                target = layers[int(m.group(1))].get_submodule(m.group(2))
+                target.weight += scale * (b @ a)
+    ids = torch.tensor([encode_prompt(tok, "I am fine.", QUESTIONS["ov"], "face")])
+    with torch.no_grad():
+        embeds = base.get_input_embeddings()(ids)
+        for k, token in enumerate(("<MultiHere>", "<AudioHere>", "<FaceHere>")):
+            hit = ids[0] == tok.convert_tokens_to_ids(token)
+            assert int(hit.sum()) == 1
+            embeds[0, hit] = ref[0, k]
+        want = base(inputs_embeds=embeds).logits[0, -1, :vocab]
+        got = model.llm(inputs_embeds=model.inputs_embeds(ids, model.encode_multimodal(visual[:1], audio[:1]))).logits
+    torch.testing.assert_close(got[0, -1, :vocab], want, rtol=1e-4, atol=1e-4)
+
+
+def _bad_state(state: dict, kind: str) -> dict:
+    bad = dict(state)
+    if kind == "missing key":
+        del bad["fc_att.bias"]
+    elif kind == "extra key":
+        bad["llama_model.lm_head.lora_A.default.weight"] = torch.zeros(16, 4)
+    elif kind == "wrong shape":
+        bad["affectgpt_proj.weight"] = torch.zeros(5, VISUAL_DIM)
+    elif kind == "wrong layer count":
+        src = "llama_model.base_model.model.model.layers.0."
+        for k in [k for k in state if k.startswith(src)]:
+            bad[k.replace(".layers.0.", ".layers.99.")] = state[k]
+    return bad
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing key", r"missing key fc_att\.bias \(expected shape \[2\]\)"),
+    ("extra key", r"unexpected key llama_model\.lm_head\.lora_A\.default\.weight \(shape \[16, 4\]\)"),
+    ("wrong shape", r"shape mismatch affectgpt_proj\.weight: file \[5, 768\], model \[64, 768\]"),
+    ("wrong layer count", r"layer count: the file has LoRA weights for 3 layers \(0\.\.99\), the LLM config has "
+                          r"num_hidden_layers=2"),
+])
+def test_a_bad_file_is_refused_and_nothing_is_written(kind, message, released, tiny_models, tmp_path):
+    ckpt = write_released(tmp_path / "bad.pth", _bad_state(released[1], kind))
+    out = tmp_path / "out"
+    with pytest.raises(ReleasedCheckpointError, match=message) as info:
+        import_released(ckpt, tiny_models["llm"], out)
+    assert str(ckpt) in str(info.value)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+
+
+class _RunsCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused(released, tiny_models, tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.pth"
+    torch.save({"model": released[1], "config": _RunsCode(str(marker)), "epoch": 60}, ckpt)
+    with pytest.raises(ReleasedCheckpointError, match=r"evil\.pth: refused: the file needs arbitrary unpickling"):
+        import_released(ckpt, tiny_models["llm"], tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_the_visual_stream_comes_from_the_file_or_the_flag(released, tiny_models, tmp_path):
+    frame = write_released(tmp_path / "frame.pth", released[1],
+                           {"datasets": {"mercaptionplus": {"face_or_frame": "multiframe_audio_frame_text"}}})
+    assert import_released(frame, tiny_models["llm"], tmp_path / "frame").visual_stream == "frame"
+    unknown = write_released(tmp_path / "none.pth", released[1], config={"model": {}})
+    with pytest.raises(ReleasedCheckpointError, match=r"none\.pth: the file does not say which visual stream.*--visual"):
+        import_released(unknown, tiny_models["llm"], tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    assert import_released(unknown, tiny_models["llm"], tmp_path / "forced", visual="face").visual_stream == "face"
+    with pytest.raises(InputError, match="exists and is not an empty folder"):
+        import_released(unknown, tiny_models["llm"], tmp_path / "forced", visual="face")
+
+
+def test_the_7b_key_map_is_exactly_the_released_key_set():
+    """At Qwen2.5-7B shapes (meta device, no weights): 410 keys used, the image projector's 2 dropped."""
+    from training.model import QWEN25_7B_CONFIG
+    from training.released import expected_model, key_map
+
+    fusion = {
+        "video_attention_mlp": [1, 768], "affectgpt_proj": [3584, 768], "audio_attention_mlp": [1, 1024],
+        "audio_llama_proj": [3584, 1024], "multi_video_embs": [1024, 768], "multi_audio_embs": [1024, 1024],
+        "attention_mlp": [1024, 2048], "fc_att": [2, 1024], "multi_llama_proj": [3584, 1024],
+    }
+    released = {f"{m}.weight" for m in fusion} | {f"{m}.bias" for m in fusion}
+    released |= {f"llama_model.base_model.model.model.layers.{i}.{mod}.lora_{ab}.default.weight"
+                 for i in range(28) for mod in MODULES for ab in "AB"}
+    model = expected_model(dict(QWEN25_7B_CONFIG), 768, 1024, "face")
+    mapping = key_map(model)
+    assert set(mapping) == released and len(mapping) == 410 == 18 + 392
+    assert not set(DROPPED) & set(mapping) and len(DROPPED) == 2
+    params = dict(model.named_parameters())
+    assert {m: list(params[mapping[f"{m}.weight"]].shape) for m in fusion} == fusion
+    assert sum(params[n].numel() for n in mapping.values()) == 54_412_548
+
+
+def test_cli_imports_and_the_model_runs_infer(released, tiny_models, synth_corpus, models_dir, tmp_path, capsys,
+                                               one_thread):
+    from affectflow.cli import main
+    from core.config import load_config
+    from inference.infer import infer
+
+    out = tmp_path / "imported"
+    assert main(["import-released", str(released[0]), "--llm", str(tiny_models["llm"]), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert str(out) in text and "410" not in text and "46 tensors" in text and "image_llama_proj" in text
+    video = synth_corpus / "video" / "sample_00000002.mp4"
+    result = infer(video, None, "I am fine.", str(out), "ov", cfg=load_config(None, ["label.max_new_tokens=4"]),
+                   models=models_dir)
+    assert result.texts["ov"] and result.model_uri == str(out.resolve())
+    bad = write_released(tmp_path / "bad.pth", _bad_state(released[1], "missing key"))
+    assert main(["import-released", str(bad), "--llm", str(tiny_models["llm"]), "--out", str(tmp_path / "x")]) == 2
+    assert "missing key fc_att.bias" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_register_logs_the_imported_model_with_its_source(released, tiny_models, mlflow_server, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from affectflow.cli import main
+
+    out = tmp_path / "imported"
+    assert main(["import-released", str(released[0]), "--llm", str(tiny_models["llm"]), "--out", str(out),
+                 "--register", "affectgpt-released", "--alias", "released", "--mlflow-uri", mlflow_server]) == 0
+    assert "models:/affectgpt-released@released" in capsys.readouterr().out
+    version = MlflowClient(mlflow_server, mlflow_server).get_model_version_by_alias("affectgpt-released", "released")
+    sha = __import__("hashlib").sha256(released[0].read_bytes()).hexdigest()
+    assert version.tags["affectflow.source_sha256"] == sha
+    assert (version.tags["affectflow.visual_stream"], version.tags["affectflow.source_epoch"]) == ("face", "60")
