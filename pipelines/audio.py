@@ -29,8 +29,18 @@ def _resample(y: np.ndarray, sr: int, target: int) -> np.ndarray:
     return np.ascontiguousarray(out[:n], np.float32)
 
 
+def to_mono(channels: np.ndarray) -> np.ndarray:
+    """``[C, N] -> [N]`` as the released AffectGPT does: two channels averaged, otherwise the first kept.
+
+    (A 5.1 track's first channel is its front left; averaging all six would mix in the LFE.)
+    """
+    if channels.shape[0] == 2:
+        return channels.mean(axis=0)
+    return channels[0]
+
+
 def load_wav(source: str | Path | bytes, sr: int = 16000, label: str | None = None) -> np.ndarray:
-    """``float32 [N]`` mono at ``sr``: channels averaged, then resampled (as ``librosa.load``, soxr_hq)."""
+    """``float32 [N]`` mono at ``sr`` (:func:`to_mono`), resampled as ``librosa.load`` does (soxr_hq)."""
     import soundfile as sf
 
     label = label or str(source)[:200]
@@ -45,11 +55,11 @@ def load_wav(source: str | Path | bytes, sr: int = 16000, label: str | None = No
         raise SampleError("audio/unreadable", f"cannot read {label}: {str(exc)[:200]}") from None
     if data.shape[0] == 0:
         raise SampleError("audio/unreadable", f"{label} has no samples")
-    return _resample(data.mean(axis=1), native, sr)
+    return _resample(to_mono(data.T), native, sr)
 
 
 def load_video_audio(source: str | Path | bytes, sr: int = 16000, label: str | None = None) -> np.ndarray:
-    """``float32 [N]`` mono at ``sr`` from the video's first audio track (PyAV), channels averaged."""
+    """``float32 [N]`` mono at ``sr`` (:func:`to_mono`) from the video's first audio track (PyAV)."""
     import av
 
     label = label or str(source)[:200]
@@ -74,7 +84,7 @@ def load_video_audio(source: str | Path | bytes, sr: int = 16000, label: str | N
         if c.shape[0] == 1 and channels > 1:
             c = c.reshape(-1, channels).T
         parts.append(c)
-    return _resample(np.concatenate(parts, axis=1).mean(axis=0), int(native), sr)
+    return _resample(to_mono(np.concatenate(parts, axis=1)), int(native), sr)
 
 
 def clip_audio(y: np.ndarray, sr: int = 16000, num_clips: int = 8, seconds: float = 2.0) -> np.ndarray:

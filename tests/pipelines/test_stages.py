@@ -174,3 +174,41 @@ def test_decode_stage_records_every_bad_input(bad_corpus):
     batch = stage({k: np.array([r[k] for r in rows.values()] + [None], dtype=object)[:-1] for k in ("name", "video", "audio", "face", "subtitle", "error")})
     assert batch["frames"].shape == (len(rows), 8, 224, 224, 3)
     assert sorted(batch["name"][batch["status"] == "ok"]) == sorted(GOOD)
+
+
+def _tone(n: int, sr: int, hz: float, amp: float) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * hz * np.arange(n) / sr)).astype(np.float32)
+
+
+def test_channels_as_the_release_reads_them(tmp_path):
+    """Two channels are averaged; any other count keeps the first (not the mean of all)."""
+    import av
+    import soundfile as sf
+
+    from pipelines.audio import to_mono
+
+    sr, n = 16000, 16000
+    tone = _tone(n, sr, 440.0, 0.5)
+    quad = np.stack([tone, -tone, np.zeros(n, np.float32), np.full(n, 0.25, np.float32)])
+    np.testing.assert_array_equal(to_mono(quad), tone)
+    np.testing.assert_array_equal(to_mono(quad[:2]), np.zeros(n, np.float32))
+    np.testing.assert_array_equal(to_mono(quad[:1]), tone)
+
+    sf.write(tmp_path / "quad.wav", quad.T, sr, subtype="FLOAT")
+    np.testing.assert_allclose(load_wav(tmp_path / "quad.wav"), tone, atol=1e-6)
+    sf.write(tmp_path / "stereo.wav", quad[[0, 3]].T, sr, subtype="FLOAT")
+    np.testing.assert_allclose(load_wav(tmp_path / "stereo.wav"), (tone + 0.25) / 2, atol=1e-6)
+
+    # A 5.1 AAC track in an mp4: the front-left tone alone, at its own loudness (the mean of six would be 1/6 of it).
+    six = np.zeros((6, n), np.float32)
+    six[0] = tone
+    path = tmp_path / "surround.mp4"
+    with av.open(str(path), "w", format="mp4") as box:
+        stream = box.add_stream("aac", rate=sr, layout="5.1")
+        frame = av.AudioFrame.from_ndarray(six, format="fltp", layout="5.1")
+        frame.sample_rate, frame.pts = sr, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            box.mux(packet)
+    track = load_video_audio(path)
+    rms = float(np.sqrt(np.mean(track[2000:-2000] ** 2)))
+    assert abs(rms / (0.5 / np.sqrt(2)) - 1) < 0.1, rms
