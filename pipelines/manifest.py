@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from features.labels import parse_openset
+from features.labels import parse_openset, read_corpus_labels
 from scoring.unibench import UniBenchDataset, dataset_folder, find_media, get_dataset, load_gold
-from core.errors import MissingFileError
+from core.errors import InputError, MissingFileError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
-# Label tables of MER-Caption+ and OV-MERD: (openset csv, reason csv).
-LABEL_CSVS = (
-    ("track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"),
-    ("track2_train_ovmerd.csv", "track3_train_ovmerd.csv"),
-)
 # Column holding the subtitle text, in order of preference.
 SUBTITLE_COLUMNS = ("english", "subtitle", "text", "transcript")
 
@@ -38,8 +33,8 @@ class ManifestRow:
     audio: str = ""
     face: str = ""
     subtitle: str = ""
-    openset: list[str] = field(default_factory=list)
-    reason: str = ""
+    openset: list[str] | None = None  # None: no label row; []: labelled with an empty list (neutral)
+    reason: str = ""  # "": no description
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +50,23 @@ def name_error(name: Any) -> str:
     return ""
 
 
+def unique_by_name(rows: Iterable) -> list:
+    """``rows`` (`ManifestRow`s or dicts with a ``name``) with each name once, in order.
+
+    The first occurrence of a name wins and later ones are dropped, whatever their content (a
+    bad CSV row before the real video keeps the bad row): one name is one sample, one row of a
+    store part or of a label table. Manifest order decides, so a rerun keeps the same row.
+    """
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        name = r["name"] if isinstance(r, Mapping) else r.name
+        if name not in seen:
+            seen.add(name)
+            out.append(r)
+    return out
+
+
 def read_csv_rows(path: Path | str, data: bytes | None = None) -> list[tuple[int, dict[str, str], str]]:
     """``(line, row, error)`` for each data row; a cell that is not UTF-8 gives that row an error.
 
@@ -67,7 +79,7 @@ def read_csv_rows(path: Path | str, data: bytes | None = None) -> list[tuple[int
     text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or "name" not in reader.fieldnames:
-        raise ValueError(f"{path}: expected a header row with a 'name' column, got {reader.fieldnames}")
+        raise InputError(f"{path}: expected a header row with a 'name' column, got {reader.fieldnames}")
     out = []
     for row in reader:
         line = reader.line_num
@@ -137,26 +149,14 @@ class CorpusRoot:
         return {n[: -len(suffix)] for n in names if n.endswith(suffix)}
 
 
-def _label_tables(root: CorpusRoot) -> tuple[dict[str, list[str]], dict[str, str]]:
-    openset: dict[str, list[str]] = {}
-    reason: dict[str, str] = {}
-    for track2, track3 in LABEL_CSVS:
-        if root.is_file(track2):
-            for _, row, _err in root.csv_rows(track2):
-                openset.setdefault(row["name"], parse_openset(row.get("openset", "")))
-        if root.is_file(track3):
-            for _, row, _err in root.csv_rows(track3):
-                reason.setdefault(row["name"], row.get("reason", ""))
-    return openset, reason
-
-
 def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
                  storage_options: dict | None = None) -> list[ManifestRow]:
     """Rows for every name in the subtitle CSV or the ``video/`` folder, sorted by name.
 
     Paths: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
     back to the video's audio track), ``openface_face/{name}/{name}.npy``. ``root`` may be an
-    fsspec URL (``s3://...``, with ``storage_options``); the rows then hold URLs.
+    fsspec URL (``s3://...``, with ``storage_options``); the rows then hold URLs. Labels are the
+    training subset's track-2/track-3 rows (`features.labels.read_corpus_labels`).
     """
     root = CorpusRoot(root, storage_options)
     if not root.is_dir():
@@ -178,7 +178,9 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
     videos = root.stems("video", ".mp4")
     wavs = root.stems("audio", ".wav")
     names.update(videos)
-    openset, reason = _label_tables(root)
+    labels = read_corpus_labels(str(root), storage_options=storage_options)
+    openset = dict(zip(labels["name"], labels["openset"]))
+    reason = dict(zip(labels["name"], labels["reason"]))
     rows = list(bad_rows)
     for name in sorted(names):
         subtitle, err = subtitles.get(name, ("", ""))
@@ -189,7 +191,7 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
             err = f"manifest/missing-file: {subtitle_csv} names {name!r} but {video} does not exist"
         rows.append(ManifestRow(
             name=name, video=video, audio=wav if name in wavs else "", face=face,
-            subtitle=subtitle, openset=openset.get(name, []), reason=reason.get(name, ""), error=err,
+            subtitle=subtitle, openset=openset.get(name), reason=reason.get(name) or "", error=err,
         ))
     return rows
 
@@ -244,10 +246,10 @@ def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None 
         return read_mer2025(corpus, storage_options=storage_options)
     if layout == "folder":
         if "://" in str(corpus):
-            raise ValueError(f"layout 'folder' reads local folders only, got {corpus}: "
+            raise InputError(f"layout 'folder' reads local folders only, got {corpus}: "
                              "use mer2025 or webdataset")
         return read_folder(corpus)
-    raise ValueError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
+    raise InputError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
 
 
 def webdataset_paths(corpus: str | Path) -> list[str]:
@@ -293,7 +295,8 @@ def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
             audio=f"{name}.wav" if sample.get("wav") is not None else "",
             face=f"{name}.npy" if sample.get("npy") is not None else "",
             subtitle=str(meta.get("subtitle") or meta.get("english") or ""),
-            openset=parse_openset(meta.get("openset", "")), reason=str(meta.get("reason", "")),
+            openset=None if meta.get("openset") is None else parse_openset(meta["openset"]),
+            reason=str(meta.get("reason") or ""),
             error=error,
         ).to_dict(),
         "video_bytes": video_bytes,
@@ -328,7 +331,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
 
     Paths come from the dataset's table entry: ``<video_folder>/{name}<ext>``,
     ``<audio_folder>/{name}.wav`` (optional: the audio track is the fallback),
-    ``<face_folder>/{name}.npy`` and the transcript CSV's column. A missing folder, label file,
+    the face stack (:meth:`UniBenchDataset.face_path`) and the transcript CSV's column. A missing folder, label file,
     transcript file or video folder raises, naming it; a sample whose video is missing becomes
     a row with ``error`` set (bad input is data). ``openset`` holds the gold
     labels for the discrete and OV sets (empty for sentiment sets).
@@ -345,7 +348,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
     texts: dict[str, tuple[str, str]] = {}
     for line, row, err in read_csv_rows(transcript_path):
         if ds.transcript_column not in row:
-            raise ValueError(
+            raise InputError(
                 f"{transcript_path}: missing column {ds.transcript_column!r} "
                 f"(has {sorted(row)}); {ds.name} reads its subtitle from it"
             )
@@ -354,7 +357,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
     video_dir = folder / ds.video_folder
     if not video_dir.is_dir():
         raise MissingFileError(f"{ds.name}: video folder {video_dir} does not exist")
-    audio_dir, face_dir = folder / ds.audio_folder, folder / ds.face_folder
+    audio_dir = folder / ds.audio_folder
     rows = []
     for name in sorted(gold):
         subtitle, err = texts.get(name, ("", ""))
@@ -365,7 +368,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
                 f"{'|'.join(ds.video_ext)} video in {video_dir}"
             )
         wav = audio_dir / f"{name}.wav"
-        face = face_dir / f"{name}.npy"
+        face = ds.face_path(folder, name)
         value = gold[name]
         openset = [] if ds.metric == "sentiment" else (
             list(value) if isinstance(value, list) else [value]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from features.labels import labels_or_neutral, parse_openset
-from core.errors import MissingFileError
+from core.errors import BenchmarkError, InputError, MissingFileError
 
 Metric = Literal["hit_rate", "sentiment", "ov"]
 
@@ -33,7 +33,14 @@ class UniBenchDataset:
     video_ext: tuple[str, ...] = (".mp4",)
     audio_folder: str = "audio"
     face_folder: str = "openface_face"
+    # MER2025-OV layout: openface_face/{name}/{name}.npy; the other sets keep openface_face/{name}.npy.
+    face_nested: bool = False
     uncertain: tuple[str, ...] = field(default=())  # fields not confirmed against the reference
+
+    def face_path(self, folder: Path, name: str) -> Path:
+        """The OpenFace stack of sample ``name`` under the dataset's ``folder``."""
+        faces = Path(folder) / self.face_folder
+        return faces / name / f"{name}.npy" if self.face_nested else faces / f"{name}.npy"
 
 
 DATASETS: dict[str, UniBenchDataset] = {
@@ -129,8 +136,10 @@ DATASETS: dict[str, UniBenchDataset] = {
             None,
             "ov",
             532,
-            transcript_file="subtitle_eng.csv",
-            transcript_column="sentence",
+            # The release reads OV-MERD+ in the MER2025-OV layout.
+            transcript_file="subtitle_chieng.csv",
+            transcript_column="english",
+            face_nested=True,
         ),
     )
 }
@@ -158,7 +167,7 @@ def get_dataset(name: str) -> UniBenchDataset:
             return DATASETS[canonical]
     if key in _ALIASES:
         return DATASETS[_ALIASES[key]]
-    raise KeyError(f"unknown MER-UniBench dataset {name!r} (known: {', '.join(DATASETS)})")
+    raise BenchmarkError(f"unknown MER-UniBench dataset {name!r} (known: {', '.join(DATASETS)})")
 
 
 def is_test_name(dataset: UniBenchDataset, name: str) -> bool:
@@ -170,20 +179,26 @@ def is_test_name(dataset: UniBenchDataset, name: str) -> bool:
 
 def _gold_value(dataset: UniBenchDataset, name: str, entry: Any, path: Path) -> Any:
     if not isinstance(entry, dict):
-        raise ValueError(f"{path}: sample {name!r} holds a {type(entry).__name__}, expected a dict")
+        raise InputError(f"{path}: sample {name!r} holds a {type(entry).__name__}, expected a dict")
     if dataset.metric == "sentiment":
         if "val" not in entry:
-            raise ValueError(f"{path}: sample {name!r} has no 'val'")
-        return float(entry["val"])
+            raise InputError(f"{path}: sample {name!r} has no 'val'")
+        try:
+            return float(entry["val"])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: sample {name!r} has val {entry['val']!r}, not a number") from None
     if "emo" not in entry:
-        raise ValueError(f"{path}: sample {name!r} has no 'emo'")
+        raise InputError(f"{path}: sample {name!r} has no 'emo'")
     emo = entry["emo"]
     if isinstance(emo, str):
         return emo
     # Integer-coded (IEMOCAP, MELD): index into the dataset's label names.
-    index = int(emo)
+    try:
+        index = int(emo)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: sample {name!r} has emo {emo!r}, neither a label nor an index") from None
     if not 0 <= index < len(dataset.label_names):
-        raise ValueError(
+        raise InputError(
             f"{path}: sample {name!r} has emotion index {index}, "
             f"outside {list(dataset.label_names)}"
         )
@@ -209,7 +224,7 @@ def load_gold(dataset: str | UniBenchDataset, path: str | Path) -> dict[str, Any
 
     corpus = load_key(path, ds.label_key or "test_corpus")
     if not isinstance(corpus, dict):
-        raise ValueError(
+        raise InputError(
             f"{path}: {ds.label_key!r} holds a {type(corpus).__name__}, expected a dict"
         )
     gold = {
@@ -225,11 +240,14 @@ def load_gold(dataset: str | UniBenchDataset, path: str | Path) -> dict[str, Any
 def _load_gold_csv(ds: UniBenchDataset, path: Path) -> dict[str, Any]:
     import pandas as pd
 
-    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    try:
+        df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except ValueError as exc:  # pandas' ParserError, EmptyDataError, UnicodeDecodeError
+        raise InputError(f"{path}: cannot read it as a CSV: {exc}") from None
     column = "val" if ds.metric == "sentiment" else "openset"
     for c in ("name", column):
         if c not in df.columns:
-            raise ValueError(
+            raise InputError(
                 f"{path}: missing column {c!r} (has {list(df.columns)}); "
                 f"{ds.name} gold needs name,{column}"
             )
@@ -241,14 +259,14 @@ def _load_gold_csv(ds: UniBenchDataset, path: Path) -> dict[str, Any]:
             try:
                 gold[name] = float(value)
             except ValueError:
-                raise ValueError(f"{path} row {row}: val {value!r} is not a number") from None
+                raise InputError(f"{path} row {row}: val {value!r} is not a number") from None
         elif ds.metric == "ov":
             # The reference's OVMERDPlus reader turns an empty list into ["neutral"].
             gold[name] = labels_or_neutral(parse_openset(value))
         else:
             labels = parse_openset(value)
             if len(labels) != 1:
-                raise ValueError(
+                raise InputError(
                     f"{path} row {row}: {ds.name} expects one gold label, got {value!r}"
                 )
             gold[name] = labels[0]

@@ -38,6 +38,7 @@ from synth.corpus import (
     write_mp4,
 )
 from scoring.unibench import UniBenchDataset, get_dataset
+from core.errors import InputError
 
 # What `write_unibench` writes by default: one dataset per label-file format.
 DEFAULT_DATASETS: tuple[str, ...] = ("MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus")
@@ -150,7 +151,9 @@ def write_media(folder: Path, ds: UniBenchDataset, name: str, emotion: str,
     else:
         write_mp4(video_dir / f"{name}{ext}", frames, audio[None], DEFAULT_SR)
     sf.write(audio_dir / f"{name}.wav", audio, DEFAULT_SR, subtype="PCM_16", format="WAV")
-    np.save(face_dir / f"{name}.npy", crop_faces(frames, boxes), allow_pickle=False)
+    face = ds.face_path(folder, name)
+    face.parent.mkdir(parents=True, exist_ok=True)
+    np.save(face, crop_faces(frames, boxes), allow_pickle=False)
 
 
 def _names(ds: UniBenchDataset, n: int) -> tuple[list[str], list[str]]:
@@ -178,7 +181,7 @@ def write_dataset(root: str | Path, dataset: str, n: int,
 
     ds = get_dataset(dataset)
     if n < 1:
-        raise ValueError(f"n={n}: a dataset needs at least one test sample")
+        raise InputError(f"n={n}: a dataset needs at least one test sample")
     folder = Path(root) / ds.folder
     folder.mkdir(parents=True, exist_ok=True)
     ds_index = list(NAME_PATTERNS).index(ds.name)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import BenchmarkError
 from synth.unibench import DEFAULT_DATASETS, write_unibench
 from scoring.safe_npz import load_npz
 from scoring.unibench import DATASETS, load_gold
@@ -40,7 +41,8 @@ def test_reader_every_dataset(unibench, dataset):
         assert r.error == ""
         assert Path(r.video) == folder / ds.video_folder / f"{r.name}{ds.video_ext[0]}"
         assert Path(r.audio) == folder / ds.audio_folder / f"{r.name}.wav"
-        assert Path(r.face) == folder / ds.face_folder / f"{r.name}.npy"
+        nested = folder / ds.face_folder / r.name / f"{r.name}.npy"
+        assert Path(r.face) == (nested if dataset == "OVMERDPlus" else folder / ds.face_folder / f"{r.name}.npy")
         assert r.subtitle
         if ds.metric == "sentiment":
             assert r.openset == []
@@ -132,8 +134,10 @@ def test_same_seed_same_label_files(tmp_path):
                 }
         else:
             assert fa.read_bytes() == fb.read_bytes()
-        for f in (a.datasets[name] / ds.face_folder).iterdir():
-            assert f.read_bytes() == (b.datasets[name] / ds.face_folder / f.name).read_bytes()
+        faces = sorted((a.datasets[name] / ds.face_folder).rglob("*.npy"))
+        assert len(faces) == 2
+        for f in faces:
+            assert f.read_bytes() == (b.datasets[name] / f.relative_to(a.datasets[name])).read_bytes()
 
 
 def test_clear_errors(unibench, tmp_path):
@@ -141,7 +145,7 @@ def test_clear_errors(unibench, tmp_path):
         read_unibench("MELD", tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_unibench("MELD", tmp_path / "nowhere")
-    with pytest.raises(KeyError, match="unknown MER-UniBench dataset"):
+    with pytest.raises(BenchmarkError, match="unknown MER-UniBench dataset 'NOPE'"):
         read_unibench("NOPE", unibench.root)
     ds = DATASETS["MELD"]
     copy = tmp_path / "copy"
@@ -159,3 +163,17 @@ def test_clear_errors(unibench, tmp_path):
     (copy / ds.folder / ds.label_file).unlink()
     with pytest.raises(FileNotFoundError, match="label.npz"):
         read_unibench("MELD", copy)
+
+
+def test_ov_merd_plus_is_read_in_the_mer2025_ov_layout(unibench):
+    """Subtitles from subtitle_chieng.csv's `english` column, faces at openface_face/{name}/{name}.npy."""
+    import csv
+
+    ds = DATASETS["OVMERDPlus"]
+    folder = unibench.root / ds.folder
+    assert (ds.transcript_file, ds.transcript_column) == ("subtitle_chieng.csv", "english")
+    with open(folder / "subtitle_chieng.csv", newline="", encoding="utf-8") as f:
+        english = {row["name"]: row["english"] for row in csv.DictReader(f)}
+    for r in read_unibench("OVMERDPlus", unibench.root):
+        assert r.subtitle == english[r.name].strip() and r.face.endswith(f"openface_face/{r.name}/{r.name}.npy")
+        assert Path(r.face).is_file()
