@@ -19,38 +19,71 @@ from dataclasses import dataclass
 
 import torch
 
-from training.prompt import ANSWER_END, ASSISTANT_MARKER, QUESTIONS, encode_prompt
+from training.prompt import (ANSWER_END, ASSISTANT_MARKER, MAX_NEW_TOKENS, MAX_PROMPT_TOKENS, QUESTION_TASK,
+                             FittedPrompt, fit_prompt, question_for)
+from core.errors import ConfigError
 
 STOP_STRING = ANSWER_END  # "###": the trained answer ends with it
 # Check "all rows done?" (a host sync) every few steps only, so the host can queue GPU work ahead.
 CHECK_EVERY = 8
 
 
+# The release's sampling when the LLM's generation_config leaves top_k unset (transformers' default).
+HF_DEFAULT_TOP_K = 50
+
+
 @dataclass
 class GenerationConfig:
-    """Decoding settings; the defaults are ours (greedy), the released code sampled at T=1, p=0.9."""
+    """Decoding settings; the defaults are ours (greedy). :func:`released_config` gives the release's.
 
-    max_new_tokens: int = 64
+    ``max_new_tokens`` None: each row's task budget (``training.prompt.MAX_NEW_TOKENS``). The prompt
+    budget ``max_prompt_tokens`` is independent of it: only the subtitle is shortened to fit.
+    ``top_k`` 0 and ``repetition_penalty`` 1.0 are off.
+    """
+
+    max_new_tokens: int | None = None
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
-    max_prompt_tokens: int = 1024
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    top_k: int = 0
+    repetition_penalty: float = 1.0
 
     def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1 (or unset: per task), got {self.max_new_tokens}")
+        if self.max_prompt_tokens < 1:
+            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
         if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
+            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be within (0, 1], got {self.top_p}")
+            raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
+
+
+def released_config(llm, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> GenerationConfig:
+    """The release's decoding: sampling at temperature 1 and top-p 0.9, up to 1,200 new tokens, and the
+    rest (top-k, repetition penalty) from the LLM's own ``generation_config``, as ``generate`` merged it."""
+    gc = getattr(llm, "generation_config", None)
+    top_k = getattr(gc, "top_k", None)
+    penalty = getattr(gc, "repetition_penalty", None)
+    return GenerationConfig(max_new_tokens=1200, do_sample=True, temperature=1.0, top_p=0.9,
+                            max_prompt_tokens=max_prompt_tokens,
+                            top_k=HF_DEFAULT_TOP_K if top_k is None else int(top_k),
+                            repetition_penalty=1.0 if penalty is None else float(penalty))
 
 
 @dataclass
 class Decoded:
-    """One row's generated ids (stop token excluded) and why it stopped: eos, stop, length."""
+    """One row's generated ids (stop token excluded) and why it stopped: eos, stop, length, or
+    prompt-too-long (nothing generated: the prompt is over the budget even with no subtitle)."""
 
     tokens: list[int]
     finish: str
+    subtitle_cut: int = 0  # subtitle tokens dropped to fit the prompt budget
 
 
 def sample_seed(seed: int, name: str, task: str) -> int:
@@ -145,17 +178,27 @@ def decode(
     config: GenerationConfig | None = None,
     seeds: Sequence[int] | None = None,
     tokenizer=None,
+    max_new: Sequence[int] | None = None,
 ) -> list[Decoded]:
-    """Generate from left-padded ``embeds [B,T,H]``; each row stops at EOS, at ``###`` or at the length.
+    """Generate from left-padded ``embeds [B,T,H]``; each row stops at EOS, at ``###`` or at its length.
 
     Greedy unless ``config.do_sample``; then row ``i`` samples from its own generator seeded
-    with ``seeds[i]`` (default 0), after temperature and top-p. ``tokenizer`` enables the
-    ``###`` stop string (tracked on the device, see :func:`_stop_tables`).
+    with ``seeds[i]`` (default 0), after the repetition penalty, temperature, top-k and top-p
+    (transformers' order). ``tokenizer`` enables the ``###`` stop string (tracked on the device,
+    see :func:`_stop_tables`). ``max_new``: each row's new-token budget (default ``config.max_new_tokens``).
     """
     cfg = config or GenerationConfig()
     cfg.validate()
     device = embeds.device
     b = embeds.shape[0]
+    if max_new is None:
+        if cfg.max_new_tokens is None:
+            raise ConfigError("decode needs max_new (per row) or config.max_new_tokens")
+        max_new = [cfg.max_new_tokens] * b
+    if len(max_new) != b or min(max_new) < 1:
+        raise ValueError(f"max_new must hold one budget >= 1 per row, got {list(max_new)} for {b} rows")
+    limits = torch.as_tensor(list(max_new), dtype=torch.long, device=device)
+    longest = int(max(max_new))
     mask = attention_mask.to(device)
     position = (mask.cumsum(dim=1) - 1).clamp(min=0)
     eos = torch.as_tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=device)
@@ -168,7 +211,8 @@ def decode(
     # and the running count of trailing '#'. The host syncs only every CHECK_EVERY steps.
     done = torch.zeros(b, dtype=torch.bool, device=device)
     why = torch.zeros(b, dtype=torch.long, device=device)
-    keep = torch.full((b,), cfg.max_new_tokens, dtype=torch.long, device=device)
+    keep = limits.clone()
+    seen = None  # [B, vocab]: tokens each row has generated (for the repetition penalty)
     hashes = torch.zeros(b, dtype=torch.long, device=device)
     steps: list[torch.Tensor] = []
     embed_layer = llm.get_input_embeddings()
@@ -176,14 +220,25 @@ def decode(
     cache_kw, extra = _forward_kwargs(llm)
     out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True, **extra)
     last_pos = position[:, -1:]
-    for step in range(cfg.max_new_tokens):
+    for step in range(longest):
         logits = out.logits[:, -1, :].float()
+        if cfg.repetition_penalty != 1.0:
+            if seen is None:
+                seen = torch.zeros_like(logits, dtype=torch.bool)
+            penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+            logits = torch.where(seen, penalised, logits)
         if gens is None:
             nxt = logits.argmax(dim=-1)
         else:
-            probs = _top_p_filter(torch.softmax(logits / cfg.temperature, dim=-1), cfg.top_p)
+            logits = logits / cfg.temperature
+            if cfg.top_k:
+                kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = _top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
             nxt = torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(b)])
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        if seen is not None:
+            seen[torch.arange(b, device=device)[~done], nxt[~done]] = True
         steps.append(nxt)
         is_eos = torch.isin(nxt, eos) & ~done
         ended = is_eos
@@ -198,8 +253,8 @@ def decode(
             ended = ended | stop
         why = torch.where(is_eos, 1, why)
         keep = torch.where(is_eos, step, keep)  # EOS itself is not output
-        done = done | ended
-        if step == cfg.max_new_tokens - 1:
+        done = done | ended | (limits <= step + 1)  # a row at its length is done (why stays 0)
+        if step == longest - 1:
             break
         if (step + 1) % CHECK_EVERY == 0 and bool(done.all()):
             break
@@ -225,16 +280,22 @@ def eos_ids_of(model) -> list[int]:
     return sorted(ids)
 
 
-def build_inputs(model, subtitles: Sequence[str], tasks: Sequence[str], config: GenerationConfig):
-    """Left-padded prompt ids and mask for rows of (subtitle, task); the subtitle is cut to fit."""
-    tok = model.tokenizer
-    seqs = []
-    for subtitle, task in zip(subtitles, tasks, strict=True):
-        if task not in QUESTIONS:
-            raise ValueError(f"task {task!r} is not one of {sorted(QUESTIONS)}")
-        seqs.append(encode_prompt(tok, subtitle or "", QUESTIONS[task], model.spec.visual_stream,
-                                  max_tokens=config.max_prompt_tokens, reserve=config.max_new_tokens))
-    return left_pad(seqs, tok.pad_token_id)
+def fit_prompts(model, subtitles: Sequence[str], questions: Sequence[str], config: GenerationConfig) -> list[FittedPrompt]:
+    """Each row's prompt within ``config.max_prompt_tokens`` (only the subtitle is shortened)."""
+    return [fit_prompt(model.tokenizer, s or "", q, model.spec.visual_stream, config.max_prompt_tokens)
+            for s, q in zip(subtitles, questions, strict=True)]
+
+
+def task_budget(task: str, config: GenerationConfig) -> int:
+    """A row's new-token budget: ``config.max_new_tokens``, else its task's."""
+    return config.max_new_tokens or MAX_NEW_TOKENS.get(task, MAX_NEW_TOKENS[QUESTION_TASK])
+
+
+def build_inputs(model, subtitles: Sequence[str], tasks: Sequence[str], config: GenerationConfig,
+                 questions: Sequence[str] | None = None):
+    """Left-padded prompt ids and mask for rows of (subtitle, task or question); the subtitle is cut to fit."""
+    qs = list(questions) if questions is not None else [question_for(t) for t in tasks]
+    return left_pad([f.ids for f in fit_prompts(model, subtitles, qs, config)], model.tokenizer.pad_token_id)
 
 
 def generate(
@@ -245,21 +306,42 @@ def generate(
     tasks: Sequence[str],
     config: GenerationConfig | None = None,
     seeds: Sequence[int] | None = None,
+    questions: Sequence[str] | None = None,
 ) -> list[str]:
-    """Texts for a batch: ``visual [B,8,Dv]``, ``audio [B,8,Da]``, one subtitle and task per row."""
-    return [clean_output(t) for t in generate_raw(model, visual, audio, subtitles, tasks, config, seeds)[0]]
+    """Texts for a batch: ``visual [B,8,Dv]``, ``audio [B,8,Da]``, one subtitle and task per row.
+
+    ``questions`` (one per row) replaces the tasks' questions; the task still sets the row's budget.
+    """
+    texts, _ = generate_raw(model, visual, audio, subtitles, tasks, config, seeds, questions)
+    return [clean_output(t) for t in texts]
 
 
-def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None) -> tuple[list[str], list[Decoded]]:
-    """As :func:`generate`, but the uncleaned decoded texts and the per-row :class:`Decoded`."""
+def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None,
+                 questions=None) -> tuple[list[str], list[Decoded]]:
+    """As :func:`generate`, but the uncleaned decoded texts and the per-row :class:`Decoded`.
+
+    A row whose prompt is over the budget even without its subtitle generates nothing
+    (``finish == "prompt-too-long"``); the other rows are unaffected.
+    """
     cfg = config or GenerationConfig()
-    device = next(model.fusion.parameters()).device
-    ids, mask = build_inputs(model, subtitles, tasks, cfg)
-    ids, mask = ids.to(device), mask.to(device)
-    with torch.inference_mode():
-        mm = model.encode_multimodal(torch.as_tensor(visual).to(device), torch.as_tensor(audio).to(device))
-        embeds = model.inputs_embeds(ids, mm)
-    rows = decode(model.llm, embeds, mask, eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id,
-                  config=cfg, seeds=seeds, tokenizer=model.tokenizer)
+    cfg.validate()
+    qs = list(questions) if questions is not None else [question_for(t) for t in tasks]
+    fitted = fit_prompts(model, subtitles, qs, cfg)
+    rows: list[Decoded] = [Decoded([], "prompt-too-long", f.subtitle_tokens) for f in fitted]
+    live = [i for i, f in enumerate(fitted) if f.fits]
+    if live:
+        device = next(model.fusion.parameters()).device
+        ids, mask = left_pad([fitted[i].ids for i in live], model.tokenizer.pad_token_id)
+        ids, mask = ids.to(device), mask.to(device)
+        visual, audio = torch.as_tensor(visual), torch.as_tensor(audio)
+        with torch.inference_mode():
+            mm = model.encode_multimodal(visual[live].to(device), audio[live].to(device))
+            embeds = model.inputs_embeds(ids, mm)
+        out = decode(model.llm, embeds, mask, eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id,
+                     config=cfg, seeds=None if seeds is None else [seeds[i] for i in live],
+                     tokenizer=model.tokenizer, max_new=[task_budget(tasks[i], cfg) for i in live])
+        for i, r in zip(live, out):
+            r.subtitle_cut = fitted[i].subtitle_tokens - fitted[i].subtitle_kept
+            rows[i] = r
     texts = [model.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in rows]
     return texts, rows

@@ -4,17 +4,20 @@ Everything here is text in, text or token ids out: no model, no Ray. Training bu
 ``prompt + answer###<eos>`` with :func:`encode_example`; inference builds the same prompt
 with :func:`encode_prompt` and generates from it, so the two can never drift apart.
 
-Length rule (our choice; the released code cut the whole sequence at 1,024 tokens, which
-could cut the answer or a placeholder): when ``prompt + answer`` is longer than
-``max_tokens``, the **subtitle** is shortened (its longest token prefix that fits is kept).
-The placeholders, the question and the answer are never cut. If even an empty subtitle does
-not fit, the answer's tail is cut, but its last token is always EOS.
+Length rules (ours; the released code cut whole sequences, which could cut the answer or a
+placeholder): in training, when ``prompt + answer`` is longer than ``max_tokens``, the
+**subtitle** is shortened (its longest token prefix that fits is kept); the placeholders, the
+question and the answer are never cut, and if even an empty subtitle does not fit, the answer's
+tail is cut, its last token always EOS. In inference the prompt has a budget of its own
+(:data:`MAX_PROMPT_TOKENS`, whatever the answer's), again met by shortening only the subtitle
+(:func:`fit_prompt`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 Task = Literal["description", "ov"]
@@ -27,10 +30,33 @@ FRAME_TOKEN = "<FrameHere>"
 # Added to the tokenizer as special tokens, in this order (their ids follow the base vocab).
 PLACEHOLDER_TOKENS = (MULTI_TOKEN, AUDIO_TOKEN, FACE_TOKEN, FRAME_TOKEN)
 
+# The released model's task questions. MER-Caption+ trained the first two; the release asks the
+# others of its sentiment and discrete-emotion sets.
 QUESTIONS: dict[str, str] = {
     "description": "Please infer the person's emotional state and provide your reasoning process.",
     "ov": "Please recognize all possible emotional states of the character.",
+    "sentiment": "Please select the most likely sentiment label that can best describe the person's emotional "
+                 "state: positive, negative, neutral.",
 }
+# Closed-set labels over the candidates given (``--labels``), and valence over a range. The release
+# writes "ﬂoating-point" with the U+FB02 ligature; kept, so that the prompt is the released one.
+CLOSED_QUESTION = ("Please select the label that can best describe the person's emotional state from the "
+                   "provided candidate labels: {labels}.")
+VALENCE_QUESTION = ("Please identify the overall positive or negative emotional polarity of the main characters. "
+                    "The output should be a \ufb02oating-point number ranging from {low:g} to {high:g}. "
+                    "Here, {low:g} indicates extremely negative emotions, 0 indicates neutral emotions, and "
+                    "{high:g} indicates extremely positive emotions. "
+                    "Please provide your judgment as a \ufb02oating-point number.")
+# Named tasks, and the task name of a row that asks the user's own question.
+TASKS = ("ov", "description", "sentiment", "valence", "closed")
+QUESTION_TASK = "question"
+# New-token budgets by task: the labels are one short sentence, a description runs long (the
+# release allows 1,200 new tokens for everything).
+MAX_NEW_TOKENS = {"ov": 64, "sentiment": 32, "valence": 32, "closed": 32, "description": 1200,
+                  QUESTION_TASK: 1200}
+# Prompt budget, independent of the answer's: the release generates within 2,000 tokens and up to
+# 1,200 new ones, so its prompt keeps at most 800 (it cuts from the left; we shorten only the subtitle).
+MAX_PROMPT_TOKENS = 800
 OV_ANSWER = "The character's emotional state is {labels}."
 ANSWER_END = "###"  # the target is `answer###` then EOS
 ASSISTANT_MARKER = "###Assistant: "
@@ -59,6 +85,23 @@ def build_prompt(subtitle: str, question: str, visual: VisualStream = "face") ->
     if visual not in _VISUAL:
         raise ValueError(f"visual stream must be 'face' or 'frame', got {visual!r}")
     return _PROMPT.format(visual=_VISUAL[visual], subtitle=subtitle or "", question=question)
+
+
+def question_for(task: str, labels: Sequence[str] = (), valence_range: tuple[float, float] = (-1.0, 1.0)) -> str:
+    """The released question of a named task; ``closed`` needs the candidate ``labels``."""
+    if task in QUESTIONS:
+        return QUESTIONS[task]
+    if task == "valence":
+        low, high = valence_range
+        if not low < 0 < high:
+            raise ValueError(f"valence range must be low < 0 < high, got {valence_range}")
+        return VALENCE_QUESTION.format(low=low, high=high)
+    if task == "closed":
+        words = [w.strip() for w in labels if w and w.strip()]
+        if len(words) < 2:
+            raise ValueError(f"the closed-set task needs at least two candidate labels, got {list(labels)}")
+        return CLOSED_QUESTION.format(labels=", ".join(words))
+    raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)}; or ask your own question)")
 
 
 def ov_answer(labels: Sequence[str] | None) -> str:
@@ -111,6 +154,37 @@ def _fit_subtitle(tokenizer, subtitle: str, question: str, visual: VisualStream,
         else:
             hi = mid
     return best
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """Prompt ids within a budget, and what it cost the subtitle."""
+
+    ids: list[int]
+    subtitle_tokens: int  # the subtitle's tokens
+    subtitle_kept: int  # of which the prompt keeps this many (a prefix)
+    fits: bool  # False: even with no subtitle the prompt is over the budget (``ids`` is then that prompt)
+
+    @property
+    def shortened(self) -> bool:
+        return self.subtitle_kept < self.subtitle_tokens
+
+
+def fit_prompt(tokenizer, subtitle: str, question: str, visual: VisualStream = "face",
+               max_tokens: int = MAX_PROMPT_TOKENS) -> FittedPrompt:
+    """The prompt of ``(subtitle, question)`` within ``max_tokens``, shortening only the subtitle."""
+    subtitle = subtitle or ""
+    ids = _ids(tokenizer, build_prompt(subtitle, question, visual))
+    total = len(_ids(tokenizer, subtitle)) if subtitle else 0
+    if len(ids) <= max_tokens:
+        return FittedPrompt(ids, total, total, True)
+    fitted = _fit_subtitle(tokenizer, subtitle, question, visual, max_tokens)
+    bare = len(_ids(tokenizer, build_prompt("", question, visual)))
+    if len(fitted) > max_tokens:
+        return FittedPrompt(fitted, total, 0, False)
+    # The kept prefix's length: the fitted prompt's extra tokens over the bare one (BPE merges at
+    # the subtitle's edges can shift this by a token; it is a count for the summary, not an index).
+    return FittedPrompt(fitted, total, min(max(len(fitted) - bare, 0), total - 1), True)
 
 
 def encode_prompt(
