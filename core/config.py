@@ -60,11 +60,11 @@ class RayConfig:
 
     def validate(self) -> None:
         if self.task_events_max < 0:
-            raise ValueError(f"task_events_max must be 0 (Ray's default) or > 0, got {self.task_events_max}")
+            raise ConfigError(f"task_events_max must be 0 (Ray's default) or > 0, got {self.task_events_max}")
         if self.num_cpus is not None and self.num_cpus < 1:
-            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+            raise ConfigError(f"num_cpus must be >= 1, got {self.num_cpus}")
         if self.object_store_mb and self.object_store_mb < 100:
-            raise ValueError(f"object_store_mb must be 0 (Ray's default) or >= 100, got {self.object_store_mb}")
+            raise ConfigError(f"object_store_mb must be 0 (Ray's default) or >= 100, got {self.object_store_mb}")
 
 
 @dataclass
@@ -186,7 +186,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     if callable(validate):
         try:
             validate()
-        except ValueError as exc:
+        except ConfigError as exc:  # name the section: the message names only the field
             raise ConfigError(f"{prefix or 'config'}: {exc}") from None
     return obj
 

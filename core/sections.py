@@ -1,6 +1,6 @@
 """The run-config sections of each stage: preprocessing, store, model, training, labeling, scoring.
 
-Plain dataclasses with a ``validate`` that raises ``ValueError`` naming the field;
+Plain dataclasses with a ``validate`` that raises ``ConfigError`` naming the field;
 :mod:`core.config` composes them into :class:`core.config.Config` and loads YAML into them.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from core.errors import ConfigError
 
 
 @dataclass
@@ -28,9 +30,9 @@ class StoreConfig:
 
     def validate(self) -> None:
         if self.samples_per_chunk < 1:
-            raise ValueError(f"samples_per_chunk must be >= 1, got {self.samples_per_chunk}")
+            raise ConfigError(f"samples_per_chunk must be >= 1, got {self.samples_per_chunk}")
         if not -7 <= self.compression_level <= 22:
-            raise ValueError(f"compression_level must be in [-7, 22] (zstd), got {self.compression_level}")
+            raise ConfigError(f"compression_level must be in [-7, 22] (zstd), got {self.compression_level}")
 
 
 @dataclass
@@ -83,33 +85,33 @@ class PreprocessConfig:
 
     def validate(self) -> None:
         if self.num_frames < 1:
-            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+            raise ConfigError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+            raise ConfigError(f"image_size must be >= 1, got {self.image_size}")
         if self.sample_rate < 1000:
-            raise ValueError(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
+            raise ConfigError(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
         if self.num_clips < 2:
-            raise ValueError(f"num_clips must be >= 2, got {self.num_clips}")
+            raise ConfigError(f"num_clips must be >= 2, got {self.num_clips}")
         if self.clip_seconds <= 0:
-            raise ValueError(f"clip_seconds must be > 0, got {self.clip_seconds}")
+            raise ConfigError(f"clip_seconds must be > 0, got {self.clip_seconds}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.write_batch_size < 1:
-            raise ValueError(f"write_batch_size must be >= 1, got {self.write_batch_size}")
+            raise ConfigError(f"write_batch_size must be >= 1, got {self.write_batch_size}")
         if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise ValueError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
+            raise ConfigError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
         if self.object_store_mb < 0:
-            raise ValueError(f"object_store_mb must be >= 0, got {self.object_store_mb}")
+            raise ConfigError(f"object_store_mb must be >= 0, got {self.object_store_mb}")
         for key in ("decode_actors", "encoder_actors", "torch_threads"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("decode_cpus", "encoder_cpus", "writer_cpus", "encoder_gpus", "read_cpus"):
             if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.encoder_pools not in ("fused", "separate"):
-            raise ValueError(f"encoder_pools must be fused or separate, got {self.encoder_pools!r}")
+            raise ConfigError(f"encoder_pools must be fused or separate, got {self.encoder_pools!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
 @dataclass
@@ -128,9 +130,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.lora_r < 1:
-            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
+            raise ConfigError(f"lora_r must be >= 1, got {self.lora_r}")
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be within [0, 1), got {self.lora_dropout}")
+            raise ConfigError(f"lora_dropout must be within [0, 1), got {self.lora_dropout}")
 
 
 @dataclass
@@ -167,29 +169,29 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+            raise ConfigError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.micro_batch_size < 1 or self.global_batch_size < 1:
-            raise ValueError("global_batch_size and micro_batch_size must be >= 1")
+            raise ConfigError("global_batch_size and micro_batch_size must be >= 1")
         per_step = self.micro_batch_size * self.workers
         if self.global_batch_size % per_step:
-            raise ValueError(
+            raise ConfigError(
                 f"global_batch_size {self.global_batch_size} must be a multiple of "
                 f"micro_batch_size x workers = {self.micro_batch_size} x {self.workers}"
             )
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_tokens < 64:
-            raise ValueError(f"max_tokens must be >= 64, got {self.max_tokens}")
+            raise ConfigError(f"max_tokens must be >= 64, got {self.max_tokens}")
         if not 0.0 <= self.description_prob <= 1.0:
-            raise ValueError(f"description_prob must be within [0, 1], got {self.description_prob}")
+            raise ConfigError(f"description_prob must be within [0, 1], got {self.description_prob}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be within [0, 1], got {self.min_lr_ratio}")
+            raise ConfigError(f"min_lr_ratio must be within [0, 1], got {self.min_lr_ratio}")
         if self.cpus_per_worker <= 0:
-            raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+            raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
 
 
 @dataclass
@@ -212,19 +214,21 @@ class LabelConfig:
 
     def validate(self) -> None:
         if self.actors < 1:
-            raise ValueError(f"actors must be >= 1, got {self.actors}")
+            raise ConfigError(f"actors must be >= 1, got {self.actors}")
         if self.actor_cpus < 0 or self.actor_gpus < 0:
-            raise ValueError("actor_cpus and actor_gpus must be >= 0")
+            raise ConfigError("actor_cpus and actor_gpus must be >= 0")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.torch_threads < 0:
-            raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
+            raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be within (0, 1], got {self.top_p}")
+            raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
 
 
 @dataclass

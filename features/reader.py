@@ -17,7 +17,7 @@ import pandas as pd
 
 from features.spec import EncoderSpec
 from features.store import FeatureStore, feature_group
-from core.errors import StoreError
+from core.errors import InputError, StoreError
 
 VISUAL = ("face", "frame")
 LABEL_FILES = {
@@ -44,7 +44,7 @@ def read_corpus_labels(corpus_root: str, subset: str = "mercaptionplus", storage
     import fsspec
 
     if subset not in LABEL_FILES:
-        raise ValueError(f"read_corpus_labels: subset {subset!r} is not one of {sorted(LABEL_FILES)}")
+        raise InputError(f"read_corpus_labels: subset {subset!r} is not one of {sorted(LABEL_FILES)}")
     fs, root = fsspec.core.url_to_fs(str(corpus_root), **(storage_options or {}))
     track2, track3 = (f"{root.rstrip('/')}/{f}" for f in LABEL_FILES[subset])
 
@@ -52,11 +52,14 @@ def read_corpus_labels(corpus_root: str, subset: str = "mercaptionplus", storage
         if not fs.exists(path):
             return None
         with fs.open(path, "rb") as f:
-            # keep_default_na off: a sample named "NA" or "null" stays a name
-            df = pd.read_csv(f, dtype=str, keep_default_na=False, encoding="utf-8")
+            try:
+                # keep_default_na off: a sample named "NA" or "null" stays a name
+                df = pd.read_csv(f, dtype=str, keep_default_na=False, encoding="utf-8")
+            except ValueError as exc:  # pandas' ParserError, UnicodeDecodeError
+                raise InputError(f"{path}: cannot read it as a UTF-8 CSV: {exc}") from None
         missing = [c for c in ("name", column) if c not in df.columns]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; expected 'name' and {column!r}, found {list(df.columns)}")
+            raise InputError(f"{path}: missing column(s) {missing}; expected 'name' and {column!r}, found {list(df.columns)}")
         return df[["name", column]].drop_duplicates("name", keep="last")
 
     t2, t3 = load(track2, "openset"), load(track3, "reason")
@@ -74,7 +77,7 @@ def read_corpus_labels(corpus_root: str, subset: str = "mercaptionplus", storage
 def normalize_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """Labels as ``name, openset (list[str] or None when unlabelled), reason (str or None)``."""
     if "name" not in labels.columns:
-        raise ValueError(f"labels need a 'name' column, found {list(labels.columns)}")
+        raise InputError(f"labels need a 'name' column, found {list(labels.columns)}")
     n = len(labels)
     openset = [None if _missing(v) else _parse_openset(v) for v in labels["openset"]] if "openset" in labels else [None] * n
     reason = (
@@ -100,7 +103,7 @@ class _Selection:
 def _select(store: FeatureStore, visual: str, specs: Any) -> _Selection:
     if specs is None:
         if visual not in VISUAL:
-            raise ValueError(f"visual: {visual!r} is not one of {list(VISUAL)}")
+            raise InputError(f"visual: {visual!r} is not one of {list(VISUAL)}")
         specs = [visual, "audio"]
     resolved = store.resolve(specs)
     vis = [s for s in resolved if s.modality in VISUAL]

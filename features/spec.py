@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from core.errors import MissingFileError
+from core.errors import MissingFileError, StoreError
 
 MODALITIES = ("frame", "face", "audio")
 DTYPES = ("float16", "float32")
@@ -77,11 +77,15 @@ class EncoderSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EncoderSpec":
+        """A spec read back from store metadata; one that does not fit is a ``StoreError``."""
         known = {"modality", "encoder", "weights_hash", "layer", "pooling", "dim", "num_steps", "preprocess", "dtype"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"EncoderSpec: unknown fields {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**dict(data))
+            raise StoreError(f"EncoderSpec: unknown fields {sorted(unknown)} (known: {sorted(known)})")
+        try:
+            return cls(**dict(data))
+        except (TypeError, ValueError) as exc:  # a missing field, a bad value
+            raise StoreError(f"malformed encoder spec {dict(data)!r}: {exc}") from None
 
     @classmethod
     def from_json(cls, text: str) -> "EncoderSpec":

@@ -68,7 +68,7 @@ def discover(unibench_root: str | Path) -> list[str]:
     found = [name for name, ds in DATASETS.items() if (root / ds.folder).is_dir()]
     if not found:
         expected = ", ".join(ds.folder for ds in DATASETS.values())
-        raise MissingFileError(f"{root} holds none of the MER-UniBench folders ({expected})")
+        raise BenchmarkError(f"{root} holds none of the MER-UniBench folders ({expected})")
     return found
 
 

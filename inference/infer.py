@@ -66,7 +66,8 @@ def infer(
     seed: int | None = None,
 ) -> InferResult:
     """Run the model on one video; ``task`` is ov, description or both. Raises ``InputError`` /
-    ``FileNotFoundError`` naming the file for missing or unreadable media."""
+    ``FileNotFoundError`` naming the file for missing or unreadable media, ``ModelRefError`` for a
+    model that cannot be resolved."""
     import numpy as np
     import torch
 
@@ -75,7 +76,6 @@ def infer(
     from inference.labeling import plan_encoders, task_list
     from training.checkpoint import read_spec
     from registry.resolve import load_model, resolve_model
-    from core.errors import ModelRefError
     from scoring.parse import parse_template
     from core.tracking import tracking_uri as resolve_uri
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
@@ -93,11 +93,8 @@ def infer(
     p = dataclasses.replace(cfg.preprocess, layout="folder", asr=bool(want_asr),
                             faces="openface" if face_path else ("opencv" if cfg.preprocess.faces == "openface"
                                                                 else cfg.preprocess.faces))
-    try:
-        resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
-                                 llm_path=llm_path)
-    except ModelRefError as exc:
-        raise InputError(str(exc)) from None
+    resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
+                             llm_path=llm_path)
     spec = read_spec(resolved.checkpoint)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
     plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipelines.errors import SampleError
 from pipelines.frames import uniform_indices
-from core.errors import MissingFileError
+from core.errors import InputError, MissingFileError
 
 BACKENDS = ("openface", "opencv", "pyfeat")
 
@@ -97,11 +97,11 @@ class HaarFaces:
 
         why = haar_available()
         if why:
-            raise RuntimeError(why)
+            raise InputError(f"faces=opencv: {why}")
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
-            raise RuntimeError(f"cannot load the OpenCV Haar cascade {path}")
+            raise InputError(f"faces=opencv: cannot load the OpenCV Haar cascade {path}")
         self.min_size = min_size
 
     def detect(self, frame_rgb: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -130,7 +130,7 @@ class PyFeatFaces:
         try:
             from feat import Detector
         except ImportError as exc:
-            raise RuntimeError("faces=pyfeat needs the optional extra: pip install 'affectflow[pyfeat]'") from exc
+            raise InputError("faces=pyfeat needs the optional extra: pip install 'affectflow[pyfeat]'") from exc
         self.detector = Detector(device=device)
 
     def detect(self, frame_rgb: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -37,15 +37,18 @@ class Prediction:
 def _table(path: Path):
     import pandas as pd
 
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix in (".csv", ".tsv"):
+    if path.suffix not in (".parquet", ".csv", ".tsv"):
+        raise InputError(
+            f"{path}: unsupported predictions format (use .csv, .parquet or a reference .npz)"
+        )
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
         return pd.read_csv(
             path, sep="\t" if path.suffix == ".tsv" else ",", keep_default_na=False, dtype=str
         )
-    raise ValueError(
-        f"{path}: unsupported predictions format (use .csv, .parquet or a reference .npz)"
-    )
+    except ValueError as exc:  # pyarrow's ArrowInvalid, pandas' ParserError, UnicodeDecodeError
+        raise InputError(f"{path}: cannot read it as a {path.suffix[1:]} table: {exc}") from None
 
 
 def load_predictions(path: str | Path) -> dict[str, Prediction]:
@@ -67,23 +70,23 @@ def load_predictions(path: str | Path) -> dict[str, Prediction]:
                 n: Prediction(openset=v if isinstance(v, str) else format_openset(parse_openset(v)))
                 for n, v in items.items()
             }
-        raise ValueError(
+        raise InputError(
             f"{path}: expected 'name2reason' or 'filenames'+'fileitems' arrays, "
             f"found {sorted(keys)}"
         )
     df = _table(path)
     if "name" not in df.columns:
-        raise ValueError(f"{path}: missing column 'name' (has {list(df.columns)})")
+        raise InputError(f"{path}: missing column 'name' (has {list(df.columns)})")
     present = [c for c in ("openset", "text", "sentiment") if c in df.columns]
     if not present:
-        raise ValueError(
+        raise InputError(
             f"{path}: needs an 'openset', 'text' or 'sentiment' column (has {list(df.columns)})"
         )
     out: dict[str, Prediction] = {}
     for row, record in enumerate(df.to_dict("records"), start=2):
         name = str(record["name"])
         if name in out:
-            raise ValueError(f"{path} row {row}: duplicate name {name!r}")
+            raise InputError(f"{path} row {row}: duplicate name {name!r}")
         out[name] = Prediction(**{c: _text(record[c]) for c in present})
     return out
 
@@ -123,7 +126,7 @@ def resolve_opensets(
             )
         missing_text = [n for n in free if preds[n].text is None]
         if missing_text:
-            raise ValueError(
+            raise InputError(
                 f"{source}: {len(missing_text)} predictions have no usable value "
                 f"(e.g. {missing_text[0]!r})"
             )

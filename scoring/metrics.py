@@ -67,7 +67,7 @@ def ov_fscore(gold: Mapping[str, Any], pred: Mapping[str, Any], wheel: EmotionWh
                 precisions.append(hit / len(p))
                 recalls.append(hit / len(g))
         if not precisions:
-            raise ValueError(f"no gold label maps onto wheel {k}: nothing to score")
+            raise InputError(f"no gold label maps onto wheel {k}: nothing to score")
         precision, recall = _mean(precisions), _mean(recalls)
         # The reference divides unguarded (NaN when P=R=0); 0 is the F-score's limit there.
         f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
@@ -100,7 +100,7 @@ def hit_rate(gold: Mapping[str, str], pred: Mapping[str, Any], wheel: EmotionWhe
             # |P∩G| as the reference counts it: 0 or 1, since the gold is one label.
             hits.append(float(len(g & wheel.map_labels(pred_lists[n], k))))
         if not hits:
-            raise ValueError(f"no gold label maps onto wheel {k}: nothing to score")
+            raise InputError(f"no gold label maps onto wheel {k}: nothing to score")
         per_wheel.append({"wheel": k, "hit_rate": _mean(hits), "n": len(hits)})
     return {"hit_rate": _mean([w["hit_rate"] for w in per_wheel]), "per_wheel": per_wheel}
 
@@ -126,7 +126,7 @@ def sentiment(gold: Mapping[str, float], pred: Mapping[str, Any]) -> dict:
     _check_covered(gold, pred)
     names = sorted(n for n in gold if float(gold[n]) != 0)
     if not names:
-        raise ValueError("every gold value is 0: nothing to score")
+        raise InputError("every gold value is 0: nothing to score")
     y_true = [float(gold[n]) > 0 for n in names]
     y_pred = [sentiment_value(pred[n]) > 0 for n in names]
     return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Sequence
-from core.errors import MissingFileError
+from core.errors import MissingFileError, ModelRefError
 
 # "The character's emotional state is", tolerant of case, quoting, the possessive form,
 # "states are" and a leading bracket/quote; anchored at the start so that a description
@@ -136,6 +136,8 @@ class LLMExtractor:
         path = Path(model_path)
         if not path.is_dir():
             raise MissingFileError(f"extractor model folder {path} does not exist")
+        if not (path / "config.json").is_file():
+            raise ModelRefError(f"extractor {path} is not a Hugging Face model folder (no config.json)")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.padding_side = "left"

@@ -13,6 +13,7 @@ import codecs
 import io
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +79,29 @@ def restricted_loads(data: bytes, source: str = "<pickle>") -> Any:
 
 
 def _read_header(fp, source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = npy_format.read_magic(fp)
-    if version == (1, 0):
-        return npy_format.read_array_header_1_0(fp)
-    if version == (2, 0):
-        return npy_format.read_array_header_2_0(fp)
-    if version == (3, 0) and hasattr(npy_format, "_read_array_header"):
-        return npy_format._read_array_header(fp, version)
-    raise ValueError(f"{source}: unsupported .npy format version {version}")
+    try:
+        version = npy_format.read_magic(fp)
+        if version == (1, 0):
+            return npy_format.read_array_header_1_0(fp)
+        if version == (2, 0):
+            return npy_format.read_array_header_2_0(fp)
+        if version == (3, 0) and hasattr(npy_format, "_read_array_header"):
+            return npy_format._read_array_header(fp, version)
+    except ValueError as exc:  # numpy's "the magic string is not correct", a garbled header
+        raise InputError(f"{source}: not a .npy array ({exc})") from None
+    raise InputError(f"{source}: unsupported .npy format version {version}")
 
 
 def read_npy(fp, source: str = "<npy>") -> np.ndarray:
     """One ``.npy`` stream; object arrays go through the restricted unpickler."""
     shape, fortran_order, dtype = _read_header(fp, source)
     if dtype.hasobject:
-        array = RestrictedUnpickler(fp, source=source).load()
+        try:
+            array = RestrictedUnpickler(fp, source=source).load()
+        except UnsafeNpzError:
+            raise
+        except (pickle.UnpicklingError, EOFError) as exc:  # a truncated or garbled pickle
+            raise InputError(f"{source}: unreadable object array ({exc})") from None
         if not isinstance(array, np.ndarray):
             raise UnsafeNpzError(
                 f"{source}: object payload is a {type(array).__name__}, not an array"
@@ -101,7 +110,7 @@ def read_npy(fp, source: str = "<npy>") -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     data = fp.read(count * dtype.itemsize)
     if len(data) != count * dtype.itemsize:
-        raise ValueError(f"{source}: truncated array data")
+        raise InputError(f"{source}: truncated array data")
     array = np.frombuffer(data, dtype=dtype, count=count).copy()
     if fortran_order:
         return array.reshape(shape[::-1]).transpose()
@@ -119,13 +128,16 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise ValueError(f"{path} is not an .npz (zip) file") from None
+        raise InputError(f"{path} is not an .npz (zip) file") from None
     out: dict[str, np.ndarray] = {}
     with archive:
         for member in sorted(archive.namelist()):
             key = member[:-4] if member.endswith(".npy") else member
-            with archive.open(member) as fp:
-                out[key] = read_npy(io.BufferedReader(fp), f"{path}[{key}]")
+            try:
+                with archive.open(member) as fp:
+                    out[key] = read_npy(io.BufferedReader(fp), f"{path}[{key}]")
+            except (zipfile.BadZipFile, zlib.error) as exc:  # a bad CRC, corrupt deflate data
+                raise InputError(f"{path}[{key}]: corrupt zip member ({exc})") from None
     return out
 
 
@@ -142,7 +154,7 @@ def load_key(path: str | Path, key: str) -> Any:
     """One entry of an ``.npz``, as plain Python data (``.tolist()`` of the array)."""
     arrays = load_npz(path)
     if key not in arrays:
-        raise KeyError(f"{path} has no array {key!r} (has {sorted(arrays)})")
+        raise InputError(f"{path} has no array {key!r} (has {sorted(arrays)})")
     return _plain(arrays[key])
 
 
@@ -150,7 +162,7 @@ def load_name2reason(path: str | Path) -> dict[str, Any]:
     """A reference inference result file: ``{name: generated text}`` under key ``name2reason``."""
     value = load_key(path, "name2reason")
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: 'name2reason' holds a {type(value).__name__}, expected a dict")
+        raise InputError(f"{path}: 'name2reason' holds a {type(value).__name__}, expected a dict")
     return {str(k): v for k, v in value.items()}
 
 
@@ -159,8 +171,8 @@ def load_filenames_items(path: str | Path) -> dict[str, Any]:
     arrays = load_npz(path)
     for key in ("filenames", "fileitems"):
         if key not in arrays:
-            raise KeyError(f"{path} has no array {key!r} (has {sorted(arrays)})")
+            raise InputError(f"{path} has no array {key!r} (has {sorted(arrays)})")
     names, items = arrays["filenames"].tolist(), arrays["fileitems"].tolist()
     if len(names) != len(items):
-        raise ValueError(f"{path}: {len(names)} filenames but {len(items)} fileitems")
+        raise InputError(f"{path}: {len(names)} filenames but {len(items)} fileitems")
     return {str(n): _plain(i) for n, i in zip(names, items, strict=True)}

@@ -47,6 +47,18 @@ def _require(path: Path) -> Path:
     return path
 
 
+def _read_table(path: Path, reader):
+    """``reader(path)`` (pandas' read_csv or read_excel); a file it cannot parse is a ``WheelError``."""
+    import zipfile
+
+    try:
+        return reader(_require(path))
+    # ParserError and "format cannot be determined" are ValueErrors; a zip that is no xlsx gives
+    # a KeyError, a truncated one BadZipFile.
+    except (ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise WheelError(f"emotion wheel: cannot read {path}: {exc}") from None
+
+
 def _require_columns(df, path: Path, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
@@ -67,7 +79,7 @@ def read_format(path: Path) -> dict[str, list[str]]:
 
     # pandas' default NA handling on purpose: it is how the reference reads this file
     # (the empty `format` cell of "no words" becomes no forms).
-    df = pd.read_csv(_require(path))
+    df = _read_table(path, pd.read_csv)
     _require_columns(df, path, ("name", "format"))
     form2bases: dict[str, list[str]] = {}
     for base, forms in zip(df["name"], df["format"], strict=True):
@@ -85,7 +97,7 @@ def read_synonyms(path: Path) -> dict[str, list[str]]:
     """Synonym (or the word itself) -> wheel words, the union over the 8 runs."""
     import pandas as pd
 
-    df = pd.read_excel(_require(path))
+    df = _read_table(path, pd.read_excel)
     columns = [
         f"{kind}_run{r}" for r in range(1, N_SYNONYM_RUNS + 1) for kind in ("word", "synonym")
     ]
@@ -108,7 +120,7 @@ def read_wheel_tree(path: Path) -> dict[str, dict[str, list[str]]]:
     """``{level1: {level2: [level3, ...]}}``; a blank cell repeats the value above it."""
     import pandas as pd
 
-    df = pd.read_excel(_require(path))
+    df = _read_table(path, pd.read_excel)
     _require_columns(df, path, ("level1", "level2", "level3"))
     tree: dict[str, dict[str, list[str]]] = {}
     current = {"level1": "", "level2": "", "level3": ""}

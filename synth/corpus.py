@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import InputError
+
 # The MER 6-way label set (MER2023/2024 `label-6way.npz` spelling).
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "worried", "surprise")
 
@@ -489,7 +491,7 @@ def corpus_emotions(n: int, seed: int = 0) -> list[str]:
 def write_corpus(out: str | Path, n: int, seed: int = 0) -> CorpusSummary:
     """Write an ``n``-sample MER2025-layout corpus under ``out``; same seed, same corpus."""
     if n < 1:
-        raise ValueError(f"n={n}: a corpus needs at least one sample")
+        raise InputError(f"n={n}: a corpus needs at least one sample")
     t0 = time.perf_counter()
     root = Path(out)
     records = []

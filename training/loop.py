@@ -30,7 +30,7 @@ import torch
 
 from training.checkpoint import DS_DIR, DS_TAG, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
-from core.errors import MissingFileError
+from core.errors import ConfigError, MissingFileError
 
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -198,8 +198,9 @@ def steps_plan(n_samples: int, train_cfg, world: int) -> tuple[int, int, int]:
     natural = per_rank // (train_cfg.micro_batch_size * accum)
     per_epoch = train_cfg.steps_per_epoch or natural
     if per_epoch < 1:
-        raise ValueError(
-            f"{n_samples} samples are fewer than one global batch of {train_cfg.global_batch_size}"
+        raise ConfigError(
+            f"{n_samples} samples are fewer than one global batch of {train_cfg.global_batch_size}: "
+            "lower train.global_batch_size"
         )
     return accum, per_epoch, per_epoch * train_cfg.epochs
 
@@ -301,7 +302,7 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
     if hooks.resume_from:
         state = read_state(hooks.resume_from)
         if state.get("world") != world or state.get("zero_stage") != tc.zero_stage:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint {hooks.resume_from} was written by {state.get('world')} workers at ZeRO "
                 f"{state.get('zero_stage')}; resuming needs the same (got {world}, {tc.zero_stage})")
         engine.load_checkpoint(str(Path(hooks.resume_from) / DS_DIR), tag=DS_TAG, load_module_strict=False,

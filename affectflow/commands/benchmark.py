@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from core.errors import InputError
 from affectflow.options import add_config_options, config_from_args
 
 
-def run_benchmark(models, unibench_root, datasets, out, *, batch_size, seed, wheel_dir,
-                  extractor=None, labeler=None, cfg=None, encoders=None) -> dict:
-    """`inference.benchmark.benchmark` with user-fixable problems turned into ``InputError``."""
-    from inference.benchmark import benchmark
-    from scoring.evaluate import NeedsExtractorError
-    from core.errors import WheelError
-
-    try:
-        return benchmark(models, unibench_root, datasets, out, batch_size=batch_size, seed=seed,
-                         extractor=extractor, wheel_dir=wheel_dir, labeler=labeler, cfg=cfg,
-                         encoders=encoders)
-    except (KeyError, ValueError, WheelError, NeedsExtractorError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise InputError(str(message)) from None
-
-
 def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from inference.benchmark import benchmark
+
     extra = [f"score.wheel_dir={args.wheel}"] if args.wheel else []
     if args.batch_size is not None:
         extra.append(f"label.batch_size={args.batch_size}")
@@ -33,7 +18,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         extra.append(f"seed={args.seed}")
     cfg = config_from_args(args, extra)
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
-    scores = run_benchmark(
+    scores = benchmark(
         args.model, args.unibench_root, datasets or None, args.out,
         batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
         extractor=args.extractor, cfg=cfg, encoders=args.models,
@@ -49,10 +34,7 @@ def _cmd_synth_unibench(args: argparse.Namespace) -> int:
     from synth.unibench import write_unibench
 
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
-    try:
-        print(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
-    except (KeyError, ValueError) as exc:
-        raise InputError(str(exc.args[0] if exc.args else exc)) from None
+    print(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
     return 0
 
 

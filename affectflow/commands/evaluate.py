@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.errors import InputError
 from affectflow.options import add_config_options, config_from_args
 
 
@@ -17,20 +16,15 @@ def run_evaluate(
     extractor_path: str | None = None,
     extractor_batch_size: int = 16,
 ) -> dict:
-    """Score one dataset; user-fixable problems come back as ``InputError``."""
+    """Score one dataset, loading the LLM extractor from ``extractor_path`` when given."""
     from scoring.evaluate import evaluate
-    from core.errors import WheelError
 
     extractor = None
-    try:
-        if extractor_path:
-            from scoring.parse import LLMExtractor
+    if extractor_path:
+        from scoring.parse import LLMExtractor
 
-            extractor = LLMExtractor(extractor_path, batch_size=extractor_batch_size)
-        return evaluate(dataset, gt, predictions, wheel_dir, extractor=extractor)
-    except (KeyError, ValueError, WheelError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise InputError(str(message)) from None
+        extractor = LLMExtractor(extractor_path, batch_size=extractor_batch_size)
+    return evaluate(dataset, gt, predictions, wheel_dir, extractor=extractor)
 
 
 def format_table(result: dict) -> str:

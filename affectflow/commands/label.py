@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from core.errors import InputError
 from affectflow.options import add_config_options, config_from_args
 
 MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
@@ -51,16 +50,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from core.errors import ModelRefError
     from registry.register import log_and_register
 
     extra = [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else []
     cfg = config_from_args(args, extra)
-    try:
-        result = log_and_register(args.checkpoint, cfg, uri=args.mlflow_uri, name=args.name, alias=args.alias,
-                                  bundle_base=not args.no_bundle_base, llm_path=args.llm_path)
-    except ModelRefError as exc:
-        raise InputError(str(exc)) from None
+    result = log_and_register(args.checkpoint, cfg, uri=args.mlflow_uri, name=args.name, alias=args.alias,
+                              bundle_base=not args.no_bundle_base, llm_path=args.llm_path)
     if result is None:
         return 1
     print(json.dumps(result.__dict__, indent=2))

@@ -71,14 +71,7 @@ def format_inspect(report: dict[str, Any]) -> str:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from core.errors import StoreError
-
-    from core.errors import InputError
-
-    try:
-        report = store_inspect(args.path, _storage_options(args.storage_options))
-    except StoreError as exc:
-        raise InputError(str(exc)) from None
+    report = store_inspect(args.path, _storage_options(args.storage_options))
     print(json.dumps(report, indent=2) if args.json else format_inspect(report))
     return 0
 

@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from core.errors import InputError
 from scoring.safe_npz import (
     UnsafeNpzError,
     load_filenames_items,
@@ -55,7 +56,7 @@ def test_round_trip_dict_of_dicts_and_plain_arrays(tmp_path):
     np.testing.assert_array_equal(arrays["ints"], np.arange(6, dtype=np.int16).reshape(2, 3))
     np.testing.assert_array_equal(arrays["fortran"], np.arange(6.0).reshape(2, 3))
     assert arrays["words"].tolist() == ["a", "bc"]
-    with pytest.raises(KeyError, match="has no array 'nope'"):
+    with pytest.raises(InputError, match="has no array 'nope'"):
         load_key(path, "nope")
 
 
@@ -116,6 +117,22 @@ def test_not_a_zip_and_missing_file(tmp_path):
         load_npz(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_npz(tmp_path / "none.npz")
+
+
+def test_garbled_members_are_input_errors(tmp_path):
+    path = tmp_path / "garbled.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", b"not an npy header")
+    with pytest.raises(InputError, match=r"garbled.npz\[x\]: not a .npy array"):
+        load_npz(path)
+    array = np.array([{"a": 1}], dtype=object)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
+    pickle.dump(array, buf, protocol=2)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x.npy", buf.getvalue()[:-10])
+    with pytest.raises(InputError, match=r"garbled.npz\[x\]: unreadable object array"):
+        load_npz(path)
 
 
 def test_loader_never_calls_np_load_with_pickles(monkeypatch, tmp_path):
