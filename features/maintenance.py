@@ -46,7 +46,7 @@ class StoreMaintenance:
         only while no writer is writing (a retry committed during it could be superseded by a copy).
         """
         if part_size < 1:
-            raise ValueError(f"part_size must be >= 1, got {part_size}")
+            raise StoreError(f"part_size must be >= 1, got {part_size}")
         written = 0
         for group in self.groups():
             parts, _ = self._parts(group)

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from core.errors import InputError
+
 Task = Literal["description", "ov"]
 VisualStream = Literal["face", "frame"]
 
@@ -94,14 +96,14 @@ def question_for(task: str, labels: Sequence[str] = (), valence_range: tuple[flo
     if task == "valence":
         low, high = valence_range
         if not low < 0 < high:
-            raise ValueError(f"valence range must be low < 0 < high, got {valence_range}")
+            raise InputError(f"valence range must be low < 0 < high, got {valence_range}")
         return VALENCE_QUESTION.format(low=low, high=high)
     if task == "closed":
         words = [w.strip() for w in labels if w and w.strip()]
         if len(words) < 2:
-            raise ValueError(f"the closed-set task needs at least two candidate labels, got {list(labels)}")
+            raise InputError(f"the closed-set task needs at least two candidate labels, got {list(labels)}")
         return CLOSED_QUESTION.format(labels=", ".join(words))
-    raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)}; or ask your own question)")
+    raise InputError(f"unknown task {task!r} (known: {', '.join(TASKS)}; or ask your own question)")
 
 
 def ov_answer(labels: Sequence[str] | None) -> str:
