@@ -62,7 +62,8 @@ def main() -> int:
     from core.config import load_config
     from synth.tiny_models import build_tiny_models
     from features.reader import FeatureDataset
-    from inference.labeling import label, read_table
+    from inference.labeling import label
+    from inference.table import read_table
     from registry.resolve import load_model
     from training.data import SyntheticFeatures, write_synthetic_store
     from training.model import build_model

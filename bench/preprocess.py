@@ -34,9 +34,9 @@ def sequential(corpus: Path, models: Path, store: Path, cfg, threads: int) -> tu
 
     from features.store import FeatureStore
     from pipelines.encoders import ClipEncoder, HubertEncoder
-    from pipelines.job import WriteStage, decode_kwargs, plan
+    from pipelines.job import plan
     from pipelines.manifest import read_mer2025
-    from pipelines.stages import DecodeStage
+    from pipelines.stages import DecodeStage, WriteStage, decode_kwargs
 
     torch.set_num_threads(threads)
     p = cfg.preprocess

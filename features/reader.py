@@ -1,8 +1,9 @@
-"""Training-side readers: a torch Dataset and a Ray Dataset over the store, joined with subtitles and labels.
+"""Training-side readers over the store, joined with subtitles and labels: a torch Dataset and Ray Data read tasks.
 
 Both give the same rows: name, visual ``[8, Dv]`` (face or frame), audio ``[8, Da]``, subtitle,
 openset (list of label words, possibly empty) and reason (str or None). Only samples stored ok
-in both selected feature groups appear.
+in both selected feature groups appear. The Ray Dataset is `pipelines.operators.read_store`: it
+maps :func:`read_task` over the tasks of :func:`read_tasks`; nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -224,11 +225,11 @@ class FeatureDataset(_TorchDataset):
             yield self.batch(order[start : start + batch_size])
 
 
-# ---- Ray Data ------------------------------------------------------------------------------
+# ---- Ray Data (the operator is pipelines.operators.read_store) ---------------------------------
 
 
-def _read_task(batch: dict[str, np.ndarray], path: str, storage_options: dict) -> dict[str, np.ndarray]:
-    """Ray map_batches body: turn plan rows (one per part) into sample rows with features."""
+def read_task(batch: dict[str, np.ndarray], path: str, storage_options: dict) -> dict[str, np.ndarray]:
+    """Turn task rows of :func:`read_tasks` (one per part) into sample rows with features."""
     import zarr
 
     store = FeatureStore(path, storage_options)
@@ -259,23 +260,19 @@ def _read_task(batch: dict[str, np.ndarray], path: str, storage_options: dict) -
     }
 
 
-def to_ray_dataset(
-    store: "str | FeatureStore",
+def read_tasks(
+    fstore: FeatureStore,
     labels: pd.DataFrame | None = None,
     visual: str = "face",
     specs: Any = None,
     names: Iterable[str] | None = None,
     require_labels: bool = False,
-    storage_options: dict | None = None,
-):
-    """A ``ray.data.Dataset`` of the FeatureDataset rows (float32 numpy features), read one part per task.
+) -> list[dict[str, str]]:
+    """The read tasks of the FeatureDataset rows: one ``{"task": json}`` row per visual part.
 
-    The driver reads only the commit records, subtitles and labels; workers read the feature chunks,
-    so the features stream instead of passing through the driver.
+    The driver reads only the commit records, subtitles and labels; workers read the feature chunks
+    (:func:`read_task`), so the features stream instead of passing through the driver.
     """
-    import ray.data
-
-    fstore = store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options)
     sel = _select(fstore, visual, specs)
     vis_lat = fstore._latest(feature_group(sel.visual))
     aud_lat = fstore._latest(feature_group(sel.audio))
@@ -308,9 +305,4 @@ def to_ray_dataset(
         )
     if not tasks:
         raise StoreError(f"{fstore.path}: no samples stored ok in both {sel.visual.label()} and {sel.audio.label()}")
-    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    return ds.map_batches(
-        _read_task,
-        batch_size=1,
-        fn_kwargs={"path": fstore.path, "storage_options": fstore.storage_options},
-    )
+    return tasks

@@ -73,14 +73,14 @@ def infer(
 
     from core.config import load_config
     from training.generate import GenerationConfig, generate, sample_seed
-    from inference.labeling import plan_encoders, task_list
+    from inference.label_stage import task_list
+    from inference.labeling import plan_encoders
     from training.checkpoint import read_spec
     from registry.resolve import load_model, resolve_model
     from scoring.parse import parse_template
     from core.tracking import tracking_uri as resolve_uri
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
-    from pipelines.job import decode_kwargs
-    from pipelines.stages import OK, DecodeStage, stack_samples
+    from pipelines.stages import OK, DecodeStage, decode_kwargs, stack_samples
 
     cfg = cfg if cfg is not None else load_config()
     video_path = _check_file(video, "video")

@@ -1,101 +1,59 @@
 """The preprocessing job: manifest -> decode -> CLIP -> HuBERT [-> ASR] -> feature store, one Ray Data stream.
 
-This is the only module that turns stages into ``map_batches`` calls. Resume: the specs of
-this run are computed up front, `FeatureStore.pending` drops samples already stored (or
-failed, unless ``retry_failed``), and each written batch is one part that becomes visible
-only when complete, so a killed run loses at most its in-flight batches.
+The stream is chained from `pipelines.operators`. Resume: the specs of this run are computed
+up front, `FeatureStore.pending` drops samples already stored (or failed, unless
+``retry_failed``), and each written batch is one part that becomes visible only when
+complete, so a killed run loses at most its in-flight batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 
 from core.errors import InputError, MissingFileError
-from core.errors import error_kind
 from core.runtime import init_ray
+from pipelines import operators
+from pipelines.summary import JobSummary
 
 
-@dataclass
-class PreprocessSummary:
-    """What one run did: counts, failures by kind (with one example each), speed."""
+@dataclass(kw_only=True)
+class PreprocessSummary(JobSummary):
+    """What one preprocessing run did (`JobSummary`: total = manifest rows after --limit, skipped =
+    already stored, done or failed without --retry-failed), plus the specs written and face fallbacks."""
 
     store: str
-    total: int = 0  # manifest rows considered (after --limit)
-    skipped: int = 0  # already in the store (done, or failed without --retry-failed)
-    ok: int = 0
-    failed: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    examples: dict[str, str] = field(default_factory=dict)
     face_fallback: int = 0  # frames where the face detector found nothing and the frame was used
-    seconds: float = 0.0
-    first_part_s: float = 0.0  # until the first part was written: Ray and actor start-up, model loads
-    first_part_n: int = 0  # samples in that first part
     specs: list[str] = field(default_factory=list)
-
-    @property
-    def processed(self) -> int:
-        return self.ok + self.failed
-
-    @property
-    def failure_rate(self) -> float:
-        return self.failed / self.processed if self.processed else 0.0
+    unit: ClassVar[str] = "videos"
 
     @property
     def videos_per_s(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
+        return self.per_s
 
     @property
     def steady_videos_per_s(self) -> float:
         """Rate after the first part (start-up excluded); 0 when there was one part or none."""
-        rest = self.seconds - self.first_part_s
-        return (self.processed - self.first_part_n) / rest if rest > 0 and self.first_part_n else 0.0
+        return self.steady_per_s
 
-    def format(self) -> str:
+    def lines(self) -> list[str]:
         lines = [
             f"store: {self.store}",
             f"specs: {', '.join(self.specs) or '-'}",
             f"samples: {self.total} in manifest, {self.skipped} already stored (skipped), {self.processed} processed",
             f"ok: {self.ok}",
             f"failed: {self.failed} ({100 * self.failure_rate:.2f}%)",
+            *self.failure_lines(),
         ]
-        for kind, count in sorted(self.failures.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"  {kind}: {count}   e.g. {self.examples.get(kind, '')[:160]}")
         if self.face_fallback:
             lines.append(f"face fallback (no face found, whole frame used): {self.face_fallback} frames")
-        steady = f"; after start-up ({self.first_part_s:.1f}s) {self.steady_videos_per_s:.2f} videos/s" \
-            if self.steady_videos_per_s else ""
-        lines.append(f"time: {self.seconds:.1f}s, {self.videos_per_s:.2f} videos/s{steady}")
-        return "\n".join(lines)
-
-
-class WriteStage:
-    """Writes each batch as one store part; returns the summary columns (name, status, error, face_fallback)."""
-
-    def __init__(self, store: str, specs_json: Sequence[str], storage_options: dict | None = None):
-        from features.spec import EncoderSpec
-        from features.store import FeatureStore
-
-        self.store = FeatureStore(store, storage_options)
-        self.specs = [EncoderSpec.from_json(s) for s in specs_json]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keep = {"name", "subtitle", "status", "error", *(s.modality for s in self.specs)}
-        names = [str(n) for n in batch["name"]]
-        if len(set(names)) != len(names):
-            # A key repeated within one batch (two shards holding one sample): a part holds a
-            # name once, so the first copy is stored and the rest dropped.
-            first = np.array([names.index(n) == i for i, n in enumerate(names)])
-            batch = {k: np.asarray(v)[first] for k, v in batch.items()}
-        summary = self.store.write_part(self.specs, {k: v for k, v in batch.items() if k in keep})
-        return {**{k: np.asarray(v, dtype=object) for k, v in summary.items()},
-                "face_fallback": np.asarray(batch.get("face_fallback", np.zeros(len(batch["name"]))), np.int32)}
+        lines.append(self.time_line())
+        return lines
 
 
 @dataclass
@@ -144,76 +102,13 @@ def plan(cfg, models: str | Path | None = None) -> Plan:
     return Plan(dirs["clip"], dirs["hubert"], whisper, [frame, face, audio], p)
 
 
-def decode_kwargs(p) -> dict[str, Any]:
-    """`DecodeStage` arguments from a `PreprocessConfig`."""
-    return dict(faces=p.faces, num_frames=p.num_frames, image_size=p.image_size, sample_rate=p.sample_rate,
-                num_clips=p.num_clips, clip_seconds=p.clip_seconds, pyfeat_model=p.pyfeat_model or None,
-                asr=p.asr)
-
-
-def items_source(items: list[dict], batch_size: int):
-    """Manifest rows as a Ray Dataset of ``batch_size``-row blocks: one block per decode batch.
-
-    A decode task turns its input block into one output block of decoded media (~3.4 MB a
-    sample). Blocks of many batches (e.g. 66 rows when 132k rows were capped at 2,000 blocks)
-    made each decode worker assemble ~230 MB blocks in its heap and held them in the object
-    store, +0.7 GiB at the peak; a block per batch keeps that to one batch.
-    """
-    import ray
-
-    return ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
-
-
-def encode_ops(ds, plan_: Plan, batch_size: int):
-    """Add the encoder operators to ``ds``: CLIP and HuBERT (one fused pool or a pool each) [-> Whisper]."""
-    from ray.data import ActorPoolStrategy
-
-    from pipelines.encoders import ClipEncoder, FusedEncoder, HubertEncoder, WhisperASR
-
-    p = plan_.cfg
-    modalities = {s.modality for s in plan_.specs}
-    enc = dict(device=p.device, dtype=p.dtype, torch_threads=p.torch_threads)
-    enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
-    pool = dict(batch_size=batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
-    if p.encoder_pools == "fused":
-        ds = ds.map_batches(FusedEncoder, fn_constructor_args=(str(plan_.clip), str(plan_.hubert), tuple(sorted(modalities))),
-                            fn_constructor_kwargs=enc, **pool)
-    else:
-        if modalities & {"frame", "face"}:
-            ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan_.clip),), fn_constructor_kwargs=enc, **pool)
-        if "audio" in modalities:
-            ds = ds.map_batches(HubertEncoder, fn_constructor_args=(str(plan_.hubert),), fn_constructor_kwargs=enc,
-                                **pool)
-    if plan_.whisper is not None:
-        # Half the encoder share: with ASR on, 2 decode actors + 3 encoders + writer still fit 2 CPUs.
-        asr_res = {**enc_res, "num_cpus": p.encoder_cpus / 2}
-        ds = ds.map_batches(WhisperASR, fn_constructor_args=(str(plan_.whisper),), fn_constructor_kwargs=enc,
-                            batch_size=batch_size, compute=ActorPoolStrategy(size=1), **asr_res)
-    return ds
-
-
 def build_dataset(source, plan_: Plan, store: str, storage_options: dict | None):
-    """Chain the stages as Ray Data operators: decode (CPU actors) -> encoders (`encode_ops`) -> write."""
-    from ray.data import ActorPoolStrategy
-
-    from pipelines.stages import DecodeStage
-
+    """Chain the operators: decode (CPU actors) -> encoders -> write, under the object-store budget."""
     p = plan_.cfg
-    if p.object_store_mb:
-        from ray.data import DataContext
-
-        opts = DataContext.get_current().execution_options
-        opts.resource_limits = opts.resource_limits.copy(object_store_memory=p.object_store_mb * 2**20)
-    ds = source.map_batches(
-        DecodeStage, fn_constructor_kwargs={**decode_kwargs(p), "storage_options": storage_options},
-        batch_size=p.batch_size,
-        compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus,
-    )
-    ds = encode_ops(ds, plan_, p.batch_size)
-    return ds.map_batches(
-        WriteStage, fn_constructor_args=(store, [s.to_json() for s in plan_.specs], storage_options),
-        batch_size=p.write_batch_size, compute=ActorPoolStrategy(size=1), num_cpus=p.writer_cpus,
-    )
+    operators.object_store_budget(p.object_store_mb)
+    ds = operators.decode(source, p, p.batch_size, storage_options)
+    ds = operators.encode(ds, plan_, p.batch_size)
+    return operators.write(ds, store, plan_.specs, storage_options, p)
 
 
 def _select_specs(fs, names: list[str], specs: list, retry_failed: bool) -> tuple[list, list[str]]:
@@ -227,34 +122,31 @@ def _select_specs(fs, names: list[str], specs: list, retry_failed: bool) -> tupl
     return todo_specs, [n for n in names if n in pending]
 
 
-def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]], t0: float) -> None:
-    kinds: Counter = Counter()
+def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]], t0: float,
+           progress: Callable[[int, int | None], None] | None = None) -> None:
+    todo = summary.total - summary.skipped if summary.total >= 0 else None
     for b in batches:
-        if not summary.first_part_n:
-            summary.first_part_s, summary.first_part_n = time.perf_counter() - t0, len(b["status"])
-        for status, error in zip(b["status"], b["error"]):
-            if status == "ok":
-                summary.ok += 1
-            else:
-                summary.failed += 1
-                kind = error_kind(str(error)) or "unknown"
-                kinds[kind] += 1
-                summary.examples.setdefault(kind, str(error))
+        summary.first_part(len(b["status"]), t0)
+        summary.count(b["status"], b["error"])
         summary.face_fallback += int(np.sum(b["face_fallback"]))
-    summary.failures = dict(kinds)
+        if progress is not None:
+            progress(len(b["status"]), todo)
 
 
 def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None, models: str | Path | None = None,
                faces: str | None = None, limit: int | None = None, cfg=None, retry_failed: bool = False,
-               storage_options: dict | None = None) -> PreprocessSummary:
+               storage_options: dict | None = None,
+               progress: Callable[[int, int | None], None] | None = None) -> PreprocessSummary:
     """Preprocess ``corpus`` into the feature store at ``store``; resumable, per-sample failures recorded.
 
     ``layout``/``faces`` override ``cfg.preprocess``; ``models`` holds ``clip/``, ``hubert/``
     (and ``whisper/`` with ``preprocess.asr``). Joins or starts Ray (`init_ray`).
+    ``progress(n, todo)`` is called after each written part: ``n`` samples done in it, ``todo`` the
+    samples this run processes (None while streaming WebDataset shards, whose count is unknown).
     """
     from core.config import load_config
     from features.store import FeatureStore
-    from pipelines.manifest import read_manifest, read_webdataset
+    from pipelines.manifest import read_manifest, read_webdataset, unique_by_name
 
     cfg = cfg if cfg is not None else load_config()
     p = cfg.preprocess
@@ -288,13 +180,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         rows = read_manifest(str(corpus) if remote else Path(corpus), p.layout,
                              storage_options)[: limit if limit is not None else None]
         # Two rows with one name (e.g. a bad CSV row and the real video) cannot share a part.
-        seen: set[str] = set()
-        unique = []
-        for r in rows:
-            if r.name not in seen:
-                seen.add(r.name)
-                unique.append(r)
-        rows = unique
+        rows = unique_by_name(rows)
         summary.total = len(rows)
         names = [r.name for r in rows]
         specs, pending = _select_specs(fs, names, plan_.specs, retry_failed)
@@ -309,13 +195,13 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         keep = set(pending)
         items = [r.to_dict() for r in rows if r.name in keep]
         init_ray(cfg)
-        source = items_source(items, p.batch_size)
+        source = operators.source(items, p.batch_size)
         # The rows now live in the object store: the driver's copies (~1 KB a row, 100+ MB at
         # 132k rows) would only sit in its memory for the whole run.
-        del rows, unique, seen, names, pending, keep, items
+        del rows, names, pending, keep, items
     summary.specs = [s.label() for s in todo.specs]
     ds = build_dataset(source, todo, store, storage_options)
-    _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"), t0)
+    _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"), t0, progress)
     if summary.total < 0:
         summary.total = summary.processed + len(skip)
         summary.skipped = len(skip)

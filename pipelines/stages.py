@@ -3,13 +3,14 @@
 Each stage is a small callable class over the pure functions of `frames`, `faces` and
 `audio`; `DecodeStage` runs them over a batch of manifest rows and never raises: a
 `SampleError` (or anything unexpected) becomes ``status="failed"`` with an ``error`` naming
-the file. `job.py` is the only place that turns these into Ray ``map_batches`` calls.
+the file. `WriteStage` ends a preprocessing stream: each batch becomes one store part.
+`operators.py` is the only place that turns these into Ray ``map_batches`` calls.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -179,6 +180,13 @@ class DecodeStage:
         return stack_samples([self.decode(r) for r in rows], with_waveform=self.asr)
 
 
+def decode_kwargs(p) -> dict[str, Any]:
+    """`DecodeStage` arguments from a `PreprocessConfig`."""
+    return dict(faces=p.faces, num_frames=p.num_frames, image_size=p.image_size, sample_rate=p.sample_rate,
+                num_clips=p.num_clips, clip_seconds=p.clip_seconds, pyfeat_model=p.pyfeat_model or None,
+                asr=p.asr)
+
+
 def stack_samples(samples: list[DecodedSample], with_waveform: bool = False) -> dict[str, np.ndarray]:
     """Decoded samples -> one columnar batch (what Ray Data passes between stages)."""
     out = {
@@ -194,3 +202,26 @@ def stack_samples(samples: list[DecodedSample], with_waveform: bool = False) -> 
     if with_waveform:
         out["waveform"] = np.array([s.waveform for s in samples] + [None], dtype=object)[:-1]
     return out
+
+
+class WriteStage:
+    """Writes each batch as one store part; returns the summary columns (name, status, error, face_fallback)."""
+
+    def __init__(self, store: str, specs_json: Sequence[str], storage_options: dict | None = None):
+        from features.spec import EncoderSpec
+        from features.store import FeatureStore
+
+        self.store = FeatureStore(store, storage_options)
+        self.specs = [EncoderSpec.from_json(s) for s in specs_json]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = {"name", "subtitle", "status", "error", *(s.modality for s in self.specs)}
+        names = [str(n) for n in batch["name"]]
+        if len(set(names)) != len(names):
+            # A key repeated within one batch (two shards holding one sample): a part holds a
+            # name once, so the first copy is stored and the rest dropped.
+            first = np.array([names.index(n) == i for i, n in enumerate(names)])
+            batch = {k: np.asarray(v)[first] for k, v in batch.items()}
+        summary = self.store.write_part(self.specs, {k: v for k, v in batch.items() if k in keep})
+        return {**{k: np.asarray(v, dtype=object) for k, v in summary.items()},
+                "face_fallback": np.asarray(batch.get("face_fallback", np.zeros(len(batch["name"]))), np.int32)}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from core.errors import InputError
 from core.config import dump_yaml, flatten
+from core.runtime import init_ray
 from core.tracking import tracking_uri
 
 RUN_NAME = "train"
@@ -198,10 +199,9 @@ def train(
 
     ``features`` (tests, benches) replaces the store: a map-style dataset of feature items
     or a zero-arg picklable callable returning one. ``resume`` continues the run in ``out``
-    from its latest checkpoint (same worker count and ZeRO stage).
+    from its latest checkpoint (same worker count and ZeRO stage). Joins or starts Ray (`init_ray`).
     """
     import mlflow
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -219,8 +219,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.ray.address or None, num_cpus=cfg.ray.num_cpus, log_to_driver=True)
+    init_ray(cfg)
     per_worker = _cpus_per_worker(tc.cpus_per_worker, tc.workers)
     local = not cfg.ray.address
 

@@ -20,7 +20,8 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
 
     from features.reader import read_corpus_labels
     from inference.benchmark import benchmark
-    from inference.labeling import label, read_table
+    from inference.labeling import label
+    from inference.table import read_table
     from scoring.wheel import resolve_wheel_dir
     from registry.register import log_and_register
     from pipelines.job import preprocess

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from features.reader import FeatureDataset, collate_features, read_corpus_labels, to_ray_dataset
+from features.reader import FeatureDataset, collate_features, read_corpus_labels
 from features.spec import EncoderSpec
 from features.store import FeatureStore
 from core.errors import StoreError
+from pipelines.operators import read_store
 
 FACE = EncoderSpec("face", "clip:tiny", "aaaa", "image_embeds", "none", 16)
 FRAME = EncoderSpec("frame", "clip:tiny", "aaaa", "image_embeds", "none", 16)
@@ -105,8 +106,8 @@ def test_read_corpus_labels(tmp_path):
         read_corpus_labels(tmp_path)
 
 
-def test_to_ray_dataset(store, ray_session):
-    ds = to_ray_dataset(store.path, labels=LABELS)
+def test_read_store_gives_the_feature_dataset_rows(store, ray_session):
+    ds = read_store(store.path, labels=LABELS)
     rows = sorted(ds.take_all(), key=lambda r: r["name"])
     torch_ds = FeatureDataset(store, labels=LABELS)
     assert [r["name"] for r in rows] == torch_ds.names
@@ -117,4 +118,4 @@ def test_to_ray_dataset(store, ray_session):
     for r in rows:
         assert float(r["audio"][0, 0]) == NAMES.index(r["name"]) + 0.5
     with pytest.raises(StoreError, match="no samples"):
-        to_ray_dataset(store, names=["n03"])
+        read_store(store, names=["n03"])

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.config import load_config
-from inference.labeling import COLUMNS, label, read_table
+from inference.labeling import label
+from inference.table import COLUMNS, read_table
 from tests.fixtures.pipeline import copy_corpus, pipeline_config
 
 

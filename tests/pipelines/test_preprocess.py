@@ -176,16 +176,16 @@ def test_asr_fills_missing_subtitles(ray_session, synth_corpus, models_dir, whis
     assert subs[names[0]] == "given" and len(subs[names[1]]) > 0
 
 
-def test_items_source_gives_a_block_per_decode_batch(ray_session):
+def test_source_gives_a_block_per_decode_batch(ray_session):
     """Manifest rows reach the decode stage in blocks of one batch, however long the manifest.
 
     A block of many batches makes a decode task assemble all their decoded media into one
     output block (~3.4 MB a sample), which at 132k rows held ~0.7 GiB more at the peak.
     """
-    from pipelines.job import items_source
+    from pipelines.operators import source
 
     items = [{"name": f"s{i:05d}", "video": f"/x/s{i:05d}.mp4"} for i in range(70)]
-    ds = items_source(items, batch_size=16)
+    ds = source(items, batch_size=16)
     sizes = [len(b["name"]) for b in ds.iter_batches(batch_size=None)]  # batch_size=None: a batch per block
     assert sum(sizes) == 70 and len(sizes) == 5 and max(sizes) <= 16
     assert [r["name"] for r in ds.take_all()] == [it["name"] for it in items]

@@ -47,9 +47,10 @@ def test_manifest_from_s3(s3_corpus, synth_corpus, s3_server):
 
 
 def test_preprocess_s3_corpus_to_s3_store_and_read_batches(ray_session, s3_server, s3_corpus, models_dir):  # noqa: F811
-    from features.reader import FeatureDataset, read_corpus_labels, to_ray_dataset
+    from features.reader import FeatureDataset, read_corpus_labels
     from features.store import FeatureStore
     from pipelines.job import preprocess
+    from pipelines.operators import read_store
 
     corpus, missing = s3_corpus
     store = f"s3://{BUCKET}/stores/mer.zarr"
@@ -77,7 +78,7 @@ def test_preprocess_s3_corpus_to_s3_store_and_read_batches(ray_session, s3_serve
     assert all(b["subtitle"]) and all(isinstance(o, list) for o in b["openset"])
 
     # The same rows through Ray Data: workers read the chunks from S3 themselves.
-    rows = sorted(to_ray_dataset(store, labels=labels, storage_options=opts).take_all(), key=lambda r: r["name"])
+    rows = sorted(read_store(store, labels=labels, storage_options=opts).take_all(), key=lambda r: r["name"])
     assert [r["name"] for r in rows] == sorted(data.names)
     ref = data[data.names.index(rows[0]["name"])]
     np.testing.assert_allclose(rows[0]["visual"], ref["visual"].numpy())

@@ -1,0 +1,97 @@
+"""The labeling actor: a Ray Data stage that holds the model once and generates for a batch of samples.
+
+`pipelines.operators.label` turns :class:`LabelStage` into an actor pool; the stage itself does
+not know Ray. Output rows follow `inference.table.COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from core.errors import InputError
+from inference.table import FAILED, OK
+
+TASKS = ("ov", "description")
+
+
+def task_list(task: str) -> list[str]:
+    """``ov``, ``description`` or ``both`` as the list of tasks to generate."""
+    if task == "both":
+        return list(TASKS)
+    if task not in TASKS:
+        raise InputError(f"--task {task!r} is not one of ov, description, both")
+    return [task]
+
+
+class LabelStage:
+    """Ray Data actor: loads the model once, turns a batch of samples into (sample x task) output rows.
+
+    Input columns: ``name``, ``subtitle``, the visual column (``visual`` from a store, ``face``
+    or ``frame`` from the encoders), ``audio``, and optional ``status``/``error`` (a sample that
+    failed upstream becomes a failed row). Never raises: a generation error fails its batch's rows.
+    """
+
+    def __init__(self, resolved: dict, tasks: Sequence[str], generation: dict, seed: int, visual_key: str,
+                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1):
+        import torch
+
+        from training.generate import GenerationConfig
+        from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        res = ResolvedModel(**resolved)
+        if not Path(res.checkpoint).is_dir() and is_mlflow_uri(res.model_uri):
+            # Another node of a cluster: fetch the pinned version into this node's cache.
+            res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=tracking_uri,
+                                                    llm_path=res.llm_path or None), ref=res.ref)
+        self.model, self.resolved = load_model(res, device=device)
+        self.tasks = list(tasks)
+        self.config = GenerationConfig(**generation)
+        self.seed = seed
+        self.visual_key = visual_key
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from training.generate import generate, sample_seed
+        from scoring.parse import parse_template
+
+        n = len(batch["name"])
+        names = [str(x) for x in batch["name"]]
+        status = [str(s) for s in batch["status"]] if "status" in batch else [OK] * n
+        errors = [str(e) for e in batch["error"]] if "error" in batch else [""] * n
+        subs = ["" if s is None else str(s) for s in batch.get("subtitle", [""] * n)]
+        rows = [(i, t) for i in range(n) for t in self.tasks]
+        text = {r: "" for r in rows}
+        labels: dict[tuple, Any] = {r: None for r in rows}
+        st = {r: status[r[0]] for r in rows}
+        err = {r: errors[r[0]] if status[r[0]] != OK else "" for r in rows}
+        todo = [r for r in rows if status[r[0]] == OK]
+        if todo:
+            idx = [i for i, _ in todo]
+            try:
+                outs = generate(
+                    self.model, np.asarray(batch[self.visual_key], np.float32)[idx],
+                    np.asarray(batch["audio"], np.float32)[idx], [subs[i] for i in idx], [t for _, t in todo],
+                    self.config, [sample_seed(self.seed, names[i], t) for i, t in todo],
+                )
+                for r, out in zip(todo, outs):
+                    text[r], labels[r] = out, parse_template(out)
+            except Exception as exc:  # noqa: BLE001 - recorded as data, the job goes on
+                for r in todo:
+                    st[r], err[r] = FAILED, f"generate/{type(exc).__name__}: {str(exc)[:300]}"
+        obj = lambda xs: np.array(list(xs) + [None], dtype=object)[:-1]  # noqa: E731 - 1-D object array
+        return {
+            "name": obj(names[i] for i, _ in rows),
+            "task": obj(t for _, t in rows),
+            "text": obj(text[r] for r in rows),
+            "labels": obj(json.dumps(labels[r]) for r in rows),
+            "model_uri": obj(self.resolved.model_uri for _ in rows),
+            "model_version": obj(self.resolved.version for _ in rows),
+            "status": obj(st[r] for r in rows),
+            "error": obj(err[r] for r in rows),
+        }

@@ -1,0 +1,152 @@
+"""The label table: its columns and schema, how it is read and written, and how a run resumes.
+
+One row per (name, task) with columns :data:`COLUMNS`, as parquet or CSV. Each finished block
+is written at once as a part file under ``<out>.parts/`` (:class:`PartWriter`); at the end
+:func:`finish` merges the old table and the parts and replaces the output atomically, so a
+killed job keeps what it finished and never leaves a torn table. Written sorted by (name,
+task), with a fixed schema without pandas metadata and fixed compression: equal content gives
+equal bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+from core.errors import InputError
+
+COLUMNS = ("name", "task", "text", "labels", "model_uri", "model_version", "status", "error")
+OK, FAILED = "ok", "failed"
+PARQUET_COMPRESSION = "zstd"
+
+
+def schema():
+    """The Arrow schema of the table (labels a list of strings, everything else a string)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("name", pa.string()), ("task", pa.string()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
+        ("model_uri", pa.string()), ("model_version", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ])
+
+
+def to_arrow(columns: dict[str, Sequence]):
+    """Output columns (labels as JSON text or lists) -> an Arrow table of the fixed schema."""
+    import pyarrow as pa
+
+    labels = [json.loads(v) if isinstance(v, str) else (None if v is None else list(v)) for v in columns["labels"]]
+    data = {k: [("" if v is None else str(v)) for v in columns[k]] for k in COLUMNS if k != "labels"}
+    data["labels"] = labels
+    return pa.table({k: data[k] for k in COLUMNS}, schema=schema())
+
+
+def _format_list(labels) -> str:
+    return "" if labels is None else "[" + ", ".join(labels) + "]"
+
+
+def read_table(path: str | Path):
+    """An output table (parquet or CSV) as Arrow, in the fixed schema; CSV labels parsed back."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return pq.read_table(path).select(list(COLUMNS)).cast(schema())
+    import pandas as pd
+
+    from features.labels import split_list_text
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
+    cols = {c: list(df[c]) for c in COLUMNS}
+    cols["labels"] = [None if v == "" else split_list_text(v) for v in cols["labels"]]
+    return to_arrow(cols)
+
+
+def write_table(table, path: str | Path) -> None:
+    """Write sorted by (name, task), atomically (temp file + rename), byte-identical for equal content."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = table.sort_by([("name", "ascending"), ("task", "ascending")]).replace_schema_metadata(None)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if path.suffix == ".parquet":
+            pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, write_statistics=False,
+                           store_schema=False)
+        else:
+            import pandas as pd
+
+            df = pd.DataFrame({c: table.column(c).to_pylist() for c in COLUMNS})
+            df["labels"] = [_format_list(v) for v in df["labels"]]
+            df.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def parts_dir(out: Path) -> Path:
+    """Where the parts of an unfinished run of ``out`` are written."""
+    return out.with_name(out.name + ".parts")
+
+
+def existing(out: Path):
+    """The output table plus parts left by an interrupted run (later rows win), or None."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [read_table(out)] if out.exists() else []
+    pdir = parts_dir(out)
+    if pdir.is_dir():
+        tables += [pq.read_table(p).cast(schema()) for p in sorted(pdir.glob("part-*.parquet"))]
+    if not tables:
+        return None
+    merged = pa.concat_tables(tables)
+    # Keep the last occurrence of each (name, task): a retried row replaces its failed one.
+    keys = list(zip(merged.column("name").to_pylist(), merged.column("task").to_pylist()))
+    last = {k: i for i, k in enumerate(keys)}
+    return merged.take(sorted(last.values()))
+
+
+def done_pairs(table, retry_failed: bool) -> set[tuple[str, str]]:
+    """The (name, task) pairs a run skips: ok ones, and failed ones too unless ``retry_failed``."""
+    if table is None:
+        return set()
+    names, tasks, status = (table.column(c).to_pylist() for c in ("name", "task", "status"))
+    return {(n, t) for n, t, s in zip(names, tasks, status) if s == OK or not retry_failed}
+
+
+class PartWriter:
+    """Writes each finished block as ``<out>.parts/part-<seq>-<uuid>.parquet`` (a killed job keeps it)."""
+
+    def __init__(self, out: Path):
+        self.dir = parts_dir(out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.seq = len(list(self.dir.glob("part-*.parquet")))
+
+    def write(self, columns: dict[str, Sequence]) -> None:
+        import pyarrow.parquet as pq
+
+        if not len(columns["name"]):
+            return
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
+        pq.write_table(to_arrow(columns), tmp, compression=PARQUET_COMPRESSION)
+        os.replace(tmp, self.dir / f"part-{self.seq:06d}-{uuid.uuid4().hex[:8]}.parquet")
+        self.seq += 1
+
+
+def finish(out: Path) -> int:
+    """Merge the old table and the parts into ``out`` (atomically); returns the row count."""
+    table = existing(out)
+    if table is None:
+        write_table(to_arrow({c: [] for c in COLUMNS}), out)
+        return 0
+    write_table(table, out)
+    shutil.rmtree(parts_dir(out), ignore_errors=True)
+    return table.num_rows
