@@ -1,15 +1,37 @@
-"""Label-text parsers shared by the corpus readers and the MER-UniBench scorer.
+"""Corpus labels: the label-text rules, the one reader of the corpus label CSVs, and their stored form.
 
 Open-vocabulary labels travel as a list written as text: ``[happy, relaxed]``,
 ``['happy', 'relaxed']``, ``[]`` or plain ``happy, relaxed``. One parser serves the
 training readers and the scorer so that both see the same words.
+
+A MER2025 root holds two label tables per subset (:data:`LABEL_FILES`): track 2
+(``name, openset``) and track 3 (``name, reason``). :func:`read_corpus_labels` is the only
+reader of these files: the manifest (preprocessing) and the training readers both call it.
+Preprocessing stores each sample's labels as two text columns of the store's samples table,
+``openset`` and ``reason`` (:func:`openset_to_store`), so training needs no corpus root.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import InputError, MissingFileError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Label tables of a MER2025 root by subset: (track-2 openset CSV, track-3 reason CSV).
+LABEL_FILES = {
+    "mercaptionplus": ("track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"),
+    "ovmerd": ("track2_train_ovmerd.csv", "track3_train_ovmerd.csv"),
+}
+# The subset training reads by default, and so the one preprocessing stores: MER-Caption+.
+DEFAULT_SUBSET = "mercaptionplus"
+# Sample columns of the store that hold the labels, as text (see openset_to_store, reason_to_store).
+LABEL_COLUMNS = ("openset", "reason")
 
 # Quotes and commas separate items; the reference splits on exactly these three characters.
 _SEPARATORS = re.compile(r"['\",]")
@@ -49,3 +71,110 @@ def parse_openset(text: Any) -> list[str]:
 def labels_or_neutral(labels: list[str]) -> list[str]:
     """An empty label list means neutral (MER-Caption+ and OV-MERD+ convention)."""
     return list(labels) if len(labels) > 0 else ["neutral"]
+
+
+def _cell(value: Any) -> str | None:
+    """A table cell as text; None/NaN give None."""
+    return None if _is_missing(value) else str(value)
+
+
+def _read_table(fs, path: str, column: str) -> "pd.DataFrame | None":
+    """``name, column`` of one label CSV (None when the file is absent), first row of a name kept."""
+    import pandas as pd
+
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "rb") as f:
+        try:
+            # keep_default_na off: a sample named "NA" or "null" stays a name. A byte that is not
+            # UTF-8 becomes U+FFFD: one bad cell must not cost the whole table.
+            df = pd.read_csv(f, dtype=str, keep_default_na=False, encoding="utf-8-sig", encoding_errors="replace")
+        except (ValueError, pd.errors.EmptyDataError) as exc:  # pandas' ParserError is a ValueError
+            raise InputError(f"{path}: cannot read it as a CSV: {exc}") from None
+    missing = [c for c in ("name", column) if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing column(s) {missing}; expected 'name' and {column!r}, found {list(df.columns)}"
+        )
+    return df[["name", column]].drop_duplicates("name", keep="first")
+
+
+def read_corpus_labels(
+    corpus_root: "str | Path", subset: str = DEFAULT_SUBSET, storage_options: dict | None = None
+) -> "pd.DataFrame":
+    """``name, openset, reason`` from one subset's track-2 and track-3 CSVs (as :func:`normalize_labels` gives).
+
+    ``corpus_root``: a local path or an fsspec URL (with ``storage_options``); ``subset``: a key of
+    :data:`LABEL_FILES`. Either file may be absent (its column is then None); with neither the
+    table is empty. A missing ``name``/``openset``/``reason`` column is an :class:`InputError`
+    naming the file. A name listed twice in one file keeps its FIRST row, the rule the manifest
+    applies to subtitles and the preprocessing job to repeated samples. An empty ``openset`` cell
+    is an empty list (neutral); an empty ``reason`` cell is no description (None).
+    """
+    import fsspec
+    import pandas as pd
+
+    if subset not in LABEL_FILES:
+        raise InputError(f"label subset {subset!r} is not one of {sorted(LABEL_FILES)}")
+    fs, root = fsspec.core.url_to_fs(str(corpus_root), **(storage_options or {}))
+    if not fs.isdir(root):
+        raise MissingFileError(f"corpus root {corpus_root} is not a directory")
+    track2, track3 = (f"{root.rstrip('/')}/{f}" for f in LABEL_FILES[subset])
+    t2, t3 = _read_table(fs, track2, "openset"), _read_table(fs, track3, "reason")
+    if t2 is None and t3 is None:
+        return normalize_labels(pd.DataFrame({"name": []}))
+    if t2 is None:
+        df = t3.assign(openset=None)
+    elif t3 is None:
+        df = t2.assign(reason=None)
+    else:
+        df = t2.merge(t3, on="name", how="outer")
+    return normalize_labels(df)
+
+
+def normalize_labels(labels: "pd.DataFrame") -> "pd.DataFrame":
+    """A label table as ``name, openset (list[str]; None when unlabelled), reason (str; None when none)``.
+
+    ``openset`` cells are label text or lists, parsed with :func:`parse_openset` (``""`` and ``[]``
+    give ``[]``: neutral); a blank ``reason`` is None. A repeated name keeps its first row.
+    """
+    import pandas as pd
+
+    if "name" not in labels.columns:
+        raise InputError(f"a label table needs a 'name' column, found {list(labels.columns)}")
+    n = len(labels)
+    openset = [None if _is_missing(v) else parse_openset(v) for v in labels["openset"]] if "openset" in labels else [None] * n
+    reason = [_cell(v) for v in labels["reason"]] if "reason" in labels else [None] * n
+    # object columns: pandas 3 would turn None into NaN in an inferred string column
+    out = pd.DataFrame(
+        {
+            "name": pd.Series([str(v) for v in labels["name"]], dtype=object),
+            "openset": pd.Series(openset, dtype=object),
+            "reason": pd.Series([r if r is not None and r.strip() else None for r in reason], dtype=object),
+        }
+    )
+    return out.drop_duplicates("name", keep="first").reset_index(drop=True)
+
+
+def openset_to_store(value: Any) -> str:
+    """A sample's label list as the store keeps it: ``"[a, b]"``, ``"[]"`` (neutral) or ``""`` (unlabelled).
+
+    ``value`` is None (no track-2 row) or a list or label text; the words are parsed and joined
+    by ``", "`` in brackets, so :func:`openset_from_store` gives them back unchanged.
+    """
+    if _is_missing(value):
+        return ""
+    return "[" + ", ".join(parse_openset(value)) + "]"
+
+
+def openset_from_store(text: Any) -> list[str] | None:
+    """Stored ``openset`` text back as words: ``""`` or None (unlabelled) -> None, ``"[]"`` -> ``[]``."""
+    if _is_missing(text) or not str(text).strip():
+        return None
+    return parse_openset(text)
+
+
+def reason_to_store(value: Any) -> str:
+    """A sample's description as the store keeps it: the text as is, ``""`` when there is none."""
+    text = _cell(value)
+    return "" if text is None or not text.strip() else text

@@ -4,95 +4,57 @@ Both give the same rows: name, visual ``[8, Dv]`` (face or frame), audio ``[8, D
 openset (list of label words, possibly empty) and reason (str or None). Only samples stored ok
 in both selected feature groups appear. The Ray Dataset is `pipelines.operators.read_store`: it
 maps :func:`read_task` over the tasks of :func:`read_tasks`; nothing here imports Ray.
+
+Labels come from a ``labels`` table when one is given (e.g. `features.labels.read_corpus_labels`
+of a corpus root), else from the ``openset``/``reason`` columns preprocessing stored with each
+sample (:func:`stored_labels`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
+from features.labels import LABEL_COLUMNS, normalize_labels, openset_from_store
 from features.spec import EncoderSpec
 from features.store import FeatureStore, feature_group
 from core.errors import InputError, StoreError
 
 VISUAL = ("face", "frame")
-LABEL_FILES = {
-    "mercaptionplus": ("track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"),
-    "ovmerd": ("track2_train_ovmerd.csv", "track3_train_ovmerd.csv"),
-}
 
 
-def _parse_openset(value: Any) -> list[str]:
-    from features.labels import parse_openset
+def _stored_table(samples: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Label table of a samples table's ``openset``/``reason`` columns, and the ok names written without them."""
+    n = len(samples)
+    openset = list(samples["openset"]) if "openset" in samples else [None] * n
+    reason = list(samples["reason"]) if "reason" in samples else [None] * n
+    status = list(samples["status"]) if "status" in samples else ["ok"] * n
+    # A part written before preprocessing stored labels lacks both columns: its cells read None.
+    # A part with them holds text, "" for a sample with no label (see features.labels).
+    has = [o is not None or r is not None for o, r in zip(openset, reason)]
+    without = [nm for nm, h, st in zip(samples["name"], has, status) if not h and st == "ok"]
+    table = normalize_labels(pd.DataFrame({
+        "name": [nm for nm, h in zip(samples["name"], has) if h],
+        "openset": [openset_from_store(o) for o, h in zip(openset, has) if h],
+        "reason": [r for r, h in zip(reason, has) if h],
+    }))
+    return table, without
 
-    return parse_openset(value)
 
+def stored_labels(store: "str | FeatureStore", storage_options: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The labels preprocessing stored with the samples: ``(table, without)``.
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def read_corpus_labels(corpus_root: str, subset: str = "mercaptionplus", storage_options: dict | None = None) -> pd.DataFrame:
-    """``name, openset (list[str]), reason (str|None)`` from a MER2025 root's track2/track3 CSVs, outer-joined.
-
-    Either file may be absent; with neither, the table is empty. ``subset``: mercaptionplus | ovmerd.
+    ``table``: ``name, openset, reason`` (as `features.labels.normalize_labels` gives; None where a
+    sample has no label or no description) for every sample stored with the label columns;
+    ``without``: the names of ok samples whose record has no label columns (written before
+    preprocessing stored labels). Nothing stored with labels gives an empty table.
     """
-    import fsspec
-
-    if subset not in LABEL_FILES:
-        raise InputError(f"read_corpus_labels: subset {subset!r} is not one of {sorted(LABEL_FILES)}")
-    fs, root = fsspec.core.url_to_fs(str(corpus_root), **(storage_options or {}))
-    track2, track3 = (f"{root.rstrip('/')}/{f}" for f in LABEL_FILES[subset])
-
-    def load(path: str, column: str) -> pd.DataFrame | None:
-        if not fs.exists(path):
-            return None
-        with fs.open(path, "rb") as f:
-            try:
-                # keep_default_na off: a sample named "NA" or "null" stays a name
-                df = pd.read_csv(f, dtype=str, keep_default_na=False, encoding="utf-8")
-            except ValueError as exc:  # pandas' ParserError, UnicodeDecodeError
-                raise InputError(f"{path}: cannot read it as a UTF-8 CSV: {exc}") from None
-        missing = [c for c in ("name", column) if c not in df.columns]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {missing}; expected 'name' and {column!r}, found {list(df.columns)}")
-        return df[["name", column]].drop_duplicates("name", keep="last")
-
-    t2, t3 = load(track2, "openset"), load(track3, "reason")
-    if t2 is None and t3 is None:
-        return pd.DataFrame({"name": pd.Series(dtype=object), "openset": pd.Series(dtype=object), "reason": pd.Series(dtype=object)})
-    if t2 is None:
-        df = t3.assign(openset=None)
-    elif t3 is None:
-        df = t2.assign(reason=None)
-    else:
-        df = t2.merge(t3, on="name", how="outer")
-    return normalize_labels(df)
-
-
-def normalize_labels(labels: pd.DataFrame) -> pd.DataFrame:
-    """Labels as ``name, openset (list[str] or None when unlabelled), reason (str or None)``."""
-    if "name" not in labels.columns:
-        raise InputError(f"labels need a 'name' column, found {list(labels.columns)}")
-    n = len(labels)
-    openset = [None if _missing(v) else _parse_openset(v) for v in labels["openset"]] if "openset" in labels else [None] * n
-    reason = (
-        [None if _missing(v) or str(v).strip() == "" else str(v) for v in labels["reason"]] if "reason" in labels else [None] * n
-    )
-    # object columns: pandas 3 would turn None into NaN in an inferred string column
-    out = pd.DataFrame(
-        {
-            "name": pd.Series([str(v) for v in labels["name"]], dtype=object),
-            "openset": pd.Series(openset, dtype=object),
-            "reason": pd.Series(reason, dtype=object),
-        }
-    )
-    return out.drop_duplicates("name", keep="last").reset_index(drop=True)
+    fstore = store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options)
+    return _stored_table(fstore.samples(columns=["status", *LABEL_COLUMNS]))
 
 
 @dataclass(frozen=True)
@@ -125,11 +87,15 @@ def _label_maps(labels: pd.DataFrame | None) -> dict[str, tuple[list[str], str |
     }
 
 
-def _subtitles(store: FeatureStore) -> dict[str, str]:
-    df = store.samples(columns=["subtitle"])
-    if not len(df) or "subtitle" not in df:
-        return {}
-    return {n: ("" if s is None else str(s)) for n, s in zip(df["name"], df["subtitle"])}
+def _sample_text(
+    store: FeatureStore, labels: pd.DataFrame | None
+) -> tuple[dict[str, str], dict[str, tuple[list[str], str | None]]]:
+    """Subtitles by name, and labels by name: ``labels`` when given, else the store's label columns."""
+    df = store.samples(columns=["subtitle"] if labels is not None else ["subtitle", "status", *LABEL_COLUMNS])
+    subs = {n: ("" if s is None else str(s)) for n, s in zip(df["name"], df["subtitle"])} if len(df) else {}
+    if labels is None:
+        labels = _stored_table(df)[0]
+    return subs, _label_maps(labels)
 
 
 def collate_features(items: Sequence[dict]) -> dict[str, Any]:
@@ -173,7 +139,7 @@ class FeatureDataset(_TorchDataset):
         self.specs = {"visual": sel.visual, "audio": sel.audio}
         self.visual_modality = sel.visual.modality
         self.dtype = dtype or torch.float32
-        label_map = _label_maps(labels)
+        subs, label_map = _sample_text(self.store, labels)
         wanted = None if names is None else set(names)
         if require_labels:
             wanted = set(label_map) if wanted is None else wanted & set(label_map)
@@ -181,7 +147,6 @@ class FeatureDataset(_TorchDataset):
         self.names: list[str] = list(data["name"])
         self._visual = data[sel.visual.modality]
         self._audio = data["audio"]
-        subs = _subtitles(self.store)
         self.subtitles = [subs.get(n, "") for n in self.names]
         self.openset = [label_map.get(n, ([], None))[0] for n in self.names]
         self.reason = [label_map.get(n, ([], None))[1] for n in self.names]
@@ -277,12 +242,11 @@ def read_tasks(
     vis_lat = fstore._latest(feature_group(sel.visual))
     aud_lat = fstore._latest(feature_group(sel.audio))
     keep = vis_lat.ok() & aud_lat.ok()
-    label_map = _label_maps(labels)
+    subs, label_map = _sample_text(fstore, labels)
     if names is not None:
         keep &= set(names)
     if require_labels:
         keep &= set(label_map)
-    subs = _subtitles(fstore)
     # One task per visual part: in the common case the audio rows sit in the part written alongside.
     by_part: dict[str, list[str]] = {}
     for name in sorted(keep):

@@ -128,31 +128,56 @@ class SyntheticFeatures(torch.utils.data.Dataset):
         return self.items[index]
 
 
-def load_features(store: str, corpus: str | None, visual: str = "face"):
-    """The store reader joined with the corpus' track2/track3 labels (``features.reader``)."""
-    from core.errors import InputError
+def store_labels(store: str):
+    """The labels preprocessing stored in ``store`` (``features.reader.stored_labels``); a store
+    written without them is a StoreError that says how to supply them."""
+    from core.errors import StoreError
+    from features.reader import stored_labels
 
-    try:
-        from features.reader import FeatureDataset, read_corpus_labels
-    except ImportError as exc:  # a broken install: name the missing module
-        raise InputError(f"cannot read the feature store {store!r}: features.reader is not available ({exc})")
-    if not corpus:
-        raise InputError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
-    labels = read_corpus_labels(corpus)
+    table, without = stored_labels(store)
+    fix = ("pass --corpus ROOT (the corpus root with the track2/track3 label CSVs); re-running "
+           "preprocess skips the samples already stored, so it would not add their labels")
+    if without and table.empty:
+        raise StoreError(f"feature store {store!r} holds no labels (it was written before preprocessing "
+                         f"stored them): {fix}")
+    if without:
+        raise StoreError(f"{len(without)} samples of feature store {store!r} were stored without labels "
+                         f"(e.g. {without[0]!r}; written before preprocessing stored them): {fix}")
+    return table
+
+
+def load_features(store: str, corpus: str | None, visual: str = "face"):
+    """The store reader with its labels: those preprocessing stored, or the corpus' track2/track3 CSVs.
+
+    ``corpus`` (a root holding the label CSVs) overrides the stored labels, and supplies them for a
+    store written without them. Only samples with a label list or a description are kept.
+    """
+    from core.errors import InputError
+    from features.labels import read_corpus_labels
+    from features.reader import FeatureDataset
+
+    labels = read_corpus_labels(corpus) if corpus else store_labels(store)
     data = FeatureDataset(store, labels=labels, visual=visual, require_labels=True)
     if len(data) == 0:
-        raise InputError(f"no stored sample of {store!r} has a label or a reason in {corpus!r}")
+        where = f"in {corpus!r}" if corpus else "stored with it (the preprocessed corpus had no track2/track3 rows for them)"
+        raise InputError(f"no stored sample of {store!r} has a label or a reason {where}"
+                         + ("" if corpus else ": pass --corpus ROOT with the label CSVs"))
     return data
 
 
-def write_synthetic_store(features: SyntheticFeatures, store: str, corpus: str) -> None:
+def write_synthetic_store(features: SyntheticFeatures, store: str, corpus: str, labels_in_store: bool = True) -> None:
     """Write ``features`` as a real feature store plus a corpus root holding only the label CSVs
-    (track2 openset, track3 reason), so tests and benches can drive the store path end to end."""
+    (track2 openset, track3 reason), so tests and benches can drive the store path end to end.
+
+    ``labels_in_store``: store the labels with the samples too, as preprocessing does; off, the
+    store is one written before preprocessing stored labels (training then needs the corpus).
+    """
     from pathlib import Path
 
     import numpy as np
     import pandas as pd
 
+    from features.labels import openset_to_store, reason_to_store
     from features.spec import EncoderSpec
     from features.store import FeatureStore
 
@@ -162,12 +187,16 @@ def write_synthetic_store(features: SyntheticFeatures, store: str, corpus: str) 
         EncoderSpec("face", "synthetic", "0" * 8, "none", "none", int(vis.shape[-1]), int(vis.shape[0]), dtype="float32"),
         EncoderSpec("audio", "synthetic", "1" * 8, "none", "none", int(aud.shape[-1]), int(aud.shape[0]), dtype="float32"),
     ]
-    FeatureStore(str(store)).write_part(specs, {
+    batch = {
         "name": np.array([it["name"] for it in items]),
         "subtitle": np.array([it["subtitle"] for it in items]),
         "face": np.stack([np.asarray(it["visual"], np.float32) for it in items]),
         "audio": np.stack([np.asarray(it["audio"], np.float32) for it in items]),
-    })
+    }
+    if labels_in_store:
+        batch["openset"] = np.array([openset_to_store(it["openset"]) for it in items], dtype=object)
+        batch["reason"] = np.array([reason_to_store(it["reason"]) for it in items], dtype=object)
+    FeatureStore(str(store)).write_part(specs, batch)
     root = Path(corpus)
     root.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"name": [it["name"] for it in items],

@@ -51,8 +51,16 @@ def _features_factory(store, corpus, visual, features):
         raise InputError("no feature store given: pass --store PATH (written by `affectflow preprocess`)")
     if not Path(store).exists() and "://" not in str(store):
         raise InputError(f"feature store {store!r} does not exist")
-    if not corpus:
-        raise InputError("training needs labels: pass --corpus ROOT (with the track2/track3 CSVs)")
+    # The labels are read here once so that a store without them, or a bad corpus root, is a
+    # clear error before any worker starts; each worker reads them again with the features.
+    if corpus:
+        from features.labels import read_corpus_labels
+
+        read_corpus_labels(str(corpus))
+    else:
+        from training.data import store_labels
+
+        store_labels(str(store))
     return _StoreFeatures(str(store), str(corpus) if corpus else None, visual)
 
 

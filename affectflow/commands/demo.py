@@ -18,7 +18,7 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
 
     import ray
 
-    from features.reader import read_corpus_labels
+    from features.labels import read_corpus_labels
     from inference.benchmark import benchmark
     from inference.labeling import label
     from inference.table import read_table
@@ -54,7 +54,8 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
 
     out = runs / "demo-train"
     shutil.rmtree(out, ignore_errors=True)
-    result = train(cfg, paths.store, paths.corpus, out, models=paths.models,
+    # The store holds the labels preprocessing read from the corpus: training needs no corpus root.
+    result = train(cfg, paths.store, None, out, models=paths.models,
                    on_finish=lambda ckpt, c: made.__setitem__("registered", log_and_register(ckpt, c)))
     losses = [h["loss"] for h in result.history]
     step(f"trained -> {result.checkpoint_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps)"

@@ -54,7 +54,8 @@ def _cmd_model_summary(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train AffectGPT on a feature store (Ray Train + DeepSpeed)")
     p.add_argument("--store", help="feature store (Zarr) written by preprocessing")
-    p.add_argument("--corpus", help="corpus root with the track2/track3 label CSVs")
+    p.add_argument("--corpus", help="corpus root whose track2/track3 label CSVs replace the labels preprocessing "
+                                    "stored (needed only for a store written without them)")
     p.add_argument("--out", help="run folder (checkpoints, metrics); default <paths.runs>/train")
     p.add_argument("--preset", choices=["tiny", "qwen2.5-7b"], help="model preset (default: model.preset)")
     p.add_argument("--models", help="tiny-models folder (tiny preset); else set model.llm_path")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from features.reader import FeatureDataset, collate_features, read_corpus_labels
+from features.labels import read_corpus_labels
+from features.reader import FeatureDataset, collate_features
 from features.spec import EncoderSpec
 from features.store import FeatureStore
 from core.errors import StoreError
@@ -119,3 +120,39 @@ def test_read_store_gives_the_feature_dataset_rows(store, ray_session):
         assert float(r["audio"][0, 0]) == NAMES.index(r["name"]) + 0.5
     with pytest.raises(StoreError, match="no samples"):
         read_store(store, names=["n03"])
+
+
+def test_labels_stored_with_the_samples(tmp_path, ray_session):
+    from features.reader import stored_labels
+
+    store = FeatureStore(str(tmp_path / "labelled.zarr"))
+
+    def part(names, **extra):
+        store.write_part([FACE, AUDIO], {
+            "name": np.array(names), "subtitle": np.array([f"sub {n}" for n in names]),
+            "status": np.array(["failed" if n == "old2" else "ok" for n in names]),
+            "error": np.array(["video/missing: x" if n == "old2" else "" for n in names]),
+            "face": feats(names, FACE), "audio": feats(names, AUDIO), **extra,
+        })
+
+    part(["old0", "old1", "old2"])  # written before preprocessing stored labels
+    part(["new0", "new1", "new2", "new3"],
+         openset=np.array(["[happy]", "[]", "", "[sad, tired]"], dtype=object),
+         reason=np.array(["In the text, joy.", "", "", "In the text, tired."], dtype=object))
+    table, without = stored_labels(store.path)
+    assert without == ["old0", "old1"]  # the failed old sample is no training sample either way
+    assert {n: (o, r) for n, o, r in zip(table["name"], table["openset"], table["reason"])} == {
+        "new0": (["happy"], "In the text, joy."),
+        "new1": ([], None),  # labelled neutral
+        "new2": (None, None),  # unlabelled
+        "new3": (["sad", "tired"], "In the text, tired."),
+    }
+    ds = FeatureDataset(store)  # no table given: the stored labels
+    assert ds[ds.names.index("new3")]["openset"] == ["sad", "tired"] and ds[ds.names.index("new1")]["reason"] is None
+    assert FeatureDataset(store, require_labels=True).names == ["new0", "new1", "new3"]
+    rows = read_store(store, require_labels=True).take_all()
+    assert {r["name"]: list(r["openset"]) for r in rows} == {"new0": ["happy"], "new1": [], "new3": ["sad", "tired"]}
+    # A table given replaces the stored labels.
+    given = pd.DataFrame({"name": ["old0", "new2"], "openset": ["[angry]", "[worried]"]})
+    over = FeatureDataset(store, labels=given, require_labels=True)
+    assert over.names == ["new2", "old0"] and over.openset == [["worried"], ["angry"]]

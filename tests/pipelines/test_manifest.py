@@ -42,6 +42,25 @@ def test_mer2025_bad_rows_name_the_file(bad_corpus):
     assert not rows["good_0"].error and rows["good_0"].openset
 
 
+def test_mer2025_labels_are_the_label_reader_s(tmp_path):
+    """The manifest takes its labels from `read_corpus_labels`: first row of a name, None when unlabelled."""
+    from features.labels import read_corpus_labels
+
+    (tmp_path / "subtitle_chieng.csv").write_text("name,english\na,hi\nb,yo\nc,hey\nd,hm\n")
+    (tmp_path / "track2_train_mercaptionplus.csv").write_text("name,openset\na,[Happy]\nb,[]\na,[sad]\n")
+    (tmp_path / "track3_train_mercaptionplus.csv").write_text(
+        'name,reason\nc,"In the text, c."\na,"In the text, a."\nc,"In the text, c again."\n')
+    (tmp_path / "track2_train_ovmerd.csv").write_text("name,openset\nd,[worried]\n")  # not the training subset
+    rows = {r.name: r for r in read_mer2025(tmp_path)}
+    labels = read_corpus_labels(tmp_path).set_index("name")
+    for name in ("a", "b", "c"):
+        assert rows[name].openset == labels.loc[name, "openset"] and rows[name].reason == (labels.loc[name, "reason"] or "")
+    assert (rows["a"].openset, rows["a"].reason) == (["happy"], "In the text, a.")
+    assert (rows["b"].openset, rows["b"].reason) == ([], "")  # labelled neutral
+    assert (rows["c"].openset, rows["c"].reason) == (None, "In the text, c.")  # a description, no label list
+    assert (rows["d"].openset, rows["d"].reason) == (None, "")  # unlabelled
+
+
 def test_folder_rows(tmp_path, synth_corpus):
     root = tmp_path / "clips"
     (root / "nested").mkdir(parents=True)
@@ -52,6 +71,7 @@ def test_folder_rows(tmp_path, synth_corpus):
     rows = {r.name: r for r in read_folder(root)}
     assert set(rows) == {"a", "b", "ghost"}
     assert rows["a"].subtitle == "hello there" and rows["b"].subtitle == "" and rows["b"].video.endswith("b.mkv")
+    assert rows["a"].openset is None and rows["a"].reason == ""  # a folder of videos has no labels
     assert rows["ghost"].error.startswith("manifest/missing-file") and "subtitles.csv" in rows["ghost"].error
 
 

@@ -80,6 +80,20 @@ def test_stored_features_equal_direct_transformers_encoding(reference_store, syn
         np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-3 * np.abs(want[key]).max(), err_msg=key)
 
 
+def test_labels_are_stored_with_the_samples(reference_store, synth_corpus):
+    """Each sample's track-2 list and track-3 description pass decode and land in the samples table."""
+    from features.labels import openset_from_store, read_corpus_labels
+
+    stored = FeatureStore(str(reference_store[0])).samples(columns=["openset", "reason"]).set_index("name")
+    labels = read_corpus_labels(synth_corpus).set_index("name")
+    assert sorted(stored.index) == sorted(labels.index) and len(stored) == 24
+    for name, row in labels.iterrows():
+        assert stored.loc[name, "openset"] == "[" + ", ".join(row["openset"]) + "]"
+        assert openset_from_store(stored.loc[name, "openset"]) == row["openset"]
+        assert stored.loc[name, "reason"] == row["reason"]
+    assert (stored["openset"] == "[]").any()  # some neutral samples are labelled with an empty list
+
+
 def test_rerun_is_a_no_op(reference_store, synth_corpus, models_dir):
     summary = preprocess(synth_corpus, reference_store[0], models=models_dir, cfg=pipeline_config())
     assert summary.skipped == 24 and summary.processed == 0
@@ -145,6 +159,8 @@ def test_webdataset_layout_matches_mer2025(reference_store, synth_corpus, models
     assert list(got["name"]) == names
     for key in ("frame", "face", "audio"):  # same bytes in, same features out (batching may differ by an ulp)
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-3, atol=1e-3, err_msg=key)
+    stored = FeatureStore(str(store)).samples(columns=["openset", "reason"])
+    assert list(stored["openset"]) == ["[happy]"] * 4 and list(stored["reason"]) == [""] * 4  # as the shards' json say
     again = preprocess(shards, store, layout="webdataset", models=models_dir, cfg=pipeline_config())
     assert again.processed == 0
 

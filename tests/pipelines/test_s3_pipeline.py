@@ -47,7 +47,8 @@ def test_manifest_from_s3(s3_corpus, synth_corpus, s3_server):
 
 
 def test_preprocess_s3_corpus_to_s3_store_and_read_batches(ray_session, s3_server, s3_corpus, models_dir):  # noqa: F811
-    from features.reader import FeatureDataset, read_corpus_labels
+    from features.labels import read_corpus_labels
+    from features.reader import FeatureDataset
     from features.store import FeatureStore
     from pipelines.job import preprocess
     from pipelines.operators import read_store

@@ -1,7 +1,9 @@
 """Ray Train + DeepSpeed on the CPU: ZeRO 2/3 equal a single process, ZeRO-3 checkpoints are
-complete, a killed worker resumes to the same weights, the CLI resumes a run, MLflow gets metrics.
+complete, a killed worker resumes to the same weights, the CLI resumes a run, MLflow gets metrics,
+and the labels come from the store (or, for a store written without them, from --corpus).
 
-All runs share one small store (16 samples, 4 optimizer steps of 4 samples, LoRA dropout on)."""
+Those runs share one small store (16 samples, 4 optimizer steps of 4 samples, LoRA dropout on),
+written without labels, so each run takes them from the corpus CSVs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from core.config import load_config
-from training.data import SyntheticFeatures, load_features, write_synthetic_store
+from core.errors import StoreError
+from features.labels import LABEL_FILES, read_corpus_labels
+from training.data import SyntheticFeatures, load_features, store_labels, write_synthetic_store
 from training.loop import LoopHooks, run_loop, single_process
 from training.trainer import train
 
@@ -30,7 +34,8 @@ def config(tmp: Path, *extra: str):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-data")
-    write_synthetic_store(SyntheticFeatures(16, 768, 64, seed=1), str(root / "store.zarr"), str(root / "corpus"))
+    write_synthetic_store(SyntheticFeatures(16, 768, 64, seed=1), str(root / "store.zarr"), str(root / "corpus"),
+                          labels_in_store=False)
     return root
 
 
@@ -151,3 +156,76 @@ def test_cli_resume_continues_the_killed_run(data, tiny_models, killed, capsys):
     from training.loop import read_state
 
     assert read_state(final)["step"] == 2 * STEPS
+
+
+# ---- labels: from the store, or from --corpus ------------------------------------------------
+
+TRACK2, TRACK3 = LABEL_FILES["mercaptionplus"]
+LABELLED = [f"sample_{i:08d}" for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def preprocessed(ray_session, synth_corpus, models_dir, tmp_path_factory):
+    """Six corpus samples preprocessed for real: the last has no label rows, the fifth is labelled
+    with an empty list (neutral), and the first has a second track-2 row (the first row wins)."""
+    import pandas as pd
+
+    from pipelines.job import preprocess
+    from tests.fixtures.pipeline import copy_corpus, pipeline_config
+
+    root = copy_corpus(synth_corpus, tmp_path_factory.mktemp("labelled") / "corpus", LABELLED)
+    t2, t3 = pd.read_csv(root / TRACK2), pd.read_csv(root / TRACK3)
+    t2.loc[t2["name"] == LABELLED[4], "openset"] = "[]"
+    t2 = pd.concat([t2, pd.DataFrame({"name": [LABELLED[0]], "openset": ["[angry, furious]"]})])
+    t2[t2["name"] != LABELLED[5]].to_csv(root / TRACK2, index=False)
+    t3[t3["name"] != LABELLED[5]].to_csv(root / TRACK3, index=False)
+    store = root.parent / "store.zarr"
+    summary = preprocess(root, store, models=models_dir, cfg=pipeline_config())
+    assert summary.ok == len(LABELLED), summary.format()
+    return root, store
+
+
+def test_training_reads_the_labels_preprocessing_stored(preprocessed):
+    root, store = preprocessed
+    csv = read_corpus_labels(root)
+    want = {n: (o or [], r) for n, o, r in zip(csv["name"], csv["openset"], csv["reason"]) if o is not None or r is not None}
+    assert sorted(want) == LABELLED[:5] and want[LABELLED[4]][0] == [] and "angry" not in want[LABELLED[0]][0]
+    for corpus in (None, str(root)):  # the stored labels, then the corpus CSVs: the same
+        data = load_features(str(store), corpus)
+        assert {n: (data.openset[i], data.reason[i]) for i, n in enumerate(data.names)} == want
+
+
+def test_train_with_store_only(preprocessed, tiny_models, tmp_path, capsys):
+    from affectflow.cli import main
+
+    _, store = preprocessed
+    sets = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "train.global_batch_size=2",
+            "train.micro_batch_size=1", "train.steps_per_epoch=2", "train.max_tokens=256", "train.progress=false"]
+    args = ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--models", str(Path(tiny_models["llm"]).parent),
+            "--workers", "1", "--no-register"]
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 0
+    final = Path(capsys.readouterr().out.split("final checkpoint: ")[1].split()[0])
+    assert final.name == f"step_{2:08d}"
+
+
+def test_a_store_without_labels_needs_the_corpus(data, tiny_models, tmp_path, capsys):
+    """The runs above train on this store with --corpus; without it the CLI refuses, saying what to pass."""
+    from affectflow.cli import main
+
+    args = ["train", "--store", str(data / "store.zarr"), "--out", str(tmp_path / "run"),
+            "--models", str(Path(tiny_models["llm"]).parent), "--no-register",
+            "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds no labels" in err and "pass --corpus ROOT" in err and "re-running preprocess skips" in err
+    assert not (tmp_path / "run").exists()  # refused before any run folder or worker
+
+
+def test_a_store_partly_without_labels_needs_the_corpus(tmp_path):
+    store, corpus = str(tmp_path / "store.zarr"), str(tmp_path / "corpus")
+    write_synthetic_store(SyntheticFeatures(4, 8, 4, seed=2), store, corpus, labels_in_store=False)
+    # The first two again, with labels (their label CSVs go elsewhere: the corpus keeps all four).
+    write_synthetic_store(SyntheticFeatures(2, 8, 4, seed=3), store, str(tmp_path / "corpus2"))
+    with pytest.raises(StoreError, match=r"2 samples of feature store .* without labels \(e.g. 'synth_00002'.*--corpus ROOT"):
+        store_labels(store)
+    assert len(load_features(store, corpus)) == 4

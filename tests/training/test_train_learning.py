@@ -53,7 +53,8 @@ def test_tiny_model_learns_the_emotion_from_features(tiny_models, tmp_path):
 def test_tiny_model_learns_the_emotion_from_the_synthetic_corpus_store(tiny_models, ray_session, tmp_path):
     """End to end on real media: synthetic corpus -> preprocessing -> store -> training -> held-out OV answers."""
     from synth.corpus import EMOTIONS, MAIN_WORD, write_corpus
-    from features.reader import FeatureDataset, read_corpus_labels
+    from features.labels import read_corpus_labels
+    from features.reader import FeatureDataset
     from pipelines.job import preprocess
 
     models = Path(tiny_models["llm"]).parent
