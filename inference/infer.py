@@ -26,11 +26,16 @@ class InferResult:
     model_version: str
     texts: dict[str, str] = field(default_factory=dict)
     labels: dict[str, list[str] | None] = field(default_factory=dict)
+    questions: dict[str, str] = field(default_factory=dict)
+    subtitle_cut: int = 0  # subtitle tokens dropped to fit the prompt budget
 
     def format(self) -> str:
-        lines = [f"video: {self.video}", f"subtitle ({self.subtitle_source}): {self.subtitle!r}",
+        cut = f" (shortened by {self.subtitle_cut} tokens to fit the prompt)" if self.subtitle_cut else ""
+        lines = [f"video: {self.video}", f"subtitle ({self.subtitle_source}): {self.subtitle!r}{cut}",
                  f"model: {self.model_uri}" + (f" (version {self.model_version})" if self.model_version else "")]
         for task, text in self.texts.items():
+            if task not in ("ov", "description"):
+                lines.append(f"[{task} question] {self.questions.get(task, '')}")
             lines.append(f"[{task}] {text}")
             if self.labels.get(task) is not None:
                 lines.append(f"[{task} labels] {', '.join(self.labels[task]) or '(none)'}")
@@ -64,16 +69,18 @@ def infer(
     tracking_uri: str | None = None,
     llm_path: str | Path | None = None,
     seed: int | None = None,
+    question: str | None = None,
 ) -> InferResult:
-    """Run the model on one video; ``task`` is ov, description or both. Raises ``InputError`` /
-    ``FileNotFoundError`` naming the file for missing or unreadable media, ``ModelRefError`` for a
-    model that cannot be resolved."""
+    """Run the model on one video; ``task`` is a named task, ``both`` or a comma list, ``question``
+    your own (see ``inference.label_stage.resolve_asks``); decoding as ``label.*`` says. Raises
+    ``InputError`` / ``MissingFileError`` naming the file for missing or unreadable media, or for a
+    prompt that cannot fit; ``ModelRefError`` for a model that cannot be resolved."""
     import numpy as np
     import torch
 
     from core.config import load_config
-    from training.generate import GenerationConfig, generate, sample_seed
-    from inference.label_stage import task_list
+    from inference.label_stage import resolve_asks
+    from training.generate import GenerationConfig, clean_output, generate_raw, released_config, sample_seed
     from inference.labeling import plan_encoders
     from training.checkpoint import read_spec
     from registry.resolve import load_model, resolve_model
@@ -86,7 +93,9 @@ def infer(
     video_path = _check_file(video, "video")
     audio_path = _check_file(audio, "audio file")
     face_path = _check_file(face_npy, "face stack")
-    tasks = task_list(task)
+    lc = cfg.label
+    asks = resolve_asks(task or lc.task, lc.question if question is None else question, lc.labels, lc.valence_range)
+    tasks = [t for t, _ in asks]
     seed = cfg.seed if seed is None else seed
     given = (subtitle or "").strip()
     want_asr = (cfg.preprocess.asr if asr is None else asr) and not given
@@ -114,15 +123,23 @@ def infer(
         source = "asr" if str(batch["subtitle"][0]) else "none"
     text = str(batch["subtitle"][0])
     net, resolved = load_model(resolved, device=cfg.label.device)
-    gen = GenerationConfig(max_new_tokens=cfg.label.max_new_tokens, do_sample=cfg.label.do_sample,
-                           temperature=cfg.label.temperature, top_p=cfg.label.top_p)
+    gen = GenerationConfig(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample,
+                           temperature=lc.temperature, top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens)
+    if lc.decoding == "released":  # an explicit max_new_tokens still caps its 1,200
+        gen = dataclasses.replace(released_config(net.llm, lc.max_prompt_tokens),
+                                  **({"max_new_tokens": lc.max_new_tokens} if lc.max_new_tokens else {}))
     visual = torch.as_tensor(np.asarray(batch[spec.get("visual_stream", "face")], np.float32))
     audio_feats = torch.as_tensor(np.asarray(batch["audio"], np.float32))
     n = len(tasks)
-    outs = generate(net, visual.expand(n, -1, -1), audio_feats.expand(n, -1, -1), [text] * n, tasks, gen,
-                    [sample_seed(seed, video_path.stem, t) for t in tasks])
-    result = InferResult(str(video_path), text, source, resolved.model_uri, resolved.version)
-    for t, out in zip(tasks, outs):
-        result.texts[t] = out
-        result.labels[t] = parse_template(out)
+    raws, decoded = generate_raw(net, visual.expand(n, -1, -1), audio_feats.expand(n, -1, -1), [text] * n, tasks,
+                                 gen, [sample_seed(seed, video_path.stem, t) for t in tasks],
+                                 questions=[q for _, q in asks])
+    if any(d.finish == "prompt-too-long" for d in decoded):
+        raise InputError(f"the question does not fit the {gen.max_prompt_tokens}-token prompt even without the "
+                         "subtitle: ask a shorter one or raise label.max_prompt_tokens")
+    result = InferResult(str(video_path), text, source, resolved.model_uri, resolved.version,
+                         questions=dict(asks), subtitle_cut=max(d.subtitle_cut for d in decoded))
+    for t, raw in zip(tasks, raws):
+        result.texts[t] = clean_output(raw)
+        result.labels[t] = parse_template(result.texts[t])
     return result

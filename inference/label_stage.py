@@ -15,17 +15,32 @@ import numpy as np
 
 from core.errors import InputError
 from inference.table import FAILED, OK
+from training.prompt import QUESTION_TASK, TASKS, question_for
 
-TASKS = ("ov", "description")
+PROMPT_TOO_LONG = "prompt/too-long"
+
+
+def resolve_asks(task: str, question: str = "", labels: Sequence[str] = (),
+                 valence_range: Sequence[float] = (-1.0, 1.0)) -> list[tuple[str, str]]:
+    """``(task, question)`` pairs to ask of every sample.
+
+    ``question`` (your own) wins: one pair, task ``question``. Else ``task`` is a named task, ``both``
+    (ov and description) or a comma list of named tasks, each asked its released question.
+    """
+    if question and question.strip():
+        return [(QUESTION_TASK, question.strip())]
+    names = ["ov", "description"] if task == "both" else [t.strip() for t in task.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if not names or unknown:
+        raise InputError(f"--task {task!r}: expected one of {', '.join(TASKS)}, both, or a comma list of them "
+                         "(or ask your own with --question)")
+    low, high = valence_range
+    return [(t, question_for(t, labels, (float(low), float(high)))) for t in dict.fromkeys(names)]
 
 
 def task_list(task: str) -> list[str]:
-    """``ov``, ``description`` or ``both`` as the list of tasks to generate."""
-    if task == "both":
-        return list(TASKS)
-    if task not in TASKS:
-        raise InputError(f"--task {task!r} is not one of ov, description, both")
-    return [task]
+    """The task names of :func:`resolve_asks` (``ov``, ``description``, ``both``, …)."""
+    return [t for t, _ in resolve_asks(task)]
 
 
 class LabelStage:
@@ -36,12 +51,13 @@ class LabelStage:
     failed upstream becomes a failed row). Never raises: a generation error fails its batch's rows.
     """
 
-    def __init__(self, resolved: dict, tasks: Sequence[str], generation: dict, seed: int, visual_key: str,
-                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1):
+    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], generation: dict, seed: int, visual_key: str,
+                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1,
+                 decoding: str = "greedy"):
         import torch
 
-        from training.generate import GenerationConfig
         from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
+        from training.generate import GenerationConfig, released_config
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -51,14 +67,20 @@ class LabelStage:
             res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=tracking_uri,
                                                     llm_path=res.llm_path or None), ref=res.ref)
         self.model, self.resolved = load_model(res, device=device)
-        self.tasks = list(tasks)
+        self.asks = {str(t): str(q) for t, q in asks}
+        self.tasks = list(self.asks)
         self.config = GenerationConfig(**generation)
+        if decoding == "released":  # an explicit max_new_tokens still caps its 1,200
+            budget = self.config.max_new_tokens
+            self.config = released_config(self.model.llm, self.config.max_prompt_tokens)
+            if budget:
+                self.config = dataclasses.replace(self.config, max_new_tokens=budget)
         self.seed = seed
         self.visual_key = visual_key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from training.generate import generate, sample_seed
         from scoring.parse import parse_template
+        from training.generate import clean_output, generate_raw, sample_seed
 
         n = len(batch["name"])
         names = [str(x) for x in batch["name"]]
@@ -70,16 +92,25 @@ class LabelStage:
         labels: dict[tuple, Any] = {r: None for r in rows}
         st = {r: status[r[0]] for r in rows}
         err = {r: errors[r[0]] if status[r[0]] != OK else "" for r in rows}
+        cut = {r: 0 for r in rows}
         todo = [r for r in rows if status[r[0]] == OK]
         if todo:
             idx = [i for i, _ in todo]
             try:
-                outs = generate(
+                texts, decoded = generate_raw(
                     self.model, np.asarray(batch[self.visual_key], np.float32)[idx],
                     np.asarray(batch["audio"], np.float32)[idx], [subs[i] for i in idx], [t for _, t in todo],
                     self.config, [sample_seed(self.seed, names[i], t) for i, t in todo],
+                    questions=[self.asks[t] for _, t in todo],
                 )
-                for r, out in zip(todo, outs):
+                for r, raw, d in zip(todo, texts, decoded):
+                    cut[r] = d.subtitle_cut
+                    if d.finish == "prompt-too-long":
+                        st[r], err[r] = FAILED, (f"{PROMPT_TOO_LONG}: the prompt is over "
+                                                 f"{self.config.max_prompt_tokens} tokens even without the "
+                                                 "subtitle (a shorter --question, or raise label.max_prompt_tokens)")
+                        continue
+                    out = clean_output(raw)
                     text[r], labels[r] = out, parse_template(out)
             except Exception as exc:  # noqa: BLE001 - recorded as data, the job goes on
                 for r in todo:
@@ -88,10 +119,12 @@ class LabelStage:
         return {
             "name": obj(names[i] for i, _ in rows),
             "task": obj(t for _, t in rows),
+            "question": obj(self.asks[t] for _, t in rows),
             "text": obj(text[r] for r in rows),
             "labels": obj(json.dumps(labels[r]) for r in rows),
             "model_uri": obj(self.resolved.model_uri for _ in rows),
             "model_version": obj(self.resolved.version for _ in rows),
             "status": obj(st[r] for r in rows),
             "error": obj(err[r] for r in rows),
+            "subtitle_cut": np.array([cut[r] for r in rows], dtype=np.int32),
         }

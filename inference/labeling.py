@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from core.errors import InputError, MissingFileError
-from inference.label_stage import LabelStage, task_list
+from inference.label_stage import LabelStage, resolve_asks
 from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
 from pipelines import operators
 from pipelines.summary import JobSummary
@@ -42,7 +42,10 @@ class LabelSummary(JobSummary):
     model_uri: str
     model_version: str
     tasks: list[str] = field(default_factory=list)
+    question: str = ""  # your own question, when one was asked
     rows: int = 0  # rows in the output table after the run
+    shortened: int = 0  # rows of this run whose subtitle was shortened to fit the prompt budget
+    prompt_tokens: int = 0  # that budget
 
     @property
     def samples(self) -> int:
@@ -61,10 +64,12 @@ class LabelSummary(JobSummary):
             f"output: {self.out} ({self.rows} rows)",
             f"input: {self.input} ({self.kind})",
             f"model: {self.model_uri}" + (f" (version {self.model_version})" if self.model_version else ""),
-            f"tasks: {', '.join(self.tasks)}",
+            f"tasks: {', '.join(self.tasks)}" + (f" ({self.question!r})" if self.question else ""),
             f"samples: {self.total} considered, {self.skipped} already labeled (skipped), {self.samples} labeled",
             f"rows: {self.ok} ok, {self.failed} failed",
             *self.failure_lines(),
+            *([f"subtitles shortened to fit the {self.prompt_tokens}-token prompt: {self.shortened} rows "
+               "(their subtitle_cut column says by how many tokens)"] if self.shortened else []),
             self.time_line(),
         ]
 
@@ -151,13 +156,16 @@ def label(
     retry_failed: bool = False,
     on_batch: Callable[[int], None] | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    question: str | None = None,
 ) -> LabelSummary:
     """Label ``input`` (or manifest ``rows``) with ``model`` into ``out`` (.parquet or .csv); resumable.
 
     ``model``: a checkpoint or run folder, or an MLflow model URI (``registry.resolve``).
     ``models``: the folder holding the ``clip/``/``hubert/`` encoders for raw media (default:
     ``preprocess.*_model``, ``paths.models``, or the tiny-models folder beside the base LLM).
-    Unset arguments come from ``cfg`` (``label.*``, ``seed``). Joins or starts Ray.
+    ``task``: a named task, ``both`` or a comma list; ``question`` asks your own instead (both
+    default to ``label.task`` / ``label.question``). Unset arguments come from ``cfg`` (``label.*``,
+    ``seed``). Joins or starts Ray.
     ``on_batch(rows)`` is called after each block of output rows is written (benches);
     ``progress(n, todo)`` then too, with ``n`` samples labeled in it and ``todo`` the samples this
     run labels (None while streaming WebDataset shards).
@@ -174,10 +182,12 @@ def label(
     t0 = time.perf_counter()
     cfg = cfg if cfg is not None else load_config()
     lc = dataclasses.replace(cfg.label, task=task or cfg.label.task,
+                             question=cfg.label.question if question is None else question,
                              batch_size=batch_size or cfg.label.batch_size)
     lc.validate()
     seed = cfg.seed if seed is None else seed
-    tasks = task_list(lc.task)
+    asks = resolve_asks(lc.task, lc.question, lc.labels, lc.valence_range)
+    tasks, questions = [t for t, _ in asks], dict(asks)
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {out}: the output must end in .parquet or .csv")
@@ -196,17 +206,18 @@ def label(
         raise InputError(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
                           "or set $AFFECTFLOW_BASE_LLM")
     summary = LabelSummary(out=str(out), input=str(input if rows is None else f"{len(rows)} rows"), kind=kind,
-                           model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks)
-    done = done_pairs(existing(out), retry_failed)
+                           model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks,
+                           question=lc.question.strip(), prompt_tokens=lc.max_prompt_tokens)
+    done = done_pairs(existing(out), retry_failed, questions)
 
     def pending(name: str) -> bool:
         return any((name, t) not in done for t in tasks)
 
-    generation = dict(max_new_tokens=lc.max_new_tokens, do_sample=lc.do_sample, temperature=lc.temperature,
-                      top_p=lc.top_p)
+    generation = dict(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample, temperature=lc.temperature,
+                      top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens)
     visual_key = "visual" if kind == "store" else spec.get("visual_stream", "face")
-    label_args = (resolved.to_dict(), tasks, generation, seed, visual_key)
-    label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads)
+    label_args = (resolved.to_dict(), asks, generation, seed, visual_key)
+    label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads, decoding=lc.decoding)
     writer = PartWriter(out)
     init_ray(cfg)
     ctx = ray.data.DataContext.get_current()
@@ -215,8 +226,8 @@ def label(
     try:
         ds = None
         if kind == "store":
-            ds = _store_source(input, spec, tasks, done, pending, writer, summary, limit, label_args, label_kwargs,
-                               lc, resolved)
+            ds = _store_source(input, spec, questions, done, pending, writer, summary, limit, label_args,
+                               label_kwargs, lc, resolved)
         else:
             p = dataclasses.replace(cfg.preprocess, layout=kind if kind != "rows" else cfg.preprocess.layout,
                                     faces=faces or ("opencv" if kind == "folder" else cfg.preprocess.faces))
@@ -256,6 +267,7 @@ def label(
                 if cols["name"]:
                     summary.first_part(len(set(cols["name"])), t0)
                 summary.count(cols["status"], cols["error"])
+                summary.shortened += sum(1 for c in cols["subtitle_cut"] if int(c) > 0)
                 seen.update(cols["name"])
                 if on_batch is not None:
                     on_batch(len(cols["name"]))
@@ -271,7 +283,8 @@ def label(
     return summary
 
 
-def _store_source(store, spec, tasks, done, pending, writer, summary, limit, label_args, label_kwargs, lc, resolved):
+def _store_source(store, spec, questions, done, pending, writer, summary, limit, label_args, label_kwargs, lc,
+                  resolved):
     """The store path: failed samples become failed rows here; ok ones stream to the actor pool."""
     from features.store import FeatureStore
     from core.errors import StoreError
@@ -292,8 +305,9 @@ def _store_source(store, spec, tasks, done, pending, writer, summary, limit, lab
     summary.skipped = summary.total - len(todo)
     bad = [n for n in todo if n in failed]
     if bad:
-        rows = [(n, t) for n in bad for t in tasks if (n, t) not in done]
-        cols = {"name": [n for n, _ in rows], "task": [t for _, t in rows], "text": [""] * len(rows),
+        rows = [(n, t) for n in bad for t in questions if (n, t) not in done]
+        cols = {"name": [n for n, _ in rows], "task": [t for _, t in rows], "question": [questions[t] for _, t in rows],
+                "subtitle_cut": [0] * len(rows), "text": [""] * len(rows),
                 "labels": [None] * len(rows), "model_uri": [resolved.model_uri] * len(rows),
                 "model_version": [resolved.version] * len(rows), "status": [FAILED] * len(rows),
                 "error": [failed[n] for n, _ in rows]}

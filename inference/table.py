@@ -1,7 +1,8 @@
 """The label table: its columns and schema, how it is read and written, and how a run resumes.
 
-One row per (name, task) with columns :data:`COLUMNS`, as parquet or CSV. Each finished block
-is written at once as a part file under ``<out>.parts/`` (:class:`PartWriter`); at the end
+One row per (name, task) with columns :data:`COLUMNS`, as parquet or CSV: ``question`` is the
+question asked, ``subtitle_cut`` the subtitle tokens dropped to fit the prompt budget (0: whole).
+Each finished block is written at once as a part file under ``<out>.parts/`` (:class:`PartWriter`); at the end
 :func:`finish` merges the old table and the parts and replaces the output atomically, so a
 killed job keeps what it finished and never leaves a torn table. Written sorted by (name,
 task), with a fixed schema without pandas metadata and fixed compression: equal content gives
@@ -19,7 +20,10 @@ from typing import Sequence
 
 from core.errors import InputError
 
-COLUMNS = ("name", "task", "text", "labels", "model_uri", "model_version", "status", "error")
+COLUMNS = ("name", "task", "question", "text", "labels", "model_uri", "model_version", "status", "error",
+           "subtitle_cut")
+# Columns a table written before they existed lacks, and what its rows mean by them.
+LEGACY_DEFAULTS = {"question": "", "subtitle_cut": 0}
 OK, FAILED = "ok", "failed"
 PARQUET_COMPRESSION = "zstd"
 
@@ -29,8 +33,9 @@ def schema():
     import pyarrow as pa
 
     return pa.schema([
-        ("name", pa.string()), ("task", pa.string()), ("text", pa.string()), ("labels", pa.list_(pa.string())),
-        ("model_uri", pa.string()), ("model_version", pa.string()), ("status", pa.string()), ("error", pa.string()),
+        ("name", pa.string()), ("task", pa.string()), ("question", pa.string()), ("text", pa.string()),
+        ("labels", pa.list_(pa.string())), ("model_uri", pa.string()), ("model_version", pa.string()),
+        ("status", pa.string()), ("error", pa.string()), ("subtitle_cut", pa.int32()),
     ])
 
 
@@ -39,8 +44,11 @@ def to_arrow(columns: dict[str, Sequence]):
     import pyarrow as pa
 
     labels = [json.loads(v) if isinstance(v, str) else (None if v is None else list(v)) for v in columns["labels"]]
-    data = {k: [("" if v is None else str(v)) for v in columns[k]] for k in COLUMNS if k != "labels"}
+    n = len(labels)
+    data = {k: [("" if v is None else str(v)) for v in columns.get(k, [""] * n)]
+            for k in COLUMNS if k not in ("labels", "subtitle_cut")}
     data["labels"] = labels
+    data["subtitle_cut"] = [int(v or 0) for v in columns.get("subtitle_cut", [0] * n)]
     return pa.table({k: data[k] for k in COLUMNS}, schema=schema())
 
 
@@ -50,16 +58,24 @@ def _format_list(labels) -> str:
 
 def read_table(path: str | Path):
     """An output table (parquet or CSV) as Arrow, in the fixed schema; CSV labels parsed back."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     if path.suffix == ".parquet":
-        return pq.read_table(path).select(list(COLUMNS)).cast(schema())
+        table = pq.read_table(path)
+        for col, value in LEGACY_DEFAULTS.items():
+            if col not in table.column_names:
+                table = table.append_column(col, pa.array([value] * table.num_rows, schema().field(col).type))
+        return table.select(list(COLUMNS)).cast(schema())
     import pandas as pd
 
     from features.labels import split_list_text
 
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col, value in LEGACY_DEFAULTS.items():
+        if col not in df.columns:
+            df[col] = str(value)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
@@ -99,12 +115,11 @@ def parts_dir(out: Path) -> Path:
 def existing(out: Path):
     """The output table plus parts left by an interrupted run (later rows win), or None."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     tables = [read_table(out)] if out.exists() else []
     pdir = parts_dir(out)
     if pdir.is_dir():
-        tables += [pq.read_table(p).cast(schema()) for p in sorted(pdir.glob("part-*.parquet"))]
+        tables += [read_table(p) for p in sorted(pdir.glob("part-*.parquet"))]
     if not tables:
         return None
     merged = pa.concat_tables(tables)
@@ -114,12 +129,18 @@ def existing(out: Path):
     return merged.take(sorted(last.values()))
 
 
-def done_pairs(table, retry_failed: bool) -> set[tuple[str, str]]:
-    """The (name, task) pairs a run skips: ok ones, and failed ones too unless ``retry_failed``."""
+def done_pairs(table, retry_failed: bool, questions: dict[str, str] | None = None) -> set[tuple[str, str]]:
+    """The (name, task) pairs a run skips: ok ones, and failed ones too unless ``retry_failed``.
+
+    With ``questions`` (task -> the question this run asks), a row asked another question is not
+    done: it is asked again and replaced. A row of a table that predates the question column
+    counts as asked the task's question (only ov and description existed then).
+    """
     if table is None:
         return set()
-    names, tasks, status = (table.column(c).to_pylist() for c in ("name", "task", "status"))
-    return {(n, t) for n, t, s in zip(names, tasks, status) if s == OK or not retry_failed}
+    names, tasks, asked, status = (table.column(c).to_pylist() for c in ("name", "task", "question", "status"))
+    return {(n, t) for n, t, q, s in zip(names, tasks, asked, status)
+            if (s == OK or not retry_failed) and (questions is None or not q or questions.get(t) == q)}
 
 
 class PartWriter:

@@ -19,9 +19,11 @@ from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT, ENV_
 
 class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
     """``predict(DataFrame)``: columns ``visual`` ([8, Dv]), ``audio`` ([8, Da]), ``subtitle`` and
-    optional ``task`` (ov|description) and ``name``; returns ``text`` and ``labels``.
+    optional ``task`` (a named task, default ov), ``question`` (your own) and ``name``; returns
+    ``text`` and ``labels``.
 
-    Params: max_new_tokens, do_sample, temperature, top_p, seed (sampling seeds per name+task).
+    Params: max_new_tokens (default: each task's own), do_sample, temperature, top_p, seed
+    (sampling seeds per name+task).
     """
 
     def load_context(self, context):
@@ -39,11 +41,13 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         import torch
 
         from training.generate import GenerationConfig, generate, sample_seed
+        from training.prompt import question_for
         from scoring.parse import parse_template
 
         params = dict(params or {})
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        cfg = GenerationConfig(max_new_tokens=int(params.get("max_new_tokens", 64)),
+        budget = params.get("max_new_tokens")
+        cfg = GenerationConfig(max_new_tokens=int(budget) if budget else None,  # None: each task's own
                                do_sample=bool(params.get("do_sample", False)),
                                temperature=float(params.get("temperature", 1.0)),
                                top_p=float(params.get("top_p", 0.9)))
@@ -58,6 +62,10 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         subs = ["" if s is None else str(s) for s in df["subtitle"]] if "subtitle" in df else [""] * n
         names = [str(x) for x in df["name"]] if "name" in df else [str(i) for i in range(n)]
         seed = int(params.get("seed", 0))
+        questions = None
+        if "question" in df:  # a row's own question; its task then only sets its new-token budget
+            asked = ["" if q is None else str(q) for q in df["question"]]
+            questions = [q or question_for(t) for q, t in zip(asked, tasks)]
         texts = generate(self.model, stack("visual"), stack("audio"), subs, tasks, cfg,
-                         [sample_seed(seed, nm, t) for nm, t in zip(names, tasks)])
+                         [sample_seed(seed, nm, t) for nm, t in zip(names, tasks)], questions)
         return pd.DataFrame({"text": texts, "labels": [parse_template(t) for t in texts]})

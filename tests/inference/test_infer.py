@@ -37,3 +37,26 @@ def test_missing_and_unreadable_files(synth_corpus, models_dir, tiny_checkpoint,
         infer(broken, model=str(tiny_checkpoint), models=models_dir)
     assert main(["infer", str(tmp_path / "gone.mp4"), "--model", str(tiny_checkpoint)]) == 2
     assert "gone.mp4 does not exist" in capsys.readouterr().err
+
+
+def test_infer_asks_any_question_and_decodes_as_the_release(synth_corpus, models_dir, tiny_checkpoint, capsys,
+                                                            one_thread):
+    from affectflow.cli import main
+    from training.prompt import question_for
+
+    video = synth_corpus / "video" / f"{NAME}.mp4"
+    cfg = load_config(None, ["label.max_new_tokens=6", "label.labels=happy,sad,angry"])
+    named = infer(video, None, "I am fine.", str(tiny_checkpoint), "sentiment,closed", cfg=cfg, models=models_dir)
+    assert set(named.texts) == {"sentiment", "closed"}
+    assert named.questions["closed"] == question_for("closed", ["happy", "sad", "angry"])
+    own = infer(video, None, "I am fine.", str(tiny_checkpoint), cfg=cfg, models=models_dir,
+                question="Is the person tired?")
+    assert list(own.texts) == ["question"] and own.questions["question"] == "Is the person tired?"
+    assert "[question question] Is the person tired?" in own.format()
+
+    args = ["infer", str(video), "--model", str(tiny_checkpoint), "--models", str(models_dir), "--subtitle", "hi",
+            "--decoding", "released", "--max-new-tokens", "8", "--seed", "5", "--json"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0 and capsys.readouterr().out == first  # seeded: a rerun repeats
+    assert main([*args[:-3], "--seed", "6", "--json"]) == 0 and capsys.readouterr().out != first

@@ -92,3 +92,50 @@ def test_cli_label_to_csv(ray_session, small_store, tiny_checkpoint, tmp_path, c
     assert main(args) == 0 and f"{len(NAMES)} already labeled" in capsys.readouterr().out
     assert main(["label", "--input", str(small_store), "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_checkpoint, tmp_path):
+    """Named tasks ask the released questions, --question asks yours; both are recorded per row. A
+    subtitle is shortened to fit the prompt (flagged on its row, counted); a prompt that cannot fit
+    even without it is a failed row with a reason."""
+    from training.prompt import QUESTION_TASK, question_for
+
+    out = tmp_path / "asks.parquet"
+    cfg = label_config("label.valence_range=[-3,3]")
+    s = label(small_store, str(tiny_checkpoint), "sentiment,valence", out, batch_size=5, seed=0, cfg=cfg)
+    df = read_table(out).to_pandas()
+    assert (s.ok, s.failed) == (2 * len(NAMES), 0) and set(df["task"]) == {"sentiment", "valence"}
+    want = {"sentiment": question_for("sentiment"), "valence": question_for("valence", valence_range=(-3, 3))}
+    assert all(q == want[t] for t, q in zip(df["task"], df["question"])) and (df["subtitle_cut"] == 0).all()
+
+    mine = "How loud is the person speaking?"
+    s = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine)
+    df = read_table(out).to_pandas()
+    asked = df[df["task"] == QUESTION_TASK]
+    assert s.ok == len(NAMES) and len(asked) == len(NAMES) and (asked["question"] == mine).all()
+    assert f"tasks: question ({mine!r})" in s.format()
+    # Another question is asked again (and replaces the rows), the same one is skipped.
+    other = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine + " Why?")
+    same = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine + " Why?")
+    assert (other.skipped, other.ok, same.skipped, same.ok) == (0, len(NAMES), len(NAMES), 0)
+    assert (read_table(out).to_pandas().query("task == 'question'")["question"] == mine + " Why?").all()
+
+    tight = tmp_path / "tight.parquet"
+    long_q = "Please describe, in great detail, every emotion you can see or hear in this video. " * 6
+    s = label(small_store, str(tiny_checkpoint), "ov", tight, batch_size=5, seed=0,
+              cfg=label_config("label.max_prompt_tokens=150"), question=long_q)
+    t = read_table(tight).to_pandas()
+    assert s.failed == len(NAMES) and set(s.failures) == {"prompt/too-long"}
+    assert t["error"].str.startswith("prompt/too-long: the prompt is over 150 tokens").all()
+
+    from registry.resolve import load_model
+    from training.prompt import build_prompt
+
+    model, _ = load_model(str(tiny_checkpoint), device="cpu")
+    bare = len(model.tokenizer(build_prompt("", question_for("ov")), add_special_tokens=False)["input_ids"])
+    cut = tmp_path / "cut.parquet"
+    s = label(small_store, str(tiny_checkpoint), "ov", cut, batch_size=5, seed=0,
+              cfg=label_config(f"label.max_prompt_tokens={bare + 2}"))
+    c = read_table(cut).to_pandas()
+    assert s.failed == 0 and s.shortened == (c["subtitle_cut"] > 0).sum() > 0
+    assert f"subtitles shortened to fit the {bare + 2}-token prompt: {s.shortened} rows" in s.format()

@@ -249,3 +249,19 @@ def test_register_logs_the_imported_model_with_its_source(released, tiny_models,
     sha = __import__("hashlib").sha256(released[0].read_bytes()).hexdigest()
     assert version.tags["affectflow.source_sha256"] == sha
     assert (version.tags["affectflow.visual_stream"], version.tags["affectflow.source_epoch"]) == ("face", "60")
+
+
+def test_label_runs_on_the_imported_model(ray_session, imported, synth_corpus, models_dir, tmp_path):
+    from core.config import load_config
+    from inference.labeling import label
+    from inference.table import read_table
+    from tests.fixtures.pipeline import copy_corpus
+
+    names = ["sample_00000000", "sample_00000001", "sample_00000002"]
+    corpus = copy_corpus(synth_corpus, tmp_path / "corpus", names)
+    out = tmp_path / "labels.parquet"
+    cfg = load_config(None, ["ray.num_cpus=2", "label.max_new_tokens=6", "preprocess.batch_size=4"])
+    summary = label(corpus, str(imported), "both", out, batch_size=3, seed=0, cfg=cfg, models=models_dir)
+    df = read_table(out).to_pandas()
+    assert (summary.ok, summary.failed) == (2 * len(names), 0)
+    assert sorted(set(df["name"])) == names and (df["model_uri"] == str(imported.resolve())).all()
