@@ -41,6 +41,10 @@ class BenchmarkError(AffectFlowError, ValueError):
     """A MER-UniBench folder or run that cannot be scored as asked."""
 
 
+class TrainingError(AffectFlowError):
+    """A training run that cannot go on (e.g. a non-finite loss); the message names the step and value."""
+
+
 def format_error(kind: str, message: str) -> str:
     """The text stored in an ``error`` column: ``kind: message`` (``kind`` is ``stage/what``)."""
     return f"{kind}: {message}"

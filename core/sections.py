@@ -166,6 +166,8 @@ class TrainConfig:
     fail_at_step: int = 0
     fail_rank: int = 0
     progress: bool = True
+    # A run stops (and fails) after this many consecutive steps with a non-finite loss or gradient norm.
+    max_bad_steps: int = 3
 
     def validate(self) -> None:
         if self.zero_stage not in (0, 1, 2, 3):
@@ -192,6 +194,20 @@ class TrainConfig:
             raise ConfigError(f"min_lr_ratio must be within [0, 1], got {self.min_lr_ratio}")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas must be two numbers within [0, 1), got {list(self.betas)}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        for key in ("warmup_steps", "steps_per_epoch", "checkpoint_every", "keep_checkpoints", "max_failures",
+                    "fail_at_step", "fail_rank"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        if self.max_bad_steps < 1:
+            raise ConfigError(f"max_bad_steps must be >= 1, got {self.max_bad_steps}")
 
 
 @dataclass
@@ -241,8 +257,8 @@ class LabelConfig:
             raise ConfigError(f"max_prompt_tokens must be >= 64, got {self.max_prompt_tokens}")
         if len(self.valence_range) != 2 or not self.valence_range[0] < 0 < self.valence_range[1]:
             raise ConfigError(f"valence_range must be [low, high] with low < 0 < high, got {self.valence_range}")
-        if self.do_sample and self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
 

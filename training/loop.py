@@ -30,7 +30,7 @@ import torch
 
 from training.checkpoint import DS_DIR, DS_TAG, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
-from core.errors import ConfigError, MissingFileError
+from core.errors import ConfigError, MissingFileError, TrainingError
 
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -256,6 +256,27 @@ def read_state(folder: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+FAILURE_FILE = "run_failed.json"  # beside metrics.jsonl: why and where a run stopped
+
+
+def json_metrics(metrics: dict) -> str:
+    """One strict-JSON line: a non-finite value becomes null and its key is listed under ``nonfinite``."""
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    clean = {k: (None if k in bad else v) for k, v in metrics.items()}
+    if bad:
+        clean["nonfinite"] = bad
+    return json.dumps(clean, allow_nan=False)
+
+
+def nonfinite(metrics: dict) -> str:
+    """``"loss=nan"`` for the first non-finite loss or gradient norm of a step, else ``""``."""
+    for key in ("loss", "grad_norm"):
+        value = metrics.get(key)
+        if value is not None and not math.isfinite(value):
+            return f"{key}={value}"
+    return ""
+
+
 def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None, *, use_gpu: bool = False,
              build_model: Callable | None = None) -> LoopResult:
     """Train on ``features`` (a map-style dataset of feature items) from ``cfg`` (a full Config).
@@ -311,6 +332,7 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
 
     history: list[dict] = []
     last_ckpt = None
+    bad_run = 0  # consecutive steps with a non-finite loss or gradient norm
     bar = hooks.progress(total, step) if (hooks.progress and rank == 0) else None
     metrics_file = open(hooks.metrics_path, "a", encoding="utf-8") if (hooks.metrics_path and rank == 0) else None
 
@@ -354,10 +376,16 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                 metrics = {"loss": float(loss_sum[0]) / (accum * world), "lr": float(lr),
                            "tokens_per_s": float(loss_sum[1]) / dt, "samples_per_s": tc.global_batch_size / dt,
                            "epoch": step / per_epoch, "step": step}
+                grad_norm = engine.get_global_grad_norm()  # global: the same on every rank (None: not computed)
+                if grad_norm is not None:
+                    metrics["grad_norm"] = float(grad_norm)
+                # Every rank sees the same all-reduced loss and global norm, so all stop together.
+                why = nonfinite(metrics)
+                bad_run = bad_run + 1 if why else 0
                 if rank == 0:
                     history.append(metrics)
                     if metrics_file:
-                        metrics_file.write(json.dumps(metrics) + "\n")
+                        metrics_file.write(json_metrics(metrics) + "\n")
                         metrics_file.flush()
                     if hooks.log_metrics and (step % tc.log_every == 0 or step == total):
                         hooks.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
@@ -365,9 +393,18 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                         bar.update(1)
                         if hasattr(bar, "set_postfix"):
                             bar.set_postfix({"loss": f"{metrics['loss']:.4f}"})
+                if bad_run >= tc.max_bad_steps:
+                    message = (f"training stopped at step {step}: {why} for {bad_run} consecutive step(s) "
+                               f"(train.max_bad_steps={tc.max_bad_steps}); last good checkpoint: {last_ckpt or 'none'}")
+                    if rank == 0 and hooks.metrics_path:
+                        Path(hooks.metrics_path).with_name(FAILURE_FILE).write_text(json.dumps(
+                            {"status": "failed", "reason": "non-finite", "step": step, "value": why,
+                             "message": message, "last_checkpoint": last_ckpt}, indent=2) + "\n", encoding="utf-8")
+                    raise TrainingError(message)
                 at_epoch_end = step % per_epoch == 0
                 at_every = tc.checkpoint_every and step % tc.checkpoint_every == 0
-                ckpt = checkpoint(metrics) if (at_epoch_end or at_every) else None
+                # A step with non-finite values writes no checkpoint: it would hold NaN weights.
+                ckpt = checkpoint(metrics) if (at_epoch_end or at_every) and not why else None
                 if hooks.report and (ckpt or step % tc.log_every == 0 or step == total):
                     hooks.report(metrics, ckpt)
                 if (tc.fail_at_step and step == tc.fail_at_step and not resumed_from and rank == tc.fail_rank

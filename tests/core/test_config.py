@@ -80,3 +80,37 @@ def test_config_show_prints_resolved_yaml(capsys):
 def test_config_show_reports_bad_key(capsys):
     assert main(["config", "show", "--set", "train.nope=1"]) == 2
     assert "train.nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=nan", "train.lr: expected a finite number, got 'nan'"),
+    ("train.weight_decay=inf", "train.weight_decay: expected a finite number"),
+    ("train.betas=1", "train.betas: expected 2 values, got 1"),
+    ("train.betas=[1,2,3]", "train.betas: expected 2 values, got 3"),
+    ("train.betas=[0.9,1.5]", "betas must be two numbers within [0, 1)"),
+    ("train.grad_clip=-5", "grad_clip must be >= 0"),
+    ("train.warmup_steps=-10", "warmup_steps must be >= 0"),
+    ("train.weight_decay=-0.1", "weight_decay must be >= 0"),
+    ("train.max_bad_steps=0", "max_bad_steps must be >= 1"),
+    ("label.temperature=-1", "temperature must be > 0"),
+    ("label.valence_range=[-1]", "valence_range must be [low, high]"),
+    ("seed=-1", "seed must be >= 0"),
+])
+def test_values_outside_their_range_fail_at_load(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_duplicate_yaml_keys_and_non_utf8_files_are_errors(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("seed: 1\ntrain:\n  lr: 2.0e-5\n  workers: 1\n  lr: 3.0e-5\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml.*duplicate key 'lr' on line 5 \(first on line 3\)"):
+        load_config(dup)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("seed: 1\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin\.yaml.*is not UTF-8 text"):
+        load_config(latin)
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("seed: 1\ntrain:\n  lr: 2.0e-5\nlabel:\n  task: ov\n")
+    assert load_config(fine).train.lr == 2e-5
