@@ -57,6 +57,8 @@ class PreprocessConfig:
     pyfeat_model: str = ""
     # Transcribe samples without a subtitle with the local Whisper checkpoint.
     asr: bool = False
+    # Folder corpora: read symbolic links whose target is outside the corpus root (refused by default).
+    follow_symlinks: bool = False
     # Encoders: "auto" = CUDA in fp16 when present, else CPU in fp32.
     device: str = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"

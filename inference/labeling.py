@@ -247,7 +247,7 @@ def label(
                 if rows is None:
                     from pipelines.manifest import read_manifest
 
-                    rows = read_manifest(Path(input), kind)
+                    rows = read_manifest(Path(input), kind, follow_symlinks=p.follow_symlinks)
                 items = [r.to_dict() if hasattr(r, "to_dict") else dict(r)
                          for r in unique_by_name(rows)][: limit if limit is not None else None]
                 summary.total = len(items)

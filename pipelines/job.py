@@ -177,8 +177,8 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         remote = "://" in str(corpus)
         if not remote and not Path(corpus).exists():
             raise MissingFileError(f"corpus {corpus} does not exist")
-        rows = read_manifest(str(corpus) if remote else Path(corpus), p.layout,
-                             storage_options)[: limit if limit is not None else None]
+        rows = read_manifest(str(corpus) if remote else Path(corpus), p.layout, storage_options,
+                             follow_symlinks=p.follow_symlinks)[: limit if limit is not None else None]
         # Two rows with one name (e.g. a bad CSV row and the real video) cannot share a part.
         rows = unique_by_name(rows)
         summary.total = len(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -196,12 +197,30 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
     return rows
 
 
+def link_error(path: Path, root: Path, follow_symlinks: bool = False) -> str:
+    """The failure of a symbolic link in a folder corpus, or "" when it may be read.
+
+    A dangling link always fails; a link whose target is outside ``root`` fails unless
+    ``follow_symlinks`` (a corpus folder must not become a way to read any file on the machine).
+    """
+    if not path.is_symlink():
+        return ""
+    target = path.resolve()
+    if not target.exists():
+        return f"manifest/dangling-link: {path} -> {os.readlink(path)} does not exist"
+    if not follow_symlinks and not target.is_relative_to(root.resolve()):
+        return (f"manifest/link-outside-root: {path} -> {target} leaves the corpus root {root} "
+                "(pass --follow-symlinks to read it)")
+    return ""
+
+
 def read_folder(root: str | Path, subtitles: str | Path | None = None,
-                extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[ManifestRow]:
+                extensions: Iterable[str] = VIDEO_EXTENSIONS, follow_symlinks: bool = False) -> list[ManifestRow]:
     """Rows for every video under ``root`` (recursive; name = file stem) plus an optional subtitle CSV.
 
     The CSV needs ``name`` and one of ``english``/``subtitle``/``text``/``transcript``; a row
     naming a video that is not there is a failed row. A ``subtitles.csv`` in ``root`` is picked up.
+    Symbolic links follow :func:`link_error`: a refused one is a failed row naming the link and target.
     """
     root = Path(root)
     if not root.is_dir():
@@ -209,7 +228,11 @@ def read_folder(root: str | Path, subtitles: str | Path | None = None,
     exts = {e.lower() for e in extensions}
     videos: dict[str, Path] = {}
     rows: list[ManifestRow] = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and (p.is_file() or p.is_symlink())):
+        refused = link_error(path, root, follow_symlinks)
+        if refused:
+            rows.append(ManifestRow(name=path.stem, video=str(path), error=refused))
+            continue
         if path.stem in videos:
             rows.append(ManifestRow(name=path.stem, video=str(path),
                                     error=f"manifest/duplicate-name: {path} and {videos[path.stem]} share the name"))
@@ -240,7 +263,8 @@ def read_folder(root: str | Path, subtitles: str | Path | None = None,
     return rows
 
 
-def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None = None) -> list[ManifestRow]:
+def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None = None,
+                  follow_symlinks: bool = False) -> list[ManifestRow]:
     """The rows of a corpus by layout (``mer2025`` on a local path or fsspec URL, ``folder`` local only)."""
     if layout == "mer2025":
         return read_mer2025(corpus, storage_options=storage_options)
@@ -248,7 +272,7 @@ def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None 
         if "://" in str(corpus):
             raise InputError(f"layout 'folder' reads local folders only, got {corpus}: "
                              "use mer2025 or webdataset")
-        return read_folder(corpus)
+        return read_folder(corpus, follow_symlinks=follow_symlinks)
     raise InputError(f"layout {layout!r} has no list reader (webdataset streams: use read_webdataset)")
 
 

@@ -75,6 +75,28 @@ def test_folder_rows(tmp_path, synth_corpus):
     assert rows["ghost"].error.startswith("manifest/missing-file") and "subtitles.csv" in rows["ghost"].error
 
 
+
+def test_folder_links_stay_inside_the_root(tmp_path, synth_corpus):
+    """A link out of the corpus root is refused (unless follow_symlinks), a dangling one is a failed row."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(synth_corpus / "video" / "sample_00000000.mp4", outside / "real.mp4")
+    root = tmp_path / "clips"
+    root.mkdir()
+    shutil.copy(synth_corpus / "video" / "sample_00000001.mp4", root / "inside.mp4")
+    (root / "alias.mp4").symlink_to(root / "inside.mp4")  # inside the root: fine
+    (root / "x.mp4").symlink_to("/etc/passwd")
+    (root / "away.mp4").symlink_to(outside / "real.mp4")
+    (root / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    rows = {r.name: r for r in read_folder(root)}
+    assert set(rows) == {"inside", "alias", "x", "away", "gone"}
+    assert rows["inside"].error == "" and rows["alias"].error == ""
+    assert rows["x"].error.startswith("manifest/link-outside-root: ") and "/etc/passwd" in rows["x"].error
+    assert f"-> {outside / 'real.mp4'} leaves the corpus root" in rows["away"].error
+    assert rows["gone"].error.startswith("manifest/dangling-link: ") and "deleted.mp4" in rows["gone"].error
+    followed = {r.name: r for r in read_folder(root, follow_symlinks=True)}
+    assert followed["away"].error == "" and followed["gone"].error.startswith("manifest/dangling-link")
+
 def write_shards(out, corpus, names, per_shard=2):
     """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.npy`` (face stack), ``{key}.json`` (subtitle, labels)."""
     import pandas as pd
