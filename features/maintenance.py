@@ -18,6 +18,11 @@ from features.layout import PART_KEY, SAMPLES, failure_kind, failure_stage, part
 class StoreMaintenance:
     """Vacuum, compact, disk usage and inspection over the store's parts (see :class:`features.store.FeatureStore`)."""
 
+    def require_store(self) -> None:
+        """Raise ``StoreError`` unless a feature store is at this path (for commands that only read or tidy one)."""
+        if self._read_json("zarr.json") is None and not self.groups():
+            raise StoreError(f"{self.path} is not a feature store (no zarr.json and no parts)")
+
     def vacuum(self, superseded: bool = False) -> dict[str, int]:
         """Delete uncommitted parts (and, with ``superseded``, parts whose every row was rewritten later).
 
@@ -101,9 +106,8 @@ class StoreMaintenance:
 
     def inspect(self) -> dict[str, Any]:
         """Counts ok/failed per group, arrays with shapes and dtypes, encoder specs, failures, bytes on disk."""
+        self.require_store()
         report: dict[str, Any] = {"path": self.path, "groups": [], "bytes": self.disk_bytes()}
-        if self._read_json("zarr.json") is None and not self.groups():
-            raise StoreError(f"{self.path} is not a feature store (no zarr.json and no parts)")
         sample_lat = self._latest(SAMPLES)
         failures = sample_lat.failed()
         report["samples"] = {

@@ -317,3 +317,13 @@ def test_inspect_groups_failures_by_kind_of_every_stage(tmp_path, capsys):
     assert main(["store", "inspect", store.path]) == 0
     text = capsys.readouterr().out
     assert "failures by kind:" in text and "  video/missing: 2" in text and "  audio/unreadable: 1" in text
+
+
+def test_tidying_a_path_without_a_store_is_an_error(tmp_path, capsys):
+    from affectflow.cli import main
+
+    (tmp_path / "plain").mkdir()
+    for path in (tmp_path / "missing", tmp_path / "plain"):
+        for action in (["vacuum"], ["compact"]):
+            assert main(["store", *action, str(path)]) == 2
+            assert f"{path} is not a feature store" in capsys.readouterr().err
