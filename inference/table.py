@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
+from core.cells import read_cell, safe_cell
 from core.errors import InputError
 
 COLUMNS = ("name", "task", "question", "text", "labels", "model_uri", "model_version", "status", "error",
@@ -79,7 +80,7 @@ def read_table(path: str | Path):
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
-    cols = {c: list(df[c]) for c in COLUMNS}
+    cols = {c: [read_cell(v) for v in df[c]] for c in COLUMNS}  # undo the spreadsheet-safe quote
     cols["labels"] = [None if v == "" else split_list_text(v) for v in cols["labels"]]
     return to_arrow(cols)
 
@@ -100,6 +101,7 @@ def write_table(table, path: str | Path) -> None:
 
             df = pd.DataFrame({c: table.column(c).to_pylist() for c in COLUMNS})
             df["labels"] = [_format_list(v) for v in df["labels"]]
+            df = df.map(safe_cell)  # a cell like "=HYPERLINK(...)" must stay text in a spreadsheet
             df.to_csv(tmp, index=False, lineterminator="\n")
         os.replace(tmp, path)
     finally:
