@@ -8,8 +8,20 @@ from typing import Sequence
 from core.config import Config, load_config
 
 
+def add_verbose_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-v/--verbose``: everything on the console (library logs, warnings, Ray workers' output) instead of the log file.
+
+    On the top-level parser (``top``) it defaults to off; on a subcommand it is only set when given,
+    so ``affectflow -v demo`` and ``affectflow demo -v`` mean the same.
+    """
+    parser.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="show library logs, warnings and Ray workers' output on the console "
+                             "(default: only this command's progress and summary; the rest goes to a log file)")
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and repeatable ``--set a.b=c``, shared by every subcommand that runs a job."""
+    """``--config FILE``, repeatable ``--set a.b=c`` and ``--verbose``, shared by every subcommand that runs a job."""
+    add_verbose_option(parser)
     parser.add_argument("--config", metavar="FILE", help="YAML run config (see configs/)")
     parser.add_argument(
         "--set",

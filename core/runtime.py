@@ -6,15 +6,24 @@ import os
 from typing import Any
 
 
-def init_ray(cfg, log_to_driver: bool = True) -> None:
+def init_ray(cfg, log_to_driver: bool | None = None) -> None:
     """Join ``ray.address`` (or RAY_ADDRESS, as under ``ray job submit``), else start a local instance.
 
     A local instance gets the object-store cap and the task-event limit of ``cfg.ray``.
+    ``log_to_driver`` None: workers' output is forwarded only when the command's console is
+    verbose (`core.console`); otherwise it stays in Ray's session logs, and the console says where
+    (also when Ray was already up).
     """
     import ray
 
+    from core.console import current
+
+    console = current()
     if ray.is_initialized():
+        _name_session_logs(console)
         return
+    if log_to_driver is None:
+        log_to_driver = console.verbose
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": log_to_driver}
     if address == "local":
@@ -25,3 +34,11 @@ def init_ray(cfg, log_to_driver: bool = True) -> None:
         if cfg.ray.task_events_max:
             kwargs["_system_config"] = {"task_events_max_num_task_in_gcs": cfg.ray.task_events_max}
     ray.init(**kwargs)
+    _name_session_logs(console)
+
+
+def _name_session_logs(console) -> None:
+    import ray
+
+    context = ray.get_runtime_context()
+    console.ray_logs(os.path.join(context.get_temp_dir(), context.get_session_name(), "logs"))

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.console import echo
 from core.tracking import tracking_uri
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
 from training.checkpoint import SPEC_FILE, find_checkpoint
@@ -202,8 +203,8 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
         why = unreachable(uri) or f"{type(exc).__name__}: {str(exc)[:300]}"
         _print_later(why, ckpt, later)
         return None
-    print(f"[register] {result.model_uri} -> version {result.version} (run {result.run_id}); "
-          f"base LLM {'bundled' if result.bundled_base else 'not bundled (path recorded)'}")
+    echo(f"[register] {result.model_uri} -> version {result.version} (run {result.run_id}); "
+         f"base LLM {'bundled' if result.bundled_base else 'not bundled (path recorded)'}")
     return result
 
 
@@ -213,6 +214,6 @@ def _nullrun(run):
 
 
 def _print_later(why: str, ckpt: Path, command: str) -> None:
-    print(f"[register] could not log/register the model: {why}\n"
-          f"[register] the checkpoint is kept at {ckpt}\n"
-          f"[register] to register it later, run:\n    {command}")
+    echo(f"[register] could not log/register the model: {why}\n"
+         f"[register] the checkpoint is kept at {ckpt}\n"
+         f"[register] to register it later, run:\n    {command}")

@@ -17,6 +17,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def command_logs(tmp_path_factory) -> Path:
+    """The folder where commands run by the tests write their log files (not the working tree's .affectflow/logs)."""
+    from core.console import LOG_DIR_ENV
+
+    os.environ.setdefault(LOG_DIR_ENV, str(tmp_path_factory.mktemp("command-logs")))
+    return Path(os.environ[LOG_DIR_ENV])
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

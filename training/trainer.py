@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from core.errors import InputError
@@ -106,24 +109,69 @@ class _RankZeroMlflow:
                 self.warned = True
 
 
-class _RayBar:
-    """tqdm_ray (rendered on the driver, with rate and ETA) behind the loop's progress protocol."""
+class _QueueBar:
+    """The loop's progress protocol on rank 0: (step, total, postfix) go to the driver through a Ray
+    queue, at most twice a second and once more on close; `train`'s ``progress`` draws them there.
 
-    def __init__(self, total: int, initial: int):
-        from ray.experimental.tqdm_ray import tqdm
+    Not tqdm_ray: its bars are drawn by the driver's log forwarding (off unless --verbose), and one
+    left open (a state arriving after its close re-creates it) is redrawn after every later line.
+    """
 
-        self.bar = tqdm(total=total, desc="train")
-        if initial:
-            self.bar.update(initial)
+    INTERVAL_S = 0.5
+
+    def __init__(self, queue, total: int, initial: int):
+        self.queue, self.total, self.step, self.postfix, self.sent = queue, total, initial, {}, 0.0
 
     def update(self, n: int) -> None:
-        self.bar.update(n)
+        self.step += n  # sent with the loss: the loop calls set_postfix after each update
 
     def set_postfix(self, values: dict) -> None:
-        self.bar.set_description("train " + " ".join(f"{k}={v}" for k, v in values.items()))
+        self.postfix = dict(values)
+        if time.monotonic() - self.sent >= self.INTERVAL_S:
+            self._send()
 
     def close(self) -> None:
-        self.bar.close()
+        self._send()
+
+    def _send(self) -> None:
+        self.sent = time.monotonic()
+        try:
+            self.queue.put_nowait((self.step, self.total, self.postfix))
+        except Exception:  # noqa: BLE001 - a full or gone queue never stops training
+            pass
+
+
+@contextmanager
+def _progress_feed(progress: Callable[..., None] | None):
+    """The queue rank 0 reports to, and a driver thread calling ``progress(step, total, **postfix)``."""
+    if progress is None:
+        yield None
+        return
+    from ray.util.queue import Empty, Queue
+
+    queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+    stop = threading.Event()
+
+    def follow() -> None:
+        while True:
+            try:
+                step, total, postfix = queue.get(timeout=0.5)
+            except Empty:
+                if stop.is_set():  # the workers are done and the queue is drained
+                    return
+                continue
+            except Exception:  # noqa: BLE001 - the queue went away: the bar stops, training goes on
+                return
+            progress(step, total, **postfix)
+
+    thread = threading.Thread(target=follow, name="train-progress", daemon=True)
+    thread.start()
+    try:
+        yield queue
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        queue.shutdown()
 
 
 def _worker(config: dict) -> None:
@@ -159,7 +207,7 @@ def _worker(config: dict) -> None:
         hooks = LoopHooks(
             report=report,
             log_metrics=_RankZeroMlflow(config["mlflow_uri"], config["run_id"]) if (rank == 0 and config["run_id"]) else None,
-            progress=_RayBar if (rank == 0 and cfg.train.progress) else None,
+            progress=partial(_QueueBar, config["progress"]) if (rank == 0 and config["progress"] is not None) else None,
             checkpoint_root=str(scratch),
             resume_from=resume_dir,
             metrics_path=config["metrics_path"],
@@ -202,12 +250,15 @@ def train(
     resume: bool = False,
     features=None,
     on_finish: Callable[[str, object], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> TrainResult:
     """Train AffectGPT on cached features; see the module docstring for the run folder.
 
     ``features`` (tests, benches) replaces the store: a map-style dataset of feature items
     or a zero-arg picklable callable returning one. ``resume`` continues the run in ``out``
     from its latest checkpoint (same worker count and ZeRO stage). Joins or starts Ray (`init_ray`).
+    ``progress(step, total, loss=...)`` is called on the driver as rank 0 steps (with
+    ``train.progress``; e.g. `core.console.Bar.set`).
     """
     import mlflow
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -234,7 +285,8 @@ def train(
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(cfg.mlflow.experiment)
-    with mlflow.start_run(run_name=f"train-{out.name}") as run:
+    with _progress_feed(progress if tc.progress else None) as feed, \
+            mlflow.start_run(run_name=f"train-{out.name}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
         mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus), "data.llm_path": str(llm_path),
                            "run.out": str(out), "run.resume": resume})
@@ -244,7 +296,7 @@ def train(
             train_loop_config={
                 "cfg": cfg, "features": features_fn, "llm_path": str(llm_path), "threads": max(1.0, per_worker),
                 "mlflow_uri": uri, "run_id": run.info.run_id,
-                "metrics_path": str(out / "metrics.jsonl") if local else None,
+                "metrics_path": str(out / "metrics.jsonl") if local else None, "progress": feed,
             },
             scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
                                          resources_per_worker={"CPU": per_worker}),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from affectflow.options import add_config_options, config_from_args
+from affectflow.options import add_config_options, add_verbose_option, config_from_args
+from core.console import echo, progress
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -18,15 +19,16 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         extra.append(f"seed={args.seed}")
     cfg = config_from_args(args, extra)
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
-    scores = benchmark(
-        args.model, args.unibench_root, datasets or None, args.out,
-        batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
-        extractor=args.extractor, cfg=cfg, encoders=args.models,
-    )
+    with progress("label MER-UniBench", unit="samples") as bar:
+        scores = benchmark(
+            args.model, args.unibench_root, datasets or None, args.out,
+            batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
+            extractor=args.extractor, cfg=cfg, encoders=args.models, progress=bar,
+        )
     from scoring.report import markdown
 
-    print(markdown(scores), end="")
-    print(f"wrote {args.out}/scores.json, scores.md, report.html")
+    echo(markdown(scores), end="")
+    echo(f"wrote {args.out}/scores.json, scores.md, report.html")
     return 0
 
 
@@ -34,7 +36,7 @@ def _cmd_synth_unibench(args: argparse.Namespace) -> int:
     from synth.unibench import write_unibench
 
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
-    print(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
+    echo(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
     return 0
 
 
@@ -64,4 +66,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", nargs="+", metavar="NAME",
                    help="default: MER2023 IEMOCAPFour MELD CMUMOSI OVMERDPlus")
+    add_verbose_option(p)
     p.set_defaults(func=_cmd_synth_unibench)

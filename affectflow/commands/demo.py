@@ -9,6 +9,7 @@ from pathlib import Path
 
 from affectflow.commands.setup import synth_corpus, tiny_models
 from affectflow.options import add_config_options, config_from_args
+from core.console import current, echo, progress
 
 
 def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
@@ -37,7 +38,9 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     made: dict = {}
 
     def step(msg: str) -> None:
-        print(f"[demo {time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+        echo(f"[demo {time.perf_counter() - t0:6.1f}s] {msg}")
+
+    current().announce()  # the log's path first: the stages below write there
 
     made["models"] = tiny_models(paths.models, seed=cfg.seed)
     step(f"tiny models -> {paths.models}")
@@ -46,7 +49,8 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     made["held_out"] = synth_corpus(held_out, n=n_held_out, seed=cfg.seed + 1)
     step(f"synthetic corpus -> {paths.corpus} ({made['corpus']}); held out -> {held_out}")
 
-    summary = preprocess(paths.corpus, paths.store, models=paths.models, cfg=cfg)
+    with progress("preprocess", unit="videos") as bar:
+        summary = preprocess(paths.corpus, paths.store, models=paths.models, cfg=cfg, progress=bar)
     step(f"feature store -> {paths.store}\n{summary.format()}")
     # Each stage gets a fresh local Ray: training in the session a Ray Data job has just used
     # ran ~5x slower here (the job's idle actors and executor threads still hold the 2 cores).
@@ -55,8 +59,9 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     out = runs / "demo-train"
     shutil.rmtree(out, ignore_errors=True)
     # The store holds the labels preprocessing read from the corpus: training needs no corpus root.
-    result = train(cfg, paths.store, None, out, models=paths.models,
-                   on_finish=lambda ckpt, c: made.__setitem__("registered", log_and_register(ckpt, c)))
+    with progress("train", unit="step") as bar:
+        result = train(cfg, paths.store, None, out, models=paths.models, progress=bar.set,
+                       on_finish=lambda ckpt, c: made.__setitem__("registered", log_and_register(ckpt, c)))
     losses = [h["loss"] for h in result.history]
     step(f"trained -> {result.checkpoint_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f} over {len(losses)} steps)"
          if losses else f"trained -> {result.checkpoint_dir}")
@@ -67,7 +72,9 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
 
     labels_out = runs / "demo-labels.parquet"
     labels_out.unlink(missing_ok=True)
-    made["labels"] = label(held_out, model, task="ov", out=labels_out, cfg=cfg, models=paths.models)
+    with progress("label", unit="videos") as bar:
+        made["labels"] = label(held_out, model, task="ov", out=labels_out, cfg=cfg, models=paths.models,
+                               progress=bar)
     table = read_table(labels_out).to_pandas()
     gold = read_corpus_labels(held_out).set_index("name")["openset"]
     first = lambda words: (list(words) or ["neutral"])[0]  # noqa: E731  (an empty list means neutral)
@@ -76,7 +83,7 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     step(f"labeled {len(table)} held-out videos -> {labels_out}: first label right on {hits}/{len(table)} "
          f"(chance {len(table) / 6:.0f})")
     for row in table.head(3).itertuples():
-        print(f"    {row.name}: {row.text!r} -> {list(row.labels) if row.labels is not None else row.error}")
+        echo(f"    {row.name}: {row.text!r} -> {list(row.labels) if row.labels is not None else row.error}")
 
     wheel = resolve_wheel_dir(cfg.score.wheel_dir)
     if not (wheel / "format.csv").is_file():
@@ -85,11 +92,12 @@ def demo(cfg, n: int = 96, n_held_out: int = 24) -> dict:
     unibench = Path(paths.corpus + "-unibench")
     write_unibench(unibench, n_per_dataset=6, seed=cfg.seed)
     bench_out = runs / "demo-benchmark"
-    made["scores"] = benchmark(model, unibench, None, bench_out, seed=cfg.seed, cfg=cfg, encoders=paths.models,
-                               wheel_dir=wheel)
-    step(f"MER-UniBench (synthetic) -> {bench_out}/scores.md, {bench_out}/report.html")
-    print((bench_out / "scores.md").read_text(encoding="utf-8"))
-    step("done")
+    with progress("label MER-UniBench", unit="samples") as bar:
+        made["scores"] = benchmark(model, unibench, None, bench_out, seed=cfg.seed, cfg=cfg,
+                                   encoders=paths.models, wheel_dir=wheel, progress=bar)
+    step(f"MER-UniBench (synthetic) -> {bench_out}/scores.md")
+    echo((bench_out / "scores.md").read_text(encoding="utf-8").rstrip("\n"))
+    step(f"done; report -> {bench_out}/report.html")
     return made
 
 

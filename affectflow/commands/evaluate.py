@@ -6,6 +6,7 @@ import argparse
 import json
 
 from affectflow.options import add_config_options, config_from_args
+from core.console import echo
 
 
 def run_evaluate(
@@ -51,9 +52,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         extractor_batch_size=cfg.label.batch_size,
     )
     if args.json:
-        print(json.dumps(result, sort_keys=True, indent=2))
+        echo(json.dumps(result, sort_keys=True, indent=2))
     else:
-        print(format_table(result))
+        echo(format_table(result))
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from affectflow.options import add_config_options, config_from_args
+from core.console import echo, progress
 
 MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
 
@@ -28,10 +29,12 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from inference.labeling import label
 
     cfg = config_from_args(args, _label_overrides(args))
-    summary = label(args.input, args.model, cfg.label.task, args.out, cfg.label.batch_size, cfg.seed, cfg=cfg,
-                    layout=args.layout, models=args.models, faces=args.faces, limit=args.limit,
-                    tracking_uri=args.mlflow_uri, llm_path=args.llm_path, retry_failed=args.retry_failed)
-    print(summary.format())
+    with progress("label", unit="samples") as bar:
+        summary = label(args.input, args.model, cfg.label.task, args.out, cfg.label.batch_size, cfg.seed, cfg=cfg,
+                        layout=args.layout, models=args.models, faces=args.faces, limit=args.limit,
+                        tracking_uri=args.mlflow_uri, llm_path=args.llm_path, retry_failed=args.retry_failed,
+                        progress=bar)
+    echo(summary.format())
     return 0 if summary.failed == 0 or summary.ok > 0 else 1
 
 
@@ -43,9 +46,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                    face_npy=args.face_npy, asr=True if args.asr else None, tracking_uri=args.mlflow_uri,
                    llm_path=args.llm_path, seed=cfg.seed)
     if args.json:
-        print(json.dumps(result.__dict__, indent=2, sort_keys=True))
+        echo(json.dumps(result.__dict__, indent=2, sort_keys=True))
     else:
-        print(result.format())
+        echo(result.format())
     return 0
 
 
@@ -58,7 +61,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
                               bundle_base=not args.no_bundle_base, llm_path=args.llm_path)
     if result is None:
         return 1
-    print(json.dumps(result.__dict__, indent=2))
+    echo(json.dumps(result.__dict__, indent=2))
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from core.console import echo, progress
+
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from core.errors import InputError
@@ -23,14 +25,15 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
             raise InputError(f"--storage-options: not JSON ({exc}): {args.storage_options!r}") from None
         if not isinstance(options, dict):
             raise InputError(f"--storage-options: expected a JSON object, got {args.storage_options!r}")
-    summary = preprocess(args.corpus, args.store, layout=args.layout, models=args.models, faces=args.faces,
-                         limit=args.limit, cfg=cfg, retry_failed=args.retry_failed,
-                         storage_options=options or None)
-    print(summary.format())
+    with progress("preprocess", unit="videos") as bar:
+        summary = preprocess(args.corpus, args.store, layout=args.layout, models=args.models, faces=args.faces,
+                             limit=args.limit, cfg=cfg, retry_failed=args.retry_failed,
+                             storage_options=options or None, progress=bar)
+    echo(summary.format())
     limit = cfg.preprocess.max_failure_rate
     if summary.failure_rate > limit:
-        print(f"affectflow preprocess: failure rate {100 * summary.failure_rate:.2f}% exceeds "
-              f"--max-failure-rate {100 * limit:.2f}%")
+        echo(f"affectflow preprocess: failure rate {100 * summary.failure_rate:.2f}% exceeds "
+             f"--max-failure-rate {100 * limit:.2f}%")
         return 1
     return 0
 

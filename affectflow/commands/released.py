@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from affectflow.options import add_config_options, config_from_args
+from core.console import echo
 
 
 def _cmd_import_released(args: argparse.Namespace) -> int:
@@ -12,10 +13,10 @@ def _cmd_import_released(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else [])
     result = import_released(args.checkpoint, args.llm, args.out, visual=args.visual)
-    print(f"imported {result.source} (epoch {result.epoch}, sha256 {result.sha256[:16]}…)\n"
-          f"  {result.used} tensors mapped onto the fusion and LoRA weights; visual stream: {result.visual_stream}\n"
-          f"  dropped on purpose: {', '.join(result.dropped) or '-'} (the unused image projector)\n"
-          f"  checkpoint: {result.out}  (use it as --model)")
+    echo(f"imported {result.source} (epoch {result.epoch}, sha256 {result.sha256[:16]}…)\n"
+         f"  {result.used} tensors mapped onto the fusion and LoRA weights; visual stream: {result.visual_stream}\n"
+         f"  dropped on purpose: {', '.join(result.dropped) or '-'} (the unused image projector)\n"
+         f"  checkpoint: {result.out}  (use it as --model)")
     if not args.register:
         return 0
     from registry.register import log_and_register

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from affectflow.options import add_config_options
+from affectflow.options import add_config_options, add_verbose_option
 from core.config import dump_yaml
+from core.console import echo
 
 
 def tiny_models(out: str | Path, seed: int = 0) -> dict[str, Path]:
@@ -32,17 +33,17 @@ def config_show(config: str | None = None, overrides: list[str] | tuple[str, ...
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     for name, path in tiny_models(args.out, seed=args.seed).items():
-        print(f"{name}: {path}")
+        echo(f"{name}: {path}")
     return 0
 
 
 def _cmd_synth_corpus(args: argparse.Namespace) -> int:
-    print(synth_corpus(args.out, n=args.n, seed=args.seed))
+    echo(synth_corpus(args.out, n=args.n, seed=args.seed))
     return 0
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
-    print(config_show(args.config, args.overrides), end="")
+    echo(config_show(args.config, args.overrides), end="")
     return 0
 
 
@@ -50,12 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tiny-models", help="write tiny random CLIP/HuBERT/Qwen2 models of the real architectures")
     p.add_argument("out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
+    add_verbose_option(p)
     p.set_defaults(func=_cmd_tiny_models)
 
     p = sub.add_parser("synth-corpus", help="write a small synthetic corpus in the MER2025 layout")
     p.add_argument("out", help="output directory (the corpus root)")
     p.add_argument("--n", type=int, default=48, help="number of samples (default 48)")
     p.add_argument("--seed", type=int, default=0)
+    add_verbose_option(p)
     p.set_defaults(func=_cmd_synth_corpus)
 
     p = sub.add_parser("config", help="inspect the run configuration")

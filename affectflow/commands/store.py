@@ -6,6 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from affectflow.options import add_verbose_option
+from core.console import echo
+
 
 def _storage_options(text: str | None) -> dict:
     from core.errors import InputError
@@ -72,7 +75,7 @@ def format_inspect(report: dict[str, Any]) -> str:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     report = store_inspect(args.path, _storage_options(args.storage_options))
-    print(json.dumps(report, indent=2) if args.json else format_inspect(report))
+    echo(json.dumps(report, indent=2) if args.json else format_inspect(report))
     return 0
 
 
@@ -80,7 +83,7 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
     from features.store import FeatureStore
 
     removed = FeatureStore(args.path, _storage_options(args.storage_options)).vacuum(superseded=args.superseded)
-    print(f"removed {removed['uncommitted']} uncommitted and {removed['superseded']} superseded parts")
+    echo(f"removed {removed['uncommitted']} uncommitted and {removed['superseded']} superseded parts")
     return 0
 
 
@@ -88,7 +91,7 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     from features.store import FeatureStore
 
     done = FeatureStore(args.path, _storage_options(args.storage_options)).compact(part_size=args.part_size)
-    print(f"wrote {done['written']} parts of up to {args.part_size} samples, removed {done['removed']} old parts")
+    echo(f"wrote {done['written']} parts of up to {args.part_size} samples, removed {done['removed']} old parts")
     return 0
 
 
@@ -101,16 +104,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("path", help="store path or URL (local, file://, s3://, memory://)")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--storage-options", metavar="JSON", help="fsspec options, e.g. '{\"anon\": false}'")
+    add_verbose_option(q)
     q.set_defaults(func=_cmd_inspect)
 
     q = ssub.add_parser("vacuum", help="delete uncommitted parts (run only while no job writes to the store)")
     q.add_argument("path", help="store path or URL")
     q.add_argument("--superseded", action="store_true", help="also delete parts whose every sample was rewritten later")
     q.add_argument("--storage-options", metavar="JSON", help="fsspec options as JSON")
+    add_verbose_option(q)
     q.set_defaults(func=_cmd_vacuum)
 
     q = ssub.add_parser("compact", help="merge small parts into larger ones (run only while no job writes)")
     q.add_argument("path", help="store path or URL")
     q.add_argument("--part-size", type=int, default=256, help="samples per part after compaction (default 256)")
     q.add_argument("--storage-options", metavar="JSON", help="fsspec options as JSON")
+    add_verbose_option(q)
     q.set_defaults(func=_cmd_compact)

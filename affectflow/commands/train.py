@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from affectflow.options import add_config_options, config_from_args
+from affectflow.options import add_config_options, add_verbose_option, config_from_args
+from core.console import echo, progress
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -26,11 +27,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from registry.register import log_and_register
 
         on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
-    result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
-                   on_finish=on_finish)
-    print(f"[train] final checkpoint: {result.checkpoint_dir}")
-    print(f"[train] metrics: {json.dumps(result.metrics)}")
-    print(f"[train] MLflow run: {result.mlflow_run_id}")
+    with progress("train", unit="step") as bar:
+        result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
+                       on_finish=on_finish, progress=bar.set)
+    echo(f"[train] final checkpoint: {result.checkpoint_dir}")
+    echo(f"[train] metrics: {json.dumps(result.metrics)}")
+    echo(f"[train] MLflow run: {result.mlflow_run_id}")
     return 0
 
 
@@ -42,12 +44,12 @@ def _cmd_model_summary(args: argparse.Namespace) -> int:
         raise InputError("the tiny preset is built from its files: pass --llm-path DIR/qwen2 (see `affectflow tiny-models`)")
     summary = model_summary(args.preset, llm_path=args.llm_path, visual_dim=args.visual_dim, audio_dim=args.audio_dim)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        echo(json.dumps(summary, indent=2))
         return 0
-    print(f"preset {summary['preset']} (hidden {summary['hidden_size']}, visual {summary['visual_dim']}, "
-          f"audio {summary['audio_dim']}{', meta device' if summary['meta'] else ''})")
+    echo(f"preset {summary['preset']} (hidden {summary['hidden_size']}, visual {summary['visual_dim']}, "
+         f"audio {summary['audio_dim']}{', meta device' if summary['meta'] else ''})")
     for part, n in summary["counts"].items():
-        print(f"  {part:<11} {n:>15,}")
+        echo(f"  {part:<11} {n:>15,}")
     return 0
 
 
@@ -79,4 +81,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--visual-dim", type=int, help="visual feature width (default 768)")
     s.add_argument("--audio-dim", type=int, help="audio feature width (default 1024)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    add_verbose_option(s)
     s.set_defaults(func=_cmd_model_summary)
