@@ -21,7 +21,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 from core.errors import InputError, MissingFileError
 from inference.label_stage import LabelStage, resolve_asks
@@ -42,6 +42,7 @@ class LabelSummary(JobSummary):
     model_uri: str
     model_version: str
     tasks: list[str] = field(default_factory=list)
+    holder: ClassVar[str] = "table"
     question: str = ""  # your own question, when one was asked
     rows: int = 0  # rows in the output table after the run
     shortened: int = 0  # rows of this run whose subtitle was shortened to fit the prompt budget
@@ -68,6 +69,7 @@ class LabelSummary(JobSummary):
             f"samples: {self.total} considered, {self.skipped} already labeled (skipped), {self.samples} labeled",
             f"rows: {self.ok} ok, {self.failed} failed",
             *self.failure_lines(),
+            *filter(None, [self.state_line()]),
             *([f"subtitles shortened to fit the {self.prompt_tokens}-token prompt: {self.shortened} rows "
                "(their subtitle_cut column says by how many tokens)"] if self.shortened else []),
             self.time_line(),
@@ -279,6 +281,8 @@ def label(
         summary.skipped = len({n for n, _ in done if not pending(n)})
         summary.total = summary.skipped + len(seen)
     summary.rows = finish(out)
+    status = read_table(out).column("status").to_pylist()
+    summary.state_ok, summary.state_failed = status.count("ok"), len(status) - status.count("ok")
     summary.seconds = time.perf_counter() - t0
     return summary
 

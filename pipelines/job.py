@@ -31,6 +31,7 @@ class PreprocessSummary(JobSummary):
     face_fallback: int = 0  # frames where the face detector found nothing and the frame was used
     specs: list[str] = field(default_factory=list)
     unit: ClassVar[str] = "videos"
+    holder: ClassVar[str] = "store"
 
     @property
     def videos_per_s(self) -> float:
@@ -49,6 +50,7 @@ class PreprocessSummary(JobSummary):
             f"ok: {self.ok}",
             f"failed: {self.failed} ({100 * self.failure_rate:.2f}%)",
             *self.failure_lines(),
+            *filter(None, [self.state_line()]),
         ]
         if self.face_fallback:
             lines.append(f"face fallback (no face found, whole frame used): {self.face_fallback} frames")
@@ -187,6 +189,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         summary.skipped = len(rows) - len(pending)
         summary.specs = [s.label() for s in specs]
         if not pending:
+            _store_state(summary, fs, plan_.specs)
             summary.seconds = time.perf_counter() - t0
             return summary
         todo = dataclasses.replace(plan_, specs=specs)
@@ -205,5 +208,13 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
     if summary.total < 0:
         summary.total = summary.processed + len(skip)
         summary.skipped = len(skip)
+    _store_state(summary, fs, plan_.specs)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _store_state(summary: PreprocessSummary, fs, specs) -> None:
+    """The store's whole state for this run's specs: samples ok in all of them, and failed in any."""
+    failed = fs.failed(specs)
+    summary.state_failed = len(failed)
+    summary.state_ok = len(fs.done_names(specs) - set(failed))

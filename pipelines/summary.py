@@ -28,7 +28,11 @@ class JobSummary:
     seconds: float = 0.0
     first_part_s: float = 0.0  # until the first part was written: Ray and actor start-up, model loads
     first_part_n: int = 0  # inputs in that first part
+    # The output's whole state after the run (earlier runs' records included); -1: not known.
+    state_ok: int = -1
+    state_failed: int = -1
     unit: ClassVar[str] = "samples"  # what the rate counts
+    holder: ClassVar[str] = "output"  # what holds that state, for the report
 
     @property
     def processed(self) -> int:
@@ -52,6 +56,25 @@ class JobSummary:
         """Rate after the first part (start-up excluded); 0 when there was one part or none."""
         rest = self.seconds - self.first_part_s
         return (self.done - self.first_part_n) / rest if rest > 0 and self.first_part_n else 0.0
+
+    @property
+    def state_failure_rate(self) -> float:
+        """Failed over all outputs recorded, this run's and earlier ones' (this run's rate if unknown)."""
+        if self.state_ok < 0:
+            return self.failure_rate
+        total = self.state_ok + self.state_failed
+        return self.state_failed / total if total else 0.0
+
+    def state_line(self) -> str:
+        """The whole state: a rerun that skipped earlier failures must not read as a clean run."""
+        if self.state_ok < 0:
+            return ""
+        earlier = max(self.state_failed - self.failed, 0)
+        line = (f"{self.holder} now: {self.state_ok} ok, {self.state_failed} failed "
+                f"({100 * self.state_failure_rate:.2f}%)")
+        if earlier:
+            line += f"; {earlier} failed in an earlier run and stay recorded (--retry-failed retries them)"
+        return line
 
     def first_part(self, inputs: int, t0: float) -> None:
         """Note the time since ``t0`` and the input count of the first part written (later calls do nothing)."""
@@ -83,7 +106,7 @@ class JobSummary:
         """The report, line by line; subclasses put their own heading and counts first."""
         return [f"{self.unit}: {self.total} considered, {self.skipped} already done (skipped), "
                 f"{self.processed} processed", f"ok: {self.ok}", f"failed: {self.failed}",
-                *self.failure_lines(), self.time_line()]
+                *self.failure_lines(), *filter(None, [self.state_line()]), self.time_line()]
 
     def format(self) -> str:
         return "\n".join(self.lines())

@@ -119,6 +119,11 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
     # Failed samples are not retried unless asked; with --retry-failed they are (and fail again).
     again = preprocess(bad_corpus, store, models=models_dir, cfg=pipeline_config())
     assert again.processed == 0
+    # ... and the rerun's summary still tells the store's whole state, earlier failures included.
+    assert (again.failed, again.state_ok, again.state_failed) == (0, len(GOOD), len(BAD_CASES))
+    assert again.state_failure_rate == len(BAD_CASES) / (len(GOOD) + len(BAD_CASES))
+    assert (f"store now: {len(GOOD)} ok, {len(BAD_CASES)} failed" in again.format()
+            and f"{len(BAD_CASES)} failed in an earlier run and stay recorded (--retry-failed" in again.format())
     again = preprocess(bad_corpus, store, models=models_dir, cfg=pipeline_config(), retry_failed=True)
     assert again.processed == len(BAD_CASES) and again.failed == len(BAD_CASES)
     assert main(["preprocess", "--corpus", str(bad_corpus), "--store", str(tmp_path / "b2.zarr"), "--models",
