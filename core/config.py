@@ -39,6 +39,13 @@ class MlflowConfig:
     experiment: str = "affectgpt"
     registered_model: str = "affectgpt"
     alias: str = "latest"
+    # Seconds a command waits for the tracking server's /health before it fails (or, for training,
+    # before it says how to go on without it).
+    check_timeout_s: float = 5.0
+
+    def validate(self) -> None:
+        if not 0 < self.check_timeout_s <= 300:
+            raise ConfigError(f"check_timeout_s must be within (0, 300], got {self.check_timeout_s}")
 
 
 @dataclass

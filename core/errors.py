@@ -41,6 +41,10 @@ class BenchmarkError(AffectFlowError, ValueError):
     """A MER-UniBench folder or run that cannot be scored as asked."""
 
 
+class TrackingError(AffectFlowError):
+    """An MLflow tracking server that does not answer; the message names its URI."""
+
+
 class TrainingError(AffectFlowError):
     """A training run that cannot go on (e.g. a non-finite loss); the message names the step and value."""
 

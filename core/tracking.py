@@ -1,9 +1,20 @@
-"""Which MLflow tracking URI a command uses: one rule for training, registry and labeling."""
+"""MLflow tracking: which URI a command uses (one rule for training, registry and labeling), and
+whether its server answers, checked once with a short timeout before any work starts.
+
+MLflow's own client retries a dead server for minutes (about 4 per call by default); the check
+here answers in seconds, and :func:`short_retries` bounds the calls made after it.
+"""
 
 from __future__ import annotations
 
 import os
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+
+from core.errors import TrackingError
+
+DEFAULT_CHECK_TIMEOUT_S = 5.0
 
 
 def absolute_uri(uri: str) -> str:
@@ -15,6 +26,42 @@ def absolute_uri(uri: str) -> str:
     if "://" not in uri:
         return str(Path(uri).resolve())
     return uri
+
+
+def unreachable(uri: str, timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> str:
+    """Why the tracking server at ``uri`` cannot be used ("" when it answers /health, or is local).
+
+    A port that accepts connections but never answers fails after ``timeout`` seconds too.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return ""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return "" if resp.status == 200 else f"{uri}/health answered HTTP {resp.status}"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not now"
+        return f"{uri} is unreachable ({type(exc).__name__}: {exc})"
+
+
+def require_tracking(uri: str, timeout: float = DEFAULT_CHECK_TIMEOUT_S, hint: str = "") -> None:
+    """Raise ``TrackingError`` naming ``uri`` unless its server answers within ``timeout`` seconds."""
+    why = unreachable(uri, timeout)
+    if why:
+        raise TrackingError(f"MLflow tracking server: {why} (checked with a {timeout:g}s timeout){hint}")
+
+
+@contextmanager
+def short_retries(max_retries: int = 3, timeout_s: int = 60):
+    """Bound MLflow's HTTP retries for the calls inside (its defaults retry a dead server for minutes)."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in keys}
+    for k, v in keys.items():
+        os.environ.setdefault(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def default_tracking_uri() -> str:

@@ -103,7 +103,7 @@ def infer(
                             faces="openface" if face_path else ("opencv" if cfg.preprocess.faces == "openface"
                                                                 else cfg.preprocess.faces))
     resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
-                             llm_path=llm_path)
+                             llm_path=llm_path, check_timeout=cfg.mlflow.check_timeout_s)
     spec = read_spec(resolved.checkpoint)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
     plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")

@@ -199,7 +199,7 @@ def label(
         raise InputError(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
     uri = resolve_uri(cfg.mlflow.tracking_uri, tracking_uri)
     try:
-        resolved = resolve_model(model, tracking_uri=uri, llm_path=llm_path)
+        resolved = resolve_model(model, tracking_uri=uri, llm_path=llm_path, check_timeout=cfg.mlflow.check_timeout_s)
     except ModelRefError as exc:
         raise InputError(str(exc)) from None
     spec = read_spec(resolved.checkpoint)

@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from core.errors import ModelRefError
+from core.tracking import DEFAULT_CHECK_TIMEOUT_S, short_retries, unreachable
 from training.checkpoint import SPEC_FILE, find_checkpoint, pick_device
 
 BUNDLE_FILE = "affectflow_bundle.json"
@@ -131,19 +132,26 @@ def bundle_paths(model_dir: str | Path) -> tuple[Path, Path | None, dict]:
 
 
 def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path: str | Path | None = None,
-                  cache_dir: str | Path | None = None, download: bool = True) -> ResolvedModel:
+                  cache_dir: str | Path | None = None, download: bool = True,
+                  check_timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> ResolvedModel:
     """Pin and (for MLflow URIs) download ``ref``; see the module docstring for the accepted forms.
 
     ``llm_path`` overrides the base LLM (needed for a model logged without its base when the
-    recorded path does not exist here; ``$AFFECTFLOW_BASE_LLM`` does the same).
+    recorded path does not exist here; ``$AFFECTFLOW_BASE_LLM`` does the same). An MLflow URI on a
+    tracking server that does not answer within ``check_timeout`` seconds fails at once.
     """
     ref = str(ref)
     override = str(llm_path) if llm_path else os.environ.get(ENV_BASE_LLM, "")
     if not is_mlflow_uri(ref):
         ckpt = find_checkpoint(ref).resolve()
         return ResolvedModel(ref, str(ckpt), "", str(ckpt), override)
+    why = unreachable(tracking_uri or "", check_timeout)
+    if why:
+        raise ModelRefError(f"cannot resolve {ref}: the MLflow tracking server {why} "
+                            f"(checked with a {check_timeout:g}s timeout; --mlflow-uri names another)")
     try:
-        pinned, version, identity = _pin(ref, tracking_uri)
+        with short_retries():
+            pinned, version, identity = _pin(ref, tracking_uri)
     except ModelRefError:
         raise
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the URI and the cause
@@ -151,7 +159,8 @@ def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path:
     if not download:
         return ResolvedModel(ref, pinned, version, "", override)
     try:
-        local = _download(pinned, tracking_uri, Path(cache_dir) if cache_dir else default_cache_dir(), identity)
+        with short_retries():
+            local = _download(pinned, tracking_uri, Path(cache_dir) if cache_dir else default_cache_dir(), identity)
     except ModelRefError:
         raise
     except Exception as exc:  # noqa: BLE001
