@@ -36,3 +36,32 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
     """Resolve ``--config``/``--set`` plus overrides implied by explicit flags (``extra``, applied last)."""
     return load_config(getattr(args, "config", None), [*getattr(args, "overrides", []), *extra])
+
+
+TASK_HELP = ("ov, description, sentiment, valence, closed, both (ov + description) or a comma list "
+             "(default: label.task, ov)")
+
+
+def add_question_options(parser: argparse.ArgumentParser) -> None:
+    """What to ask and how to decode: ``--task``, ``--question``, ``--labels``, ``--valence-range``, ``--decoding``."""
+    parser.add_argument("--task", help=TASK_HELP)
+    parser.add_argument("--question", metavar="TEXT",
+                        help="ask your own question instead of a task's (recorded per row; task 'question')")
+    parser.add_argument("--labels", metavar="A,B,...", help="candidate labels of the closed-set task (label.labels)")
+    parser.add_argument("--valence-range", metavar="LOW,HIGH",
+                        help="the range the valence task asks for, e.g. -3,3 (label.valence_range; default -1,1)")
+    parser.add_argument("--decoding", choices=["greedy", "released"],
+                        help="greedy (default), or released: sampling at T 1 / top-p 0.9 as the release, seeded")
+
+
+def question_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides for the options of :func:`add_question_options` that were given."""
+    extra = []
+    for flag, key in (("task", "label.task"), ("question", "label.question"), ("labels", "label.labels"),
+                      ("decoding", "label.decoding")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            extra.append(f"{key}={value}")
+    if getattr(args, "valence_range", None):
+        extra.append(f"label.valence_range=[{args.valence_range}]")
+    return extra

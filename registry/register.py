@@ -13,17 +13,15 @@ server cannot be reached, nothing is raised: the checkpoint stays where it is an
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import tempfile
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.console import echo
-from core.tracking import tracking_uri
+from core.tracking import short_retries, tracking_uri, unreachable
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
 from training.checkpoint import SPEC_FILE, find_checkpoint
 from core.errors import MissingFileError
@@ -47,17 +45,6 @@ class Registered:
     model_uri: str  # models:/name@alias
     version_uri: str  # models:/name/<version>
     bundled_base: bool
-
-
-def unreachable(uri: str, timeout: float = 5.0) -> str:
-    """Why the tracking server at ``uri`` cannot be used ("" when it answers /health or is local)."""
-    if not uri.startswith(("http://", "https://")):
-        return ""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            return "" if resp.status == 200 else f"{uri}/health answered HTTP {resp.status}"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not now"
-        return f"{uri} is unreachable ({type(exc).__name__}: {exc})"
 
 
 def register_command(checkpoint: str | Path, uri: str, name: str, alias: str, bundle_base: bool = True) -> str:
@@ -137,21 +124,6 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
         )
 
 
-@contextmanager
-def _short_retries():
-    """MLflow retries a dead server for minutes by default; fail within about a minute instead."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-    saved = {k: os.environ.get(k) for k in keys}
-    for k, v in keys.items():
-        os.environ.setdefault(k, v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-
-
 def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = None, name: str | None = None,
                      alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
                      experiment: str | None = None, tags: dict[str, str] | None = None) -> Registered | None:
@@ -175,7 +147,7 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
         _print_later(why, ckpt, later)
         return None
     try:
-        with _short_retries():
+        with short_retries():
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)
             active = mlflow.active_run()

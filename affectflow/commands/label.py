@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from affectflow.options import add_config_options, config_from_args
+from affectflow.options import add_config_options, add_question_options, config_from_args, question_overrides
 from core.console import echo, progress
 
 MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
 
 
 def _label_overrides(args: argparse.Namespace) -> list[str]:
-    extra = []
-    for flag, key in (("task", "label.task"), ("batch_size", "label.batch_size"),
-                      ("max_new_tokens", "label.max_new_tokens"), ("seed", "seed")):
+    extra = question_overrides(args)
+    for flag, key in (("batch_size", "label.batch_size"), ("max_new_tokens", "label.max_new_tokens"),
+                      ("seed", "seed")):
         value = getattr(args, flag, None)
         if value is not None:
             extra.append(f"{key}={value}")
@@ -71,10 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="feature store, MER2025 corpus root, folder of videos or WebDataset shards")
     p.add_argument("--model", required=True, metavar="URI", help=MODEL_HELP)
     p.add_argument("--out", required=True, metavar="FILE", help="output table: .parquet or .csv (resumable)")
-    p.add_argument("--task", choices=["ov", "description", "both"], help="default: label.task (ov)")
+    add_question_options(p)
     p.add_argument("--batch-size", type=int, help="samples per generation batch (label.batch_size)")
     p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
-    p.add_argument("--max-new-tokens", type=int, help="label.max_new_tokens")
+    p.add_argument("--max-new-tokens", type=int, help="new tokens per row (default: each task's own, label.max_new_tokens)")
     p.add_argument("--sample", action="store_true", help="sample (temperature/top-p, seeded) instead of greedy")
     p.add_argument("--layout", choices=["store", "mer2025", "folder", "webdataset"], help="default: detected")
     p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/]) for raw media")
@@ -91,12 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", metavar="WAV", help="audio file (default: the video's own track)")
     p.add_argument("--subtitle", metavar="TEXT", help="what is said (default: none, or ASR with --asr)")
     p.add_argument("--model", required=True, metavar="URI", help=MODEL_HELP)
-    p.add_argument("--task", choices=["ov", "description", "both"], help="default: label.task (ov)")
+    add_question_options(p)
     p.add_argument("--face-npy", metavar="NPY", help="OpenFace face stack (default: detect faces in the frames)")
     p.add_argument("--asr", action="store_true", help="transcribe with the local Whisper when no --subtitle")
     p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/])")
     p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
-    p.add_argument("--max-new-tokens", type=int, help="label.max_new_tokens")
+    p.add_argument("--max-new-tokens", type=int, help="new tokens per row (default: each task's own, label.max_new_tokens)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy")
     p.add_argument("--mlflow-uri", help="tracking/registry URI for models:/")
     p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (models logged without their base)")

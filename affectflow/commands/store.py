@@ -82,7 +82,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_vacuum(args: argparse.Namespace) -> int:
     from features.store import FeatureStore
 
-    removed = FeatureStore(args.path, _storage_options(args.storage_options)).vacuum(superseded=args.superseded)
+    store = FeatureStore(args.path, _storage_options(args.storage_options))
+    store.require_store()  # tidying a path that holds no store is a mistake, not a no-op
+    removed = store.vacuum(superseded=args.superseded)
     echo(f"removed {removed['uncommitted']} uncommitted and {removed['superseded']} superseded parts")
     return 0
 
@@ -90,7 +92,9 @@ def _cmd_vacuum(args: argparse.Namespace) -> int:
 def _cmd_compact(args: argparse.Namespace) -> int:
     from features.store import FeatureStore
 
-    done = FeatureStore(args.path, _storage_options(args.storage_options)).compact(part_size=args.part_size)
+    store = FeatureStore(args.path, _storage_options(args.storage_options))
+    store.require_store()
+    done = store.compact(part_size=args.part_size)
     echo(f"wrote {done['written']} parts of up to {args.part_size} samples, removed {done['removed']} old parts")
     return 0
 
