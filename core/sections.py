@@ -269,3 +269,15 @@ class LabelConfig:
 class ScoreConfig:
     # Emotion-wheel folder; empty means the files shipped in scoring/emotion_wheel/.
     wheel_dir: str = ""
+    # Label lists of the sentiment sets -> positive/negative/neutral: "rules" (scoring/valence.csv,
+    # no LLM, the same answer every run) or "llm" (the extractor, as the reference asks Qwen2.5).
+    sentiment: Literal["rules", "llm"] = "rules"
+    # Outputs without the label template: "llm" (the extractor; refused without one) or "rules"
+    # (the emotion words the wheels know, spotted in the text; reported as such).
+    extract: Literal["llm", "rules"] = "llm"
+
+    def validate(self) -> None:
+        if self.sentiment not in ("rules", "llm"):
+            raise ConfigError(f"sentiment must be rules or llm, got {self.sentiment!r}")
+        if self.extract not in ("llm", "rules"):
+            raise ConfigError(f"extract must be llm or rules, got {self.extract!r}")

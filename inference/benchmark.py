@@ -9,14 +9,18 @@ output paths, so the same inputs and seed give the same bytes), ``scores.md`` an
 checkpoints of epochs 30..60) the per-dataset best comes from `select_best_checkpoint`; every
 listed model competes (the release's filter to epochs 30, 35, ..., 60 is the caller's choice of models).
 
-Label extraction follows `evaluate`: outputs in the OV template are parsed without an LLM;
-free text goes to the LLM extractor when one is given. Sentiment sets always need the
-extractor (the reference maps every label list to positive/negative/neutral with the LLM; there
-is no deterministic rule), so without one they are skipped when found by discovery and refused
-when named. Unlike `evaluate`, which refuses free text without an extractor, the benchmark
-scores such outputs as empty predictions and counts them under ``labeling.unparsed`` (one odd
-output must not abort a nine-dataset run). A sample the labeler failed on scores as an empty
-prediction too (hit 0, P=R=0, sentiment "neutral", i.e. not positive), under ``labeling.failed``.
+Label extraction follows `evaluate`: outputs in the OV template are parsed without an LLM (run-on
+items cut to their emotion words); free text goes to the LLM extractor when one is given, or to
+word spotting with ``extract="rules"``. Sentiment sets map each label list to positive/negative/
+neutral by the valence rules (``score.sentiment=rules``, the default: all nine sets score without
+an LLM) or by the extractor (``llm``; then, without an extractor, they are skipped when found by
+discovery and refused when named). Unlike `evaluate`, which refuses free text without an
+extractor, the benchmark scores such outputs as empty predictions and counts them under
+``labeling.unparsed`` (one odd output must not abort a nine-dataset run). A sample the labeler
+failed on scores as an empty prediction too (hit 0, P=R=0, sentiment "neutral", i.e. not
+positive), under ``labeling.failed``. Each scored row, with where its labels and sentiment came
+from, goes to ``rows/<NN>-<model>.csv``. On synthetic folders (`scoring.unibench.is_synthetic`)
+``scores.json`` says ``synthetic`` and carries no paper numbers.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scoring.evaluate import Prediction, resolve_opensets, evaluate
+from scoring.evaluate import Prediction, evaluate, write_rows
 from scoring.metrics import select_best_checkpoint
-from scoring.parse import parse_template
-from scoring.unibench import DATASETS, UniBenchDataset, dataset_folder, get_dataset
+from scoring.parse import template_items
+from scoring.unibench import DATASETS, UniBenchDataset, dataset_folder, get_dataset, is_synthetic
 from pipelines.manifest import read_unibench
 from features.labels import parse_openset
 from core.errors import BenchmarkError, MissingFileError
@@ -124,8 +128,8 @@ def _predictions(ds: UniBenchDataset, rows: Sequence, table) -> tuple[dict[str, 
             preds[row.name] = Prediction(text=text)
         else:
             failed += 1
-            preds[row.name] = (Prediction(sentiment="neutral") if ds.metric == "sentiment"
-                               else Prediction(openset="[]"))
+            preds[row.name] = (Prediction(sentiment="neutral", source="failed") if ds.metric == "sentiment"
+                               else Prediction(openset="[]", source="failed"))
     return preds, failed
 
 
@@ -145,7 +149,7 @@ def confusion(ds: UniBenchDataset, gold: dict[str, str], opensets: dict[str, str
     level1 = {c: wheel.map_label(c, 1) for c in gold_classes}
     matrix = [[0] * len(pred_classes) for _ in gold_classes]
     for name, g in gold.items():
-        labels = parse_openset(opensets[name])
+        labels = parse_openset(opensets[name])  # list text or a list
         first = labels[0] if labels else "neutral"
         if first in pred_classes:
             col = first
@@ -157,7 +161,7 @@ def confusion(ds: UniBenchDataset, gold: dict[str, str], opensets: dict[str, str
 
 
 def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, wheel_dir,
-                  extractor=None) -> dict:
+                  extractor=None, *, sentiment: str = "rules", extract: str = "llm") -> dict:
     """`evaluate` one labeled dataset, plus labeling counts and (discrete sets) a confusion."""
     from scoring.unibench import load_gold
     from scoring.wheel import EmotionWheel
@@ -165,27 +169,17 @@ def score_dataset(ds: UniBenchDataset, folder: Path, rows: Sequence, table, whee
     preds, failed = _predictions(ds, rows, table)
     names = [r.name for r in rows]
     unparsed = 0
-    if extractor is None and ds.metric != "sentiment":
+    if extractor is None and extract != "rules":
         for n in names:
-            if preds[n].text is not None and parse_template(preds[n].text) is None:
-                preds[n] = Prediction(openset="[]")
+            if preds[n].text is not None and template_items(preds[n].text) is None:
+                preds[n] = Prediction(openset="[]", source="unparsed")
                 unparsed += 1
-    opensets: dict[str, str] = {}
-    n_llm = 0
-    if ds.metric != "sentiment" or extractor is not None:
-        # The same resolution `evaluate` does, done here once so the confusion sees the labels.
-        # Failed sentiment samples already carry "neutral"; they need no label list.
-        todo = [n for n in names if preds[n].sentiment is None]
-        opensets, n_llm = resolve_opensets(preds, todo, extractor, f"{ds.name} labels")
-        resolved = {n: Prediction(openset=opensets[n]) if n in opensets else preds[n]
-                    for n in names}
-    else:
-        resolved = preds
-    result = evaluate(ds.name, folder, resolved, wheel_dir, extractor=extractor)
-    result["counts"]["llm_calls"] += n_llm
+    result = evaluate(ds.name, folder, preds, wheel_dir, extractor=extractor, sentiment=sentiment,
+                      extract=extract)
     result["labeling"] = {"n": len(rows), "failed": failed, "unparsed": unparsed}
     if ds.metric == "hit_rate":
         gold = load_gold(ds, folder)
+        opensets = {r["name"]: r["labels"] for r in result["rows"]}
         result["confusion"] = confusion(ds, gold, opensets, EmotionWheel.load(wheel_dir))
     return result
 
@@ -216,6 +210,8 @@ def benchmark(
     cfg=None,
     encoders: str | Path | None = None,
     progress=None,
+    sentiment: str | None = None,
+    extract: str | None = None,
 ) -> dict:
     """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
     ``report.html`` (+ ``plots/``) and one label table per model (``labels/<NN>-<model>.parquet``)
@@ -223,6 +219,7 @@ def benchmark(
     Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
     preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
     labeling job, and so does ``progress(n, todo)`` (samples labeled per batch, `inference.labeling.label`).
+    ``sentiment`` (rules|llm) and ``extract`` (llm|rules) default to ``cfg.score``'s, else rules and llm.
     Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from scoring.report import PAPER, write_report
 
@@ -234,16 +231,19 @@ def benchmark(
     root = Path(unibench_root)
     named = datasets is not None and len(datasets) > 0
     names = [get_dataset(d).name for d in datasets] if named else discover(root)
+    sentiment = sentiment or (cfg.score.sentiment if cfg is not None else "rules")
+    extract = extract or (cfg.score.extract if cfg is not None else "llm")
     skipped: dict[str, str] = {}
-    if extractor is None:
-        sentiment = [d for d in names if DATASETS[d].metric == "sentiment"]
-        if sentiment and named:
+    if extractor is None and sentiment == "llm":
+        sentiment_sets = [d for d in names if DATASETS[d].metric == "sentiment"]
+        if sentiment_sets and named:
             raise BenchmarkError(
-                f"{', '.join(sentiment)} are sentiment sets: mapping labels to positive/negative/"
-                "neutral needs the LLM extractor (--extractor PATH to a local Qwen2.5-Instruct)"
+                f"{', '.join(sentiment_sets)} are sentiment sets: with score.sentiment=llm mapping labels "
+                "to positive/negative/neutral needs the LLM extractor (--extractor PATH to a local "
+                "Qwen2.5-Instruct), or score.sentiment=rules"
             )
-        for d in sentiment:
-            skipped[d] = "sentiment set: needs the LLM extractor (--extractor PATH)"
+        for d in sentiment_sets:
+            skipped[d] = "sentiment set: score.sentiment=llm needs the LLM extractor (--extractor PATH)"
     todo = [d for d in names if d not in skipped]
     # Read every dataset before labeling anything: a missing folder fails fast.
     manifests = {d: read_unibench(d, root) for d in todo}
@@ -263,35 +263,42 @@ def benchmark(
         records = _read_table(labeler(all_rows, m, table_path, batch_size=batch_size, seed=seed,
                                       task=task, **options))
         per_ds: dict[str, dict] = {}
+        scored_rows: list[dict] = []
         for d in todo:
             ds = DATASETS[d]
             prefix = qualify(d, "")
             mine = [{**r, "name": str(r["name"])[len(prefix):]} for r in records
                     if str(r["name"]).startswith(prefix)]
             per_ds[d] = score_dataset(ds, dataset_folder(ds, root), manifests[d], mine,
-                                      wheel_dir, extractor)
+                                      wheel_dir, extractor, sentiment=sentiment, extract=extract)
+            # Per-row records go to their own file: scores.json stays a summary.
+            scored_rows += [{"dataset": d, **r} for r in per_ds[d].pop("rows")]
+        write_rows(scored_rows, out / "rows" / f"{model_key(i, m)}.csv")
         results[m] = {"datasets": per_ds, "mean": _mean([r["score"] for r in per_ds.values()])}
     best = select_best_checkpoint(
         {m: {d: r["score"] for d, r in results[m]["datasets"].items()} for m in models},
         epochs=None,
     )
+    synthetic = any(is_synthetic(dataset_folder(DATASETS[d], root)) for d in todo)
     scores = {
         "datasets": names,
         "model_order": models,
         "models": results,
         "best": best,
         "skipped": skipped,
-        "paper": {d: PAPER[d] / 100 for d in names},
-        "mean": {
-            "best": _mean([best[d]["score"] for d in todo]),
-            "paper": _mean([PAPER[d] / 100 for d in todo]),
-        },
+        "synthetic": synthetic,
+        "sentiment": sentiment,
+        "extract": extract,
+        "mean": {"best": _mean([best[d]["score"] for d in todo])},
         "task": task,
         "question": (cfg.label.question.strip() if cfg is not None else "") or "",
         "decoding": cfg.label.decoding if cfg is not None else "greedy",
         "seed": seed,
         "batch_size": batch_size,
     }
+    if not synthetic:  # the paper's numbers are on the real sets; synthetic scores are not set beside them
+        scores["paper"] = {d: PAPER[d] / 100 for d in names}
+        scores["mean"]["paper"] = _mean([PAPER[d] / 100 for d in todo])
     out.mkdir(parents=True, exist_ok=True)
     (out / "scores.json").write_text(json.dumps(scores, sort_keys=True, indent=2) + "\n",
                                      encoding="utf-8")

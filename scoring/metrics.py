@@ -148,7 +148,7 @@ def select_best_checkpoint(
     allowed = None if epochs is None else set(epochs)
     chosen = []
     for ckpt in scores_by_ckpt:
-        epoch = _epoch_of(ckpt)
+        epoch = checkpoint_epoch(ckpt)
         if allowed is None or epoch in allowed:
             chosen.append((epoch, str(ckpt), ckpt))
     chosen.sort(key=lambda t: (t[0] if t[0] is not None else -1, t[1]))
@@ -160,7 +160,8 @@ def select_best_checkpoint(
     return {d: best[d] for d in sorted(best)}
 
 
-def _epoch_of(ckpt: Any) -> int | None:
+def checkpoint_epoch(ckpt: Any) -> int | None:
+    """The epoch of a checkpoint key: an int itself, or the number in ``checkpoint_000030...``."""
     if isinstance(ckpt, int):
         return ckpt
     import re

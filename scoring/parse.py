@@ -6,17 +6,26 @@ local Qwen2.5-Instruct the reference's questions (``toolkit/utils/qwen.py``:
 ``reason_to_openset_qwen`` to list the emotions, ``openset_to_sentiment_qwen`` to map a list
 to positive/negative/neutral).
 
-Sentiment: the reference has no deterministic label-list -> sentiment rule (it always asks
-the LLM, even for ``[]``), so neither do we; sentiment sets need ``LLMExtractor.to_sentiment``
-unless the predictions already carry the sentiment word.
+A templated output whose items run on past ``MAX_WORDS_PER_LABEL`` words ("... is confused,
+anxious, unable to make a decision.") keeps, from each long item, only the emotion words the
+wheels know (`runon_labels`); `spot_emotions` does the same over any text, the deterministic
+stand-in for the extractor that ``--extract rules`` asks for. Label lists become a sentiment in
+``scoring.sentiment`` (rules) or with ``LLMExtractor.to_sentiment`` (the reference's way).
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import re
+from importlib import resources
 from pathlib import Path
-from typing import Sequence
-from core.errors import MissingFileError, ModelRefError
+from typing import TYPE_CHECKING, Sequence
+
+from core.errors import InputError, MissingFileError, ModelRefError
+
+if TYPE_CHECKING:
+    from scoring.wheel import EmotionWheel
 
 # "The character's emotional state is", tolerant of case, quoting, the possessive form,
 # "states are" and a leading bracket/quote; anchored at the start so that a description
@@ -29,11 +38,11 @@ _TEMPLATE = re.compile(
 )
 _ITEM_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b|\bor\b)\s*", re.IGNORECASE)
 _STRIP = " \t\r\n\"'`[](){}.!?:;*"
-MAX_WORDS_PER_LABEL = 4  # longer "labels" mean the text ran on: treat it as free text
+MAX_WORDS_PER_LABEL = 4  # a longer item means the output ran on (the reference would read it as text)
 
 
-def parse_template(text: str) -> list[str] | None:
-    """Labels of a templated output, or None when ``text`` is free-form (then use the LLM path).
+def template_items(text: str) -> list[str] | None:
+    """Items of a templated output whatever their length, or None when ``text`` is free-form.
 
     Stops at ``###`` and at the end of the first sentence; strips quotes and brackets; splits
     on commas, semicolons and "and"; lower-cases. ``[]``/nothing after the template gives ``[]``.
@@ -47,15 +56,103 @@ def parse_template(text: str) -> list[str] | None:
     rest = text[m.end() :]
     # First sentence: a period (or newline) that ends it, not one inside a word.
     rest = re.split(r"(?<=[^\s.])\.(?=\s|$)|\n", rest, maxsplit=1)[0]
-    labels = []
+    items = []
     for item in _ITEM_SPLIT.split(rest):
         item = item.strip(_STRIP).strip().lower()
-        if not item:
-            continue
+        if item:
+            items.append(item)
+    return items
+
+
+def parse_template(text: str) -> list[str] | None:
+    """Labels of a templated output, or None when ``text`` is free-form (then use the LLM path).
+
+    `template_items`, refused (None) when an item runs past ``MAX_WORDS_PER_LABEL`` words: the
+    reference's extractor would read such an output as text (`runon_labels` keeps its emotion words).
+    """
+    items = template_items(text)
+    if items is None or any(len(item.split()) > MAX_WORDS_PER_LABEL for item in items):
+        return None
+    return items
+
+
+SPOTTING_STOPWORDS_FILE = "spotting_stopwords.csv"
+# A negator up to this many words before an emotion word makes it "not <word>".
+NEGATION_WINDOW = 3
+NEGATORS = frozenset({
+    "not", "no", "never", "nor", "neither", "without", "hardly", "barely", "scarcely", "cannot",
+    "can't", "isn't", "wasn't", "aren't", "weren't", "doesn't", "don't", "didn't", "won't",
+})
+_WORD = re.compile(r"[a-z]+(?:['-][a-z]+)*")
+_MAX_NGRAM = 4  # the longest wheel forms ("at a loss for words") have 5 words; 4 covers all but that
+
+
+@functools.lru_cache(maxsize=1)
+def spotting_stopwords() -> frozenset[str]:
+    """``scoring/spotting_stopwords.csv``: wheel forms that are ordinary words in running text."""
+    path = Path(str(resources.files("scoring") / SPOTTING_STOPWORDS_FILE))
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != ["word", "why"]:
+            raise InputError(f"{path}: expected columns word,why (has {reader.fieldnames})")
+        return frozenset(row["word"].strip().lower() for row in reader if row["word"].strip())
+
+
+def _is_emotion(words: str, wheel: "EmotionWheel") -> str | None:
+    """``words`` as the wheel spells it when it maps onto some wheel's level-1 word, else None."""
+    for form in dict.fromkeys((words, words.replace("'", "’"))):
+        # The membership test first: map_label memoises every label it is asked about.
+        if form in wheel.form2bases and any(wheel.map_label(form, k) for k in range(1, wheel.n_wheels + 1)):
+            return form
+    return None
+
+
+def spot_emotions(text: str, wheel: "EmotionWheel") -> list[str]:
+    """The emotion words of running text, in order, each once.
+
+    At each word, the longest run of up to four words that maps onto at least one wheel (and is
+    not in ``spotting_stopwords``) is kept; a negator within ``NEGATION_WINDOW`` words before it,
+    with no emotion word between, keeps it as "not <words>".
+    """
+    if not isinstance(text, str):
+        return []
+    tokens = _WORD.findall(text.lower().replace("’", "'"))
+    stop = spotting_stopwords()
+    found: list[str] = []
+    last_end = 0  # end of the previous emotion word: a negator before it does not reach past it
+    i = 0
+    while i < len(tokens):
+        for n in range(min(_MAX_NGRAM, len(tokens) - i), 0, -1):
+            words = " ".join(tokens[i : i + n])
+            form = None if words in stop else _is_emotion(words, wheel)
+            if form is not None:
+                negated = any(t in NEGATORS for t in tokens[max(last_end, i - NEGATION_WINDOW) : i])
+                label = f"not {form}" if negated else form
+                if label not in found:
+                    found.append(label)
+                i += n
+                last_end = i
+                break
+        else:
+            i += 1
+    return found
+
+
+def runon_labels(text: str, wheel: "EmotionWheel") -> tuple[list[str], int] | None:
+    """Labels of a templated output whose long items are cut to their emotion words, and how
+    many items were cut; None when ``text`` is not templated."""
+    items = template_items(text)
+    if items is None:
+        return None
+    labels: list[str] = []
+    cut = 0
+    for item in items:
         if len(item.split()) > MAX_WORDS_PER_LABEL:
-            return None
-        labels.append(item)
-    return labels
+            cut += 1
+            labels.extend(w for w in spot_emotions(item, wheel) if w not in labels)
+        elif item not in labels:
+            labels.append(item)
+    return labels, cut
 
 
 def format_openset(labels: Sequence[str]) -> str:

@@ -2,13 +2,17 @@
 
 Everything here is a pure function of the ``scores.json`` dictionary that
 `inference.benchmark.benchmark` writes, so a report can be rebuilt from a saved file
-(`write_report`). Plots use matplotlib's Agg backend (no display needed).
+(`write_report`). Plots use matplotlib's Agg backend (no display needed). A report on synthetic
+folders (``scores["synthetic"]``) says so in its title and sets no paper number or Δ beside its
+scores: they check the pipeline, not the model.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+
+from scoring.unibench import DATASETS
 
 # The paper's headline MER-UniBench numbers (x100).
 PAPER: dict[str, float] = {
@@ -23,7 +27,15 @@ PAPER: dict[str, float] = {
     "OVMERDPlus": 62.52,
 }
 PAPER_MEAN = 74.77
+DATASET_METRICS = {name: ds.metric for name, ds in DATASETS.items()}
 METRIC_NAMES = {"hit_rate": "hit rate", "sentiment": "WAF", "ov": "EW F-score"}
+SYNTHETIC_TITLE = "MER-UniBench on synthetic data"
+SYNTHETIC_NOTE = ("Synthetic folders (`affectflow synth-unibench`): these scores check the pipeline end to end; "
+                  "they are not MER-UniBench results and are not comparable with the paper's.")
+
+
+def _with_paper(scores: dict) -> bool:
+    return not scores.get("synthetic")
 
 
 def _pct(value: float | None) -> str:
@@ -45,18 +57,22 @@ def summary_rows(scores: dict) -> list[dict]:
             "models": per_model,
             "best": best["score"],
             "best_model": best["checkpoint"],
-            "paper": PAPER[ds] / 100,
+            "paper": PAPER[ds] / 100 if _with_paper(scores) else None,
         })
     return rows
 
 
 def markdown(scores: dict) -> str:
-    """``scores.md``: our score (x100) per dataset beside the paper's, then the mean."""
+    """``scores.md``: our score (x100) per dataset beside the paper's, then the mean (synthetic
+    data: a title saying so, and no paper column)."""
     order = scores["model_order"]
     multi = len(order) > 1
+    paper = _with_paper(scores)
     head = ["dataset", "metric"] + ([f"`{m}`" for m in order] + ["best"] if multi else ["ours"])
-    head += ["paper", "Δ"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if paper:
+        head += ["paper", "Δ"]
+    lines = [f"# {SYNTHETIC_TITLE}", ""] if not paper else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = summary_rows(scores)
     for r in rows:
         cells = [r["dataset"], METRIC_NAMES[r["metric"]]]
@@ -64,7 +80,8 @@ def markdown(scores: dict) -> str:
             cells += [_pct(r["models"][m]) for m in order] + [_pct(r["best"])]
         else:
             cells += [_pct(r["best"])]
-        cells += [_pct(r["paper"]), f"{100 * (r['best'] - r['paper']):+.2f}"]
+        if paper:
+            cells += [_pct(r["paper"]), f"{100 * (r['best'] - r['paper']):+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if rows:
         mean = scores["mean"]
@@ -73,13 +90,22 @@ def markdown(scores: dict) -> str:
             cells += [_pct(scores["models"][m]["mean"]) for m in order] + [_pct(mean["best"])]
         else:
             cells += [_pct(mean["best"])]
-        cells += [_pct(mean["paper"]), f"{100 * (mean['best'] - mean['paper']):+.2f}"]
+        if paper:
+            cells += [_pct(mean["paper"]), f"{100 * (mean['best'] - mean['paper']):+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [
-        "",
-        f"Scores ×100. Paper: AffectGPT (ICML 2025) MER-UniBench headline; its mean over all "
-        f"nine sets is {PAPER_MEAN:.2f}, the mean above is over the sets scored here.",
-    ]
+    if paper:
+        notes = [
+            "",
+            f"Scores ×100. Paper: AffectGPT (ICML 2025) MER-UniBench headline; its mean over all "
+            f"nine sets is {PAPER_MEAN:.2f}, the mean above is over the sets scored here.",
+        ]
+    else:
+        notes = ["", f"Scores ×100. {SYNTHETIC_NOTE}"]
+    if scores.get("sentiment") == "rules" and any(
+        DATASET_METRICS.get(ds) == "sentiment" for ds in scores["datasets"] if ds not in scores.get("skipped", {})
+    ):
+        notes.append("Sentiment sets: label lists mapped to positive/negative/neutral by the valence rules "
+                     "(score.sentiment=rules, no LLM).")
     if multi:
         notes.append("best: per dataset, the best of the checkpoints above "
                      "(`select_best_checkpoint`, ties to the earliest).")
@@ -90,7 +116,10 @@ def markdown(scores: dict) -> str:
 
 
 def labeling_notes(scores: dict) -> list[str]:
-    """One line per (model, dataset) where outputs failed or were free text scored as empty."""
+    """One line per (model, dataset) where outputs failed or were free text scored as empty, and
+    where labels came from run-on outputs, spotted words or the LLM extractor."""
+    from scoring.evaluate import extraction_notes
+
     out = []
     for m in scores["model_order"]:
         for ds, result in scores["models"][m]["datasets"].items():
@@ -99,11 +128,13 @@ def labeling_notes(scores: dict) -> list[str]:
                 out.append(f"{ds} / {m}: of {lab['n']} samples, {lab['failed']} failed to label "
                            f"and {lab['unparsed']} were free text without an extractor; "
                            "both scored as empty predictions")
+            out += [f"{ds} / {m}: {line}" for line in extraction_notes(result)
+                    if "valence rules" not in line]  # the rules path is stated once, above
     return out
 
 
 def plot_bars(scores: dict, path: Path) -> None:
-    """Per-dataset bars: our best score beside the paper's."""
+    """Per-dataset bars: our best score beside the paper's (synthetic data: ours alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,13 +144,17 @@ def plot_bars(scores: dict, path: Path) -> None:
     rows = summary_rows(scores)
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.6), dpi=100)
-    ax.bar(x - 0.2, [100 * r["best"] for r in rows], 0.4, label="ours (best)", color="#3b75af")
-    ax.bar(x + 0.2, [100 * r["paper"] for r in rows], 0.4, label="paper", color="#c0c0c0")
+    if _with_paper(scores):
+        ax.bar(x - 0.2, [100 * r["best"] for r in rows], 0.4, label="ours (best)", color="#3b75af")
+        ax.bar(x + 0.2, [100 * r["paper"] for r in rows], 0.4, label="paper", color="#c0c0c0")
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set_title("MER-UniBench")
+    else:
+        ax.bar(x, [100 * r["best"] for r in rows], 0.5, label="best", color="#3b75af")
+        ax.set_title(SYNTHETIC_TITLE)
     ax.set_xticks(x, [r["dataset"] for r in rows], rotation=30, ha="right")
     ax.set_ylim(0, 100)
     ax.set_ylabel("score ×100")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("MER-UniBench")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
@@ -153,11 +188,13 @@ def plot_confusion(confusion: dict, title: str, path: Path) -> None:
 
 def _html_table(scores: dict) -> str:
     order = scores["model_order"]
-    head = ["dataset", "metric"] + order + ["best", "paper"]
+    paper = _with_paper(scores)
+    head = ["dataset", "metric"] + order + ["best"] + (["paper"] if paper else [])
     out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for r in summary_rows(scores):
         cells = [r["dataset"], METRIC_NAMES[r["metric"]]]
-        cells += [_pct(r["models"][m]) for m in order] + [_pct(r["best"]), _pct(r["paper"])]
+        cells += [_pct(r["models"][m]) for m in order] + [_pct(r["best"])]
+        cells += [_pct(r["paper"])] if paper else []
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -174,7 +211,8 @@ def write_report(scores: dict, out: str | Path) -> dict[str, Path]:
     if summary_rows(scores):
         plot_bars(scores, plots / "bars.png")
         written["bars"] = plots / "bars.png"
-        images.append(("plots/bars.png", "Our best score per dataset beside the paper's"))
+        images.append(("plots/bars.png", "Our best score per dataset beside the paper's" if _with_paper(scores)
+                       else "Best score per dataset (synthetic data)"))
     for ds in scores["datasets"]:
         best = scores["best"].get(ds)
         if best is None:
@@ -196,16 +234,21 @@ def write_report(scores: dict, out: str | Path) -> dict[str, Path]:
         f"</figcaption></figure>" for src, cap in images
     )
     mean = scores.get("mean", {})
+    title = "MER-UniBench report" if _with_paper(scores) else f"{SYNTHETIC_TITLE}: report"
+    if _with_paper(scores):
+        summary = (f"Scores ×100; the paper's mean over all nine sets is {PAPER_MEAN:.2f} (ours over the sets "
+                   f"scored here: {_pct(mean.get('best'))}, paper over the same sets: {_pct(mean.get('paper'))}).")
+    else:
+        summary = (f"Scores ×100; mean over the sets scored here: {_pct(mean.get('best'))}. "
+                   f"{html.escape(SYNTHETIC_NOTE.replace('`', ''))}")
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>MER-UniBench report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 figure{{display:inline-block;margin:1em}}</style></head><body>
-<h1>MER-UniBench report</h1>
+<h1>{html.escape(title)}</h1>
 <p>Models: {html.escape(", ".join(scores["model_order"]))}. Task: {html.escape(scores["task"])},
-seed {scores["seed"]}. Scores ×100; the paper's mean over all nine sets is {PAPER_MEAN:.2f}
-(ours over the sets scored here: {_pct(mean.get("best"))}, paper over the same sets:
-{_pct(mean.get("paper"))}).</p>
+seed {scores["seed"]}. {summary}</p>
 {_html_table(scores)}
 {f"<h2>Notes</h2><ul>{skipped}</ul>" if skipped else ""}
 <h2>Plots</h2>
@@ -214,3 +257,55 @@ seed {scores["seed"]}. Scores ×100; the paper's mean over all nine sets is {PAP
 """
     written["html"].write_text(page, encoding="utf-8")
     return written
+
+
+def results_markdown(summary: dict) -> str:
+    """The table of `scoring.results.score_results`: one row per checkpoint (scores ×100, the best
+    per dataset in bold), then the best row and, on real data, the paper's numbers and Δ."""
+    from scoring.metrics import checkpoint_epoch as _epoch
+
+    datasets = list(summary["datasets"])
+    checkpoints = sorted({c for d in datasets for c in summary["datasets"][d]["checkpoints"]},
+                         key=lambda c: (_epoch(c) if _epoch(c) is not None else -1, c))
+    best = summary["best"]
+    synthetic = bool(summary.get("synthetic"))
+    head = ["checkpoint", "epoch"] + datasets + ["mean"]
+    lines = [f"# {SYNTHETIC_TITLE}", ""] if synthetic else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in checkpoints:
+        cells = [f"`{c}`", str(_epoch(c))]
+        values = []
+        for d in datasets:
+            result = summary["datasets"][d]["checkpoints"].get(c)
+            if result is None:
+                cells.append("—")
+                continue
+            values.append(result["score"])
+            text = _pct(result["score"])
+            cells.append(f"**{text}**" if best.get(d, {}).get("checkpoint") == c else text)
+        cells.append(_pct(sum(values) / len(values)) if len(values) == len(datasets) else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    epochs = summary.get("epochs")
+    label = "best (all epochs)" if epochs is None else f"best (epochs {min(epochs)}–{max(epochs)})"
+    cells = [label, ""] + [_pct(best[d]["score"]) if d in best else "—" for d in datasets]
+    cells.append(_pct(summary.get("mean")) if not summary.get("missing_best") else "—")
+    lines.append("| " + " | ".join(cells) + " |")
+    cells = ["best epoch", ""] + [str(best[d]["epoch"]) if d in best else "—" for d in datasets] + [""]
+    lines.append("| " + " | ".join(cells) + " |")
+    if not synthetic:
+        lines.append("| " + " | ".join(["paper", ""] + [f"{PAPER[d]:.2f}" for d in datasets] + [""]) + " |")
+        lines.append("| " + " | ".join(["Δ", ""] + [f"{100 * best[d]['score'] - PAPER[d]:+.2f}" if d in best else "—"
+                                                      for d in datasets] + [""]) + " |")
+    by_metric: dict[str, list[str]] = {}
+    for d in datasets:
+        by_metric.setdefault(METRIC_NAMES[DATASET_METRICS[d]], []).append(d)
+    metrics_text = "; ".join(f"{m}: {', '.join(ds)}" for m, ds in by_metric.items())
+    notes = ["", f"Scores ×100 ({metrics_text}). Best: `select_best_checkpoint`, ties to the earliest epoch."]
+    if synthetic:
+        notes.append(SYNTHETIC_NOTE)
+    for d in summary.get("missing_best", []):
+        notes.append(f"- {d}: no checkpoint of epochs {min(epochs)}–{max(epochs)} (use --all-epochs)")
+    if summary.get("sentiment") == "rules" and any(DATASET_METRICS[d] == "sentiment" for d in datasets):
+        notes.append("- Sentiment sets: the release's label lists mapped to positive/negative/neutral by the "
+                     "valence rules (score.sentiment=rules, no LLM).")
+    return "\n".join(lines + notes) + "\n"

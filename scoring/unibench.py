@@ -170,6 +170,16 @@ def get_dataset(name: str) -> UniBenchDataset:
     raise BenchmarkError(f"unknown MER-UniBench dataset {name!r} (known: {', '.join(DATASETS)})")
 
 
+# A file in a ``*-process`` folder that says its media and labels are synthetic (`synth.unibench`
+# writes it): reports on such folders say so and are not set beside the paper's numbers.
+SYNTHETIC_MARKER = "SYNTHETIC.txt"
+
+
+def is_synthetic(folder: str | Path) -> bool:
+    """Whether a dataset folder was written by the synthetic MER-UniBench generator."""
+    return (Path(folder) / SYNTHETIC_MARKER).is_file()
+
+
 def is_test_name(dataset: UniBenchDataset, name: str) -> bool:
     if dataset.test_split == "iemocap_session5":
         # IEMOCAP names look like Ses05F_impro01_F000: the 5th character is the session.

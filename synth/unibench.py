@@ -11,7 +11,8 @@ sentiment sets ``{val}``) or ``ovlabel.csv`` (``name``, ``openset``). Media come
 motion) and heard (pitch, rhythm) and a model can recover it.
 
 Classes without a rendered counterpart (MELD's ``disgust``) are not drawn; sentiment samples
-are rendered happy (val > 0), sad (val < 0) or neutral (val = 0).
+are rendered happy (val > 0), sad (val < 0) or neutral (val = 0). Each folder holds
+``scoring.unibench.SYNTHETIC_MARKER``, so that reports on it say the data is synthetic.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from synth.corpus import (
     render_video,
     write_mp4,
 )
-from scoring.unibench import UniBenchDataset, get_dataset
+from scoring.unibench import DATASETS, SYNTHETIC_MARKER, UniBenchDataset, get_dataset
 from core.errors import InputError
 
 # What `write_unibench` writes by default: one dataset per label-file format.
 DEFAULT_DATASETS: tuple[str, ...] = ("MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus")
+# Every MER-UniBench dataset (the demo's benchmark scores all nine).
+ALL_DATASETS: tuple[str, ...] = tuple(DATASETS)
 
 # A dataset label word -> the synth_corpus emotion whose media show it.
 RENDERED_AS: dict[str, str] = {
@@ -214,6 +217,10 @@ def write_dataset(root: str | Path, dataset: str, n: int,
         np.savez(folder / ds.label_file, **arrays)
     pd.DataFrame(transcripts, columns=list(_transcript_columns(ds))).to_csv(
         folder / ds.transcript_file, index=False, encoding="utf-8")
+    (folder / SYNTHETIC_MARKER).write_text(
+        f"Synthetic {ds.name} folder written by synth.unibench (affectflow synth-unibench): rendered media "
+        "and drawn labels, not MER-UniBench data. Scores on it check the pipeline; they are not results.\n",
+        encoding="utf-8")
     return folder, emotions
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from affectflow.commands.evaluate import add_scoring_options, scoring_overrides
 from affectflow.options import add_config_options, add_verbose_option, config_from_args
 from core.console import echo, progress
 
@@ -17,7 +18,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         extra.append(f"label.batch_size={args.batch_size}")
     if args.seed is not None:
         extra.append(f"seed={args.seed}")
-    cfg = config_from_args(args, extra)
+    cfg = config_from_args(args, extra + scoring_overrides(args))
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
     with progress("label MER-UniBench", unit="samples") as bar:
         scores = benchmark(
@@ -33,9 +34,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_unibench(args: argparse.Namespace) -> int:
-    from synth.unibench import write_unibench
+    from synth.unibench import ALL_DATASETS, write_unibench
 
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
+    if [d.lower() for d in datasets] == ["all"]:
+        datasets = list(ALL_DATASETS)
     echo(write_unibench(args.out, args.n, seed=args.seed, datasets=datasets or None))
     return 0
 
@@ -50,13 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="datasets to run (default: every folder found under the root)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--extractor", metavar="PATH",
-                   help="local Qwen2.5-Instruct for free text and the sentiment sets")
+                   help="local Qwen2.5-Instruct for free-text outputs (and --sentiment llm)")
     p.add_argument("--batch-size", type=int, help="labeling batch size (config label.batch_size)")
     p.add_argument("--seed", type=int, help="seed (config seed)")
     p.add_argument("--wheel", metavar="DIR",
                    help="emotion-wheel folder (config score.wheel_dir; default: the packaged files)")
     p.add_argument("--models", metavar="DIR",
                    help="folder with the clip/ and hubert/ encoders (default: as affectflow label)")
+    add_scoring_options(p)
     add_config_options(p)
     p.set_defaults(func=_cmd_benchmark)
 
@@ -65,6 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=8, help="test samples per dataset (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets", nargs="+", metavar="NAME",
-                   help="default: MER2023 IEMOCAPFour MELD CMUMOSI OVMERDPlus")
+                   help="default: MER2023 IEMOCAPFour MELD CMUMOSI OVMERDPlus; 'all': the nine sets")
     add_verbose_option(p)
     p.set_defaults(func=_cmd_synth_unibench)

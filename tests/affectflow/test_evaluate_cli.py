@@ -189,12 +189,26 @@ def test_free_text_without_extractor_says_how_many(capsys, tmp_path, mosi_files)
             "text": ["In the text, he smiles.", "The character's emotional state is sad.", "x"],
         }
     ).to_csv(pred, index=False)
+    # With the LLM path for sentiment, every label list needs the extractor.
+    code, _, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(pred),
+        "--set", "score.sentiment=llm",
+    )
+    assert code == 2 and "3 of 3 CMUMOSI predictions carry emotion labels" in err
+    # With the rules (the default) only the free text does, and the error offers --extract rules.
     code, _, err = run_cli(
         capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(pred)
     )
-    assert code == 2 and "3 of 3 CMUMOSI predictions carry emotion labels" in err
+    assert code == 2 and "2 of 3 predictions are free text" in err and "--extract rules" in err
     with pytest.raises(NeedsExtractorError, match="2 of 3 predictions are free text"):
         evaluate("MER2023", _mer_gt(tmp_path), pred, WHEEL)
+    # --extract rules: the free text's emotion words are spotted, and the output says so.
+    code, out, err = run_cli(
+        capsys, "--dataset", "CMUMOSI", "--gt", str(gt), "--predictions", str(pred), "--extract", "rules"
+    )
+    assert code == 0, err
+    assert "2 free-text outputs were scored by emotion words spotted in the text (--extract rules)" in out
+    assert "3 label lists were mapped to a sentiment by the valence rules" in out
 
 
 def _mer_gt(tmp_path: Path) -> Path:
@@ -281,8 +295,94 @@ def test_evaluate_with_extractor(tmp_path, tiny_llm, mosi_files):
             "text": ["In the text, he smiles.", "The character's emotional state is sad.", "x"],
         }
     ).to_csv(pred, index=False)
-    result = evaluate("CMUMOSI", mosi_files[0], pred, WHEEL, extractor=ex)
+    result = evaluate("CMUMOSI", mosi_files[0], pred, WHEEL, extractor=ex, sentiment="llm")
     assert (
         result["counts"]["llm_calls"] == 2 + 3
     )  # two free texts listed, three lists mapped to sentiment
+    assert result["extraction"]["labels"] == {"llm": 2, "template": 1}
+    assert result["extraction"]["sentiment"] == {"llm": 3}
+    # The default maps the lists by the rules: only the free texts need the extractor.
+    ruled = evaluate("CMUMOSI", mosi_files[0], pred, WHEEL, extractor=ex)
+    assert ruled["counts"]["llm_calls"] == 2 and ruled["extraction"]["sentiment"] == {"rules": 3}
     assert 0.0 <= result["score"] <= 1.0
+
+
+# ---------------------------------------------------------------- --results (a release-style folder)
+
+
+@pytest.fixture
+def release(tmp_path):
+    from tests.scoring.test_results import MODEL, mer_lists, write_checkpoint, write_gold
+
+    gold = write_gold(tmp_path / "unibench")
+    out = tmp_path / "output"
+    for epoch, right in ((25, 4), (30, 2), (35, 3), (40, 3)):
+        write_checkpoint(out / "results-mer2023" / MODEL, epoch, mer_lists(right))
+    write_checkpoint(out / "results-cmumosi" / MODEL, 30, {"p1": "[happy]", "p2": "[sad]", "p3": "[calm, content]",
+                                                           "p4": "[not happy]", "p5": "[]"})
+    return out, gold
+
+
+def test_results_folder_table_and_json(capsys, release, tmp_path):
+    out, gold = release
+    code, printed, err = run_cli(capsys, "--results", str(out), "--unibench-root", str(gold))
+    assert code == 0, err
+    # One row per checkpoint, the best of epochs 30..60 in bold (35 and 40 tie: the earlier wins).
+    assert "| `checkpoint_000035_loss_0.500.npz` | 35 | **75.00** |" in printed
+    assert "| `checkpoint_000040_loss_0.500.npz` | 40 | 75.00 |" in printed
+    assert "| `checkpoint_000025_loss_0.500.npz` | 25 | 100.00 |" in printed  # outside 30..60: not the best
+    assert "| best (epochs 30–60) |  | 75.00 | 100.00 | 87.50 |" in printed
+    assert "| best epoch |  | 35 | 30 |  |" in printed and "| paper |  | 78.54 | 81.30 |  |" in printed
+    assert "| Δ |  | -3.54 | +18.70 |  |" in printed
+    assert "valence rules" in printed and f"wrote {out / 'scores.json'}" in printed
+    summary = json.loads((out / "scores.json").read_text())
+    assert summary["best"]["MER2023"]["epoch"] == 35 and summary["best"]["CMUMOSI"]["score"] == 1.0
+    assert "rows" not in summary["datasets"]["MER2023"]["checkpoints"]["checkpoint_000030_loss_0.500.npz"]
+    # --all-epochs, --out, --rows and --json.
+    target, rows = tmp_path / "s.json", tmp_path / "rows.csv"
+    code, printed, err = run_cli(capsys, "--results", str(out), "--gt", str(gold), "--all-epochs",
+                                 "--out", str(target), "--rows", str(rows), "--json")
+    assert code == 0, err
+    assert json.loads(printed.rsplit("\nwrote", 1)[0])["best"]["MER2023"]["epoch"] == 25
+    assert json.loads(target.read_text())["epochs"] is None
+    table = pd.read_csv(rows, keep_default_na=False)
+    assert len(table) == 4 * 4 + 5 and set(table["labels_from"]) == {"released"}
+    mosi = table[table["dataset"] == "CMUMOSI"].set_index("name")
+    assert mosi.loc["p4", "sentiment"] == "negative" and mosi.loc["p4", "sentiment_from"] == "rules"
+    assert mosi.loc["p5", "sentiment_rule"] == "empty list"
+    # Determinism: the same folder gives the same JSON bytes.
+    run_cli(capsys, "--results", str(out), "--gt", str(gold), "--all-epochs", "--out", str(tmp_path / "t.json"))
+    assert (tmp_path / "t.json").read_bytes() == target.read_bytes()
+
+
+def test_results_folder_errors(capsys, release, tmp_path):
+    import os
+
+    from tests.scoring.test_results import MODEL
+    from scoring.results import openset_path
+
+    out, gold = release
+    code, _, err = run_cli(capsys, "--results", str(out))
+    assert code == 2 and "--gt ROOT" in err
+    code, _, err = run_cli(capsys, "--results", str(out), "--gt", str(gold), "--predictions", "x.csv")
+    assert code == 2 and "leave out --predictions" in err
+    code, _, err = run_cli(capsys, "--gt", str(gold))
+    assert code == 2 and "--dataset, --predictions" in err
+    code, _, err = run_cli(capsys, "--results", str(tmp_path / "nowhere"), "--gt", str(gold))
+    assert code == 2 and "nowhere does not exist" in err
+    # A missing -openset.npz: the error names it.
+    ckpt = out / "results-mer2023" / MODEL / "checkpoint_000040_loss_0.500.npz"
+    openset_path(ckpt).unlink()
+    code, _, err = run_cli(capsys, "--results", str(out), "--gt", str(gold))
+    assert code == 2 and "checkpoint_000040_loss_0.500-openset.npz are missing" in err
+    # A pickle that would run a command is refused, and the command never runs.
+    marker = tmp_path / "pwned"
+
+    class SystemCall:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    np.savez(openset_path(ckpt), filenames=np.array(["m1"]), fileitems=np.array([SystemCall()], dtype=object))
+    code, _, err = run_cli(capsys, "--results", str(out), "--gt", str(gold))
+    assert code == 2 and "refused to unpickle global" in err and "system" in err
+    assert not marker.exists()

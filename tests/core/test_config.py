@@ -114,3 +114,18 @@ def test_duplicate_yaml_keys_and_non_utf8_files_are_errors(tmp_path):
     fine = tmp_path / "fine.yaml"
     fine.write_text("seed: 1\ntrain:\n  lr: 2.0e-5\nlabel:\n  task: ov\n")
     assert load_config(fine).train.lr == 2e-5
+
+
+def test_score_section_modes():
+    cfg = load_config()
+    assert (cfg.score.sentiment, cfg.score.extract) == ("rules", "llm")
+    cfg = load_config(None, ["score.sentiment=llm", "score.extract=rules"])
+    assert (cfg.score.sentiment, cfg.score.extract) == ("llm", "rules")
+    with pytest.raises(ConfigError, match=r"score.sentiment: 'vote' is not one of \['rules', 'llm'\]"):
+        load_config(None, ["score.sentiment=vote"])
+    with pytest.raises(ConfigError, match="score.extract"):
+        load_config(None, ["score.extract=regex"])
+    from core.sections import ScoreConfig
+
+    with pytest.raises(ConfigError, match="sentiment must be rules or llm, got 'vote'"):
+        ScoreConfig(sentiment="vote").validate()

@@ -75,21 +75,37 @@ def test_benchmark_report_best_of_and_determinism(unibench, wheel_dir, tmp_path)
     tables = sorted(p.relative_to(a) for p in (a / "labels").rglob("*.parquet"))
     assert [t.name for t in tables] == ["00-weak.parquet", "01-ckpt_epoch_35.parquet"]
     names = pd.read_parquet(a / tables[0])["name"]
-    assert len(names) == 4 * N and names.str.startswith("MELD::").sum() == N
+    # Every dataset is labeled, the sentiment set too (its lists are mapped by the valence rules).
+    assert len(names) == 5 * N and names.str.startswith("MELD::").sum() == N
+    assert names.str.startswith("CMUMOSI::").sum() == N
     for rel in tables:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
 
     on_disk = json.loads((a / "scores.json").read_text())
     assert on_disk == json.loads(json.dumps(scores))
     assert scores["datasets"] == ["MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus"]
-    assert "needs the LLM extractor" in scores["skipped"]["CMUMOSI"]
+    assert scores["skipped"] == {} and scores["sentiment"] == "rules" and scores["synthetic"] is True
+    assert "paper" not in scores and "paper" not in scores["mean"]
     good = scores["models"]["ckpt_epoch_35"]["datasets"]
     weak = scores["models"]["weak"]["datasets"]
-    for d in ("MER2023", "IEMOCAPFour", "MELD", "OVMERDPlus"):
+    for d in ("MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus"):
         assert good[d]["score"] == pytest.approx(1.0), d  # the emotion is in the media
         assert weak[d]["score"] < good[d]["score"]
         assert scores["best"][d]["checkpoint"] == "ckpt_epoch_35"
         assert good[d]["labeling"] == {"n": N, "failed": 0, "unparsed": 0}
+    # No LLM anywhere: the sentiment set's lists went through the rules, row by row.
+    assert good["CMUMOSI"]["counts"]["llm_calls"] == 0
+    assert good["CMUMOSI"]["extraction"]["sentiment"] == {"rules": N}
+    assert good["CMUMOSI"]["extraction"]["labels"] == {"template": N}
+    assert "rows" not in good["CMUMOSI"]  # the rows are in their own file
+    rows = pd.read_csv(a / "rows" / "01-ckpt_epoch_35.csv", keep_default_na=False)
+    assert len(rows) == 5 * N and set(rows["labels_from"]) == {"template"}
+    mosi = rows[rows["dataset"] == "CMUMOSI"]
+    assert set(mosi["sentiment_from"]) == {"rules"}
+    expected = {"happy": "positive", "sad": "negative", "neutral": "neutral"}  # as the media were rendered
+    assert {r.name: r.sentiment for r in mosi.itertuples()} == {
+        n: expected[e] for n, e in unibench.emotions["CMUMOSI"].items()}
+    assert (rows[rows["dataset"] == "MELD"]["sentiment"] == "").all()
     conf = good["IEMOCAPFour"]["confusion"]
     assert conf["gold"] and conf["pred"][-1] == "other"
     assert sum(map(sum, conf["matrix"])) == N
@@ -98,14 +114,37 @@ def test_benchmark_report_best_of_and_determinism(unibench, wheel_dir, tmp_path)
     assert "confusion" not in good["OVMERDPlus"]
 
     md = (a / "scores.md").read_text()
-    assert "| MELD | hit rate |" in md and f"{PAPER['MELD']:.2f}" in md
-    assert "CMUMOSI skipped" in md
+    # Synthetic data: the title says so and no paper number or delta sits beside the scores.
+    assert md.startswith("# MER-UniBench on synthetic data\n")
+    assert "| MELD | hit rate |" in md and "| CMUMOSI | WAF |" in md
+    assert f"{PAPER['MELD']:.2f}" not in md and "Δ" not in md and "paper" not in md.split("\n\n")[1]
+    assert "valence rules" in md
     page = (a / "report.html").read_text()
+    assert "<title>MER-UniBench on synthetic data: report</title>" in page and "<th>paper</th>" not in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert "plots/bars.png" in images
     assert {f"plots/confusion_{d}.png" for d in ("MER2023", "IEMOCAPFour", "MELD")} <= set(images)
     for src in images:
         assert (a / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_on_real_folders_sets_the_paper_beside(unibench, wheel_dir, tmp_path):
+    """Folders without the synthetic marker (as the real MER-UniBench): paper column and delta."""
+    import shutil
+
+    from scoring.unibench import SYNTHETIC_MARKER
+
+    root = tmp_path / "real"
+    for d in ("MELD", "CMUMOSI"):
+        folder = DATASETS[d].folder
+        shutil.copytree(unibench.root / folder, root / folder)
+        (root / folder / SYNTHETIC_MARKER).unlink()
+    scores = benchmark("ckpt", root, None, tmp_path / "out", wheel_dir=wheel_dir, labeler=tint_labeler)
+    assert scores["synthetic"] is False and scores["paper"]["MELD"] == PAPER["MELD"] / 100
+    md = (tmp_path / "out" / "scores.md").read_text()
+    assert "| MELD | hit rate |" in md and f"{PAPER['MELD']:.2f}" in md
+    assert f"{PAPER['CMUMOSI']:.2f}" in md and "| paper | Δ |" in md and "synthetic" not in md
+    assert "<th>paper</th>" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_path):
@@ -123,10 +162,15 @@ def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_pa
     assert "1 failed to label and 1 were free text" in (tmp_path / "scores.md").read_text()
 
 
-def test_sentiment_sets_need_the_extractor(unibench, wheel_dir, tiny_models, tmp_path):
+def test_sentiment_sets_with_llm_need_the_extractor(unibench, wheel_dir, tiny_models, tmp_path):
+    """score.sentiment=llm keeps the reference's way: the extractor maps each list."""
     with pytest.raises(BenchmarkError, match="CMUMOSI are sentiment sets"):
         benchmark("m", unibench.root, ["mosi"], tmp_path, wheel_dir=wheel_dir,
-                  labeler=tint_labeler)
+                  labeler=tint_labeler, sentiment="llm")
+    found = benchmark("m", unibench.root, None, tmp_path / "found", wheel_dir=wheel_dir,
+                      labeler=tint_labeler, sentiment="llm")
+    assert "needs the LLM extractor" in found["skipped"]["CMUMOSI"]
+    assert "CMUMOSI skipped" in (tmp_path / "found" / "scores.md").read_text()
     from scoring.parse import LLMExtractor
 
     extractor = LLMExtractor(tiny_models["llm"], batch_size=4, max_new_tokens=3)
@@ -137,12 +181,47 @@ def test_sentiment_sets_need_the_extractor(unibench, wheel_dir, tiny_models, tmp
         return table
 
     scores = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path, wheel_dir=wheel_dir,
-                       labeler=labeler, extractor=extractor)
+                       labeler=labeler, extractor=extractor, sentiment="llm")
     mosi = scores["models"]["m"]["datasets"]["CMUMOSI"]
     assert mosi["metric"] == "sentiment" and 0.0 <= mosi["score"] <= 1.0
     # Templated outputs need only the sentiment mapping; the failed sample needs none.
     assert mosi["counts"]["llm_calls"] == N - 1
     assert mosi["labeling"]["failed"] == 1
+    assert mosi["extraction"]["sentiment"] == {"failed": 1, "llm": N - 1}
+
+
+def test_sentiment_sets_score_with_rules_without_an_llm(unibench, wheel_dir, tmp_path):
+    """The default: every sentiment set found scores by the valence rules; failed, run-on and free
+    text rows are recorded as such."""
+    def labeler(rows, model, out, *, batch_size, seed, task, **options):
+        table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
+        table.loc[0, ["status", "text"]] = ["failed", ""]
+        table.loc[1, "text"] = "In the text, he is happy about the film."
+        table.loc[2, "text"] = ("The character's emotional state is " + table.loc[2, "labels"][0]
+                                + ", nodding along while the interviewer keeps talking.")
+        return table
+
+    scores = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path, wheel_dir=wheel_dir, labeler=labeler)
+    mosi = scores["models"]["m"]["datasets"]["CMUMOSI"]
+    assert mosi["counts"]["llm_calls"] == 0 and mosi["labeling"] == {"n": N, "failed": 1, "unparsed": 1}
+    assert mosi["extraction"]["labels"] == {"runon": 1, "unparsed": 1}
+    assert mosi["extraction"]["sentiment"] == {"failed": 1, "rules": 2}
+    rows = pd.read_csv(tmp_path / "rows" / "00-m.csv", keep_default_na=False).set_index("name")
+    assert sorted(rows["labels_from"]) == ["", "runon", "unparsed"]
+    runon = rows[rows["labels_from"] == "runon"].iloc[0]
+    assert runon["labels"] == f"[{MAIN_WORD[_emotion_of(runon.name, unibench)]}]"  # the run-on words dropped
+    assert runon["sentiment_from"] == "rules" and runon["sentiment_rule"]
+    assert "1 templated outputs ran on" in (tmp_path / "scores.md").read_text()
+    # --extract rules: the free text's emotion words are spotted instead of scoring it empty.
+    spotted = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path / "s", wheel_dir=wheel_dir, labeler=labeler,
+                        extract="rules")
+    ext = spotted["models"]["m"]["datasets"]["CMUMOSI"]["extraction"]
+    assert ext["labels"] == {"runon": 1, "spotted": 1} and ext["extract"] == "rules"
+    assert "spotted in the text (--extract rules)" in (tmp_path / "s" / "scores.md").read_text()
+
+
+def _emotion_of(name: str, unibench) -> str:
+    return unibench.emotions["CMUMOSI"][name]
 
 
 def test_cli(unibench, wheel_dir, tmp_path, monkeypatch, capsys):
@@ -161,8 +240,12 @@ def test_cli(unibench, wheel_dir, tmp_path, monkeypatch, capsys):
                    "--out", str(out), "--wheel", str(wheel_dir))
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = run_cli("benchmark", "--model", "a", "--unibench-root", str(unibench.root),
-                   "--datasets", "CMUMOSI", "--out", str(out), "--wheel", str(wheel_dir))
+                   "--datasets", "CMUMOSI", "--out", str(out), "--wheel", str(wheel_dir), "--sentiment", "llm")
     assert code == 2 and "--extractor" in capsys.readouterr().err
+    # By default the sentiment set scores without an LLM.
+    code = run_cli("benchmark", "--model", "a", "--unibench-root", str(unibench.root),
+                   "--datasets", "CMUMOSI", "--out", str(tmp_path / "mosi"), "--wheel", str(wheel_dir))
+    assert code == 0 and "| CMUMOSI | WAF |" in capsys.readouterr().out
 
 
 def test_synth_unibench_cli(tmp_path, capsys):
