@@ -18,6 +18,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         extra.append(f"label.batch_size={args.batch_size}")
     if args.seed is not None:
         extra.append(f"seed={args.seed}")
+    if args.question:
+        extra.append(f"label.question={args.question}")
+    if args.decoding:
+        extra.append(f"label.decoding={args.decoding}")
     cfg = config_from_args(args, extra + scoring_overrides(args))
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
     with progress("label MER-UniBench", unit="samples") as bar:
@@ -56,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local Qwen2.5-Instruct for free-text outputs (and --sentiment llm)")
     p.add_argument("--batch-size", type=int, help="labeling batch size (config label.batch_size)")
     p.add_argument("--seed", type=int, help="seed (config seed)")
+    p.add_argument("--question", metavar="TEXT",
+                   help="ask this instead of the OV question (zero-shot; the answers are scored as OV labels)")
+    p.add_argument("--decoding", choices=["greedy", "released"],
+                   help="greedy (default), or released: sampling at T 1 / top-p 0.9 as the release, seeded")
     p.add_argument("--wheel", metavar="DIR",
                    help="emotion-wheel folder (config score.wheel_dir; default: the packaged files)")
     p.add_argument("--models", metavar="DIR",

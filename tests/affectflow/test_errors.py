@@ -57,7 +57,7 @@ def test_config_error_names_the_key(capsys):
     assert "train: lr must be > 0, got -1.0" in err
     # Checked when the config loads, not in a labeling actor.
     err = user_error(capsys, "config", "config", "show", "--set", "label.do_sample=true", "--set", "label.temperature=0")
-    assert "label: temperature must be > 0 when sampling" in err
+    assert "label: temperature must be > 0, got 0.0" in err
 
 
 def test_input_error_names_the_predictions_file(capsys, tmp_path, mosi_gt):
