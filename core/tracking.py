@@ -54,14 +54,15 @@ def short_retries(max_retries: int = 3, timeout_s: int = 60):
     """Bound MLflow's HTTP retries for the calls inside (its defaults retry a dead server for minutes)."""
     keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
     saved = {k: os.environ.get(k) for k in keys}
-    for k, v in keys.items():
-        os.environ.setdefault(k, v)
+    os.environ.update(keys)
     try:
         yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def default_tracking_uri() -> str:

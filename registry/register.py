@@ -16,6 +16,7 @@ import json
 import shlex
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,11 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
                      alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
                      experiment: str | None = None, tags: dict[str, str] | None = None) -> Registered | None:
     """Log + register ``checkpoint_dir``, set the alias and put ``tags`` on the run and the version;
-    ``None`` (with instructions printed) when the tracking server cannot be reached. Uses the active run if there is one (the trainer's):
-    ``train(..., on_finish=log_and_register)`` is the intended wiring."""
+    ``None`` (with instructions printed) when the tracking server cannot be reached. Uses the active
+    run if there is one (the trainer's): ``train(..., on_finish=log_and_register)`` is the intended
+    wiring. Given a training run folder outside a run (``affectflow register RUN_DIR``), the new run
+    also gets the folder's config as params and its ``metrics.jsonl`` as metrics (a run trained
+    with ``--no-track``, or whose server went away mid-run)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -159,6 +163,7 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
             with run_ctx as run:
                 if active is None:
                     mlflow.log_param("checkpoint_dir", str(ckpt))
+                    upload_run_folder(Path(checkpoint_dir))
                 info = log_model(ckpt, llm_path=llm_path, bundle_base=bundle_base, registered_model=name)
                 version = str(info.registered_model_version)
                 if alias.lower() != LATEST:
@@ -178,6 +183,37 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
     echo(f"[register] {result.model_uri} -> version {result.version} (run {result.run_id}); "
          f"base LLM {'bundled' if result.bundled_base else 'not bundled (path recorded)'}")
     return result
+
+
+def upload_run_folder(folder: Path) -> int:
+    """Into the active run: a training run folder's ``train_config.yaml`` as params and its
+    ``metrics.jsonl`` as metrics (non-finite values, written as null, are left out); the step count."""
+    import mlflow
+    import yaml
+    from mlflow.entities import Metric
+
+    from core.config import flatten
+
+    config, metrics = folder / "train_config.yaml", folder / "metrics.jsonl"
+    if config.is_file():
+        params = flatten(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
+        items = [(k, str(v)[:500]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+            mlflow.log_params(dict(items[start:start + 100]))
+    if not metrics.is_file():
+        return 0
+    by_step: dict[int, dict] = {}
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_step[int(record["step"])] = record  # a step replayed after a restart: the last record
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for step, rec in sorted(by_step.items())
+             for k, v in rec.items() if k not in ("step", "nonfinite") and isinstance(v, (int, float))]
+    client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
+    for start in range(0, len(batch), 1000):  # MLflow takes at most 1,000 metrics per call
+        client.log_batch(run_id, metrics=batch[start:start + 1000])
+    return len(by_step)
 
 
 @contextmanager

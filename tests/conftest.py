@@ -104,13 +104,12 @@ def _stop(proc, log) -> None:
     log.close()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root); yields its URI."""
+def start_mlflow(root: Path):
+    """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root) under ``root``;
+    returns ``(process, log file, uri)`` once it answers /health."""
     import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     log = open(root / "server.log", "w")
     mlflow_bin = Path(sys.executable).with_name("mlflow")
@@ -123,6 +122,17 @@ def mlflow_server(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{uri}/health", proc, "mlflow server", timeout=180.0)
+    except BaseException:
+        _stop(proc, log)
+        raise
+    return proc, log, uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root); yields its URI."""
+    proc, log, uri = start_mlflow(tmp_path_factory.mktemp("mlflow-server"))
+    try:
         yield uri
     finally:
         _stop(proc, log)

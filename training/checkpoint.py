@@ -22,6 +22,7 @@ SPEC_FILE = "affectflow_model.json"
 FUSION_FILE = "fusion.safetensors"
 ADAPTER_DIR = "adapter"
 STATE_FILE = "train_state.json"
+FAILURE_FILE = "run_failed.json"  # in a run folder, beside metrics.jsonl: why and where a run stopped
 DS_DIR = "deepspeed"
 DS_TAG = "state"
 # What a model needs to load (the DeepSpeed state is for resuming training only).

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import DS_DIR, DS_TAG, STATE_FILE
+from training.checkpoint import DS_DIR, DS_TAG, FAILURE_FILE, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
 from core.errors import ConfigError, MissingFileError, TrainingError
 
@@ -254,9 +254,6 @@ def read_state(folder: str | Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-FAILURE_FILE = "run_failed.json"  # beside metrics.jsonl: why and where a run stopped
 
 
 def json_metrics(metrics: dict) -> str:

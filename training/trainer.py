@@ -17,6 +17,7 @@ Run folder (``out``)::
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import threading
@@ -27,10 +28,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from core.errors import InputError
 from core.config import dump_yaml, flatten
+from core.console import echo
+from core.errors import InputError, TrainingError
 from core.runtime import init_ray
-from core.tracking import tracking_uri
+from core.tracking import require_tracking, short_retries, tracking_uri, unreachable
+from training.checkpoint import FAILURE_FILE
 
 RUN_NAME = "train"
 
@@ -44,6 +47,9 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     out: str = ""
     mlflow_run_id: str | None = None
+    # "on"; "off" (--no-track: local metrics only); "lost" (the server stopped answering mid-run)
+    tracking: str = "on"
+    register_later: str = ""  # the command that uploads the run and registers its model, when not done here
 
 
 def _features_factory(store, corpus, visual, features):
@@ -88,25 +94,60 @@ class _StoreFeatures:
 
 
 class _RankZeroMlflow:
-    """Per-step metrics into the driver's MLflow run; a failing tracking server never stops training."""
+    """Per-step metrics into the driver's MLflow run, never on the step's path.
 
-    def __init__(self, uri: str, run_id: str):
+    A step only puts its metrics in a bounded buffer; a thread sends them, each call with one try
+    and a short timeout. The first failure stops sending for the rest of the run (one warning in
+    the worker's log): metrics.jsonl stays complete, and `affectflow register RUN_DIR` uploads it later.
+    """
+
+    BUFFER = 10_000  # steps; when full (a slow server), the newest metrics wait in metrics.jsonl only
+
+    def __init__(self, uri: str, run_id: str, timeout_s: float = 5.0):
+        import os
+        import queue
+
         from mlflow.tracking import MlflowClient
 
-        self.client, self.run_id, self.warned = MlflowClient(uri), run_id, False
+        # This worker process makes no other MLflow calls: one try, a short timeout.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, int(timeout_s)))
+        self.client, self.run_id, self.down = MlflowClient(uri), run_id, threading.Event()
+        self.queue: queue.Queue = queue.Queue(maxsize=self.BUFFER)
+        self.thread = threading.Thread(target=self._send, name="mlflow-metrics", daemon=True)
+        self.thread.start()
 
     def __call__(self, metrics: dict, step: int) -> None:
-        import time
+        if self.down.is_set():
+            return
+        try:
+            self.queue.put_nowait((dict(metrics), step, int(time.time() * 1000)))
+        except Exception:  # noqa: BLE001 - a full buffer drops this step's upload, never the step
+            pass
 
+    def _send(self) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        while True:
+            item = self.queue.get()
+            if item is None or self.down.is_set():
+                return
+            metrics, step, now = item
+            try:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step)
+                                                            for k, v in metrics.items() if v is not None])
+            except Exception as exc:  # noqa: BLE001 - an outage: stop sending, the run goes on
+                self.down.set()
+                print(f"[train] MLflow stopped answering ({type(exc).__name__}); metrics stay in metrics.jsonl")
+                return
+
+    def close(self, wait_s: float = 10.0) -> None:
+        """Send what is buffered, waiting at most ``wait_s`` seconds."""
         try:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-        except Exception as exc:  # noqa: BLE001 - logging is best effort
-            if not self.warned:
-                print(f"[train] MLflow metric logging failed, continuing without it: {exc}")
-                self.warned = True
+            self.queue.put_nowait(None)
+        except Exception:  # noqa: BLE001 - full: the thread stops at the outage or sends on
+            pass
+        self.thread.join(timeout=wait_s)
 
 
 class _QueueBar:
@@ -204,9 +245,13 @@ def _worker(config: dict) -> None:
     with ExitStack() as stack:
         resume = ray.train.get_checkpoint()
         resume_dir = stack.enter_context(resume.as_directory()) if resume is not None else None
+        mlflow_log = (_RankZeroMlflow(config["mlflow_uri"], config["run_id"], cfg.mlflow.check_timeout_s)
+                      if (rank == 0 and config["run_id"]) else None)
+        if mlflow_log is not None:
+            stack.callback(mlflow_log.close)
         hooks = LoopHooks(
             report=report,
-            log_metrics=_RankZeroMlflow(config["mlflow_uri"], config["run_id"]) if (rank == 0 and config["run_id"]) else None,
+            log_metrics=mlflow_log,
             progress=partial(_QueueBar, config["progress"]) if (rank == 0 and config["progress"] is not None) else None,
             checkpoint_root=str(scratch),
             resume_from=resume_dir,
@@ -251,6 +296,7 @@ def train(
     features=None,
     on_finish: Callable[[str, object], None] | None = None,
     progress: Callable[..., None] | None = None,
+    track: bool = True,
 ) -> TrainResult:
     """Train AffectGPT on cached features; see the module docstring for the run folder.
 
@@ -259,6 +305,12 @@ def train(
     from its latest checkpoint (same worker count and ZeRO stage). Joins or starts Ray (`init_ray`).
     ``progress(step, total, loss=...)`` is called on the driver as rank 0 steps (with
     ``train.progress``; e.g. `core.console.Bar.set`).
+
+    Tracking is never on a step's path: an HTTP tracking server is checked once before any work
+    (``TrackingError`` naming it when it does not answer within ``mlflow.check_timeout_s``), rank 0
+    sends metrics from a buffer, and a server lost mid-run leaves ``tracking="lost"`` and the
+    ``register_later`` command (``on_finish`` is then skipped). ``track=False``: no MLflow at all.
+    A run stopped for non-finite values raises ``TrainingError`` and marks the MLflow run FAILED.
     """
     import mlflow
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -283,35 +335,89 @@ def train(
     local = not cfg.ray.address
 
     uri = tracking_uri(cfg.mlflow.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.mlflow.experiment)
-    with _progress_feed(progress if tc.progress else None) as feed, \
-            mlflow.start_run(run_name=f"train-{out.name}") as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
-        mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus), "data.llm_path": str(llm_path),
-                           "run.out": str(out), "run.resume": resume})
-        mlflow.log_text(dump_yaml(cfg), "config.yaml")
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config={
-                "cfg": cfg, "features": features_fn, "llm_path": str(llm_path), "threads": max(1.0, per_worker),
-                "mlflow_uri": uri, "run_id": run.info.run_id,
-                "metrics_path": str(out / "metrics.jsonl") if local else None, "progress": feed,
-            },
-            scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
-                                         resources_per_worker={"CPU": per_worker}),
-            run_config=RunConfig(
-                name=RUN_NAME, storage_path=str(out / "ray"),
-                failure_config=FailureConfig(max_failures=tc.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints or None),
-            ),
-        )
-        result = trainer.fit()
+    timeout = cfg.mlflow.check_timeout_s
+    later = shlex.join(["affectflow", "register", str(out), "--mlflow-uri", uri, "--name", cfg.mlflow.registered_model,
+                        "--alias", cfg.mlflow.alias])
+    run = None
+    if track:
+        require_tracking(uri, timeout, hint="; start it, point --mlflow-uri at one, or pass --no-track to train "
+                                            "with local metrics only")
+        mlflow.set_tracking_uri(uri)
+        with short_retries():
+            mlflow.set_experiment(cfg.mlflow.experiment)
+            run = mlflow.start_run(run_name=f"train-{out.name}")
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
+            mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus), "data.llm_path": str(llm_path),
+                               "run.out": str(out), "run.resume": resume})
+            mlflow.log_text(dump_yaml(cfg), "config.yaml")
+    status, tracking, ckpt_dir, metrics = "FAILED", "on" if track else "off", None, {}
+    try:
+        with _progress_feed(progress if tc.progress else None) as feed:
+            trainer = TorchTrainer(
+                _worker,
+                train_loop_config={
+                    "cfg": cfg, "features": features_fn, "llm_path": str(llm_path), "threads": max(1.0, per_worker),
+                    "mlflow_uri": uri, "run_id": run.info.run_id if run else None,
+                    "metrics_path": str(out / "metrics.jsonl") if local else None, "progress": feed,
+                },
+                scaling_config=ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu,
+                                             resources_per_worker={"CPU": per_worker}),
+                run_config=RunConfig(
+                    name=RUN_NAME, storage_path=str(out / "ray"),
+                    failure_config=FailureConfig(max_failures=tc.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints or None),
+                ),
+            )
+            try:
+                result = trainer.fit()
+            except Exception as exc:
+                stopped = _training_error(exc, out)
+                if stopped is not None:
+                    raise stopped from None
+                raise
         ckpt_dir = result.checkpoint.path if result.checkpoint is not None else None
         metrics = dict(result.metrics or {})
-        if ckpt_dir:
-            mlflow.log_param("checkpoint_dir", ckpt_dir)
-        if on_finish is not None and ckpt_dir:
-            on_finish(ckpt_dir, cfg)
+        status = "FINISHED"
+        if run is not None and unreachable(uri, timeout):
+            tracking = "lost"
+            echo(f"[train] the MLflow server {uri} stopped answering during the run: the checkpoints and "
+                 f"metrics.jsonl in {out} are complete; to upload the run and register its model later, run:\n"
+                 f"    {later}")
+        elif run is not None:
+            with short_retries():
+                if ckpt_dir:
+                    mlflow.log_param("checkpoint_dir", ckpt_dir)
+                if on_finish is not None and ckpt_dir:
+                    on_finish(ckpt_dir, cfg)
+    finally:
+        if run is not None:
+            _end_run(status, timeout)
     return TrainResult(checkpoint_dir=ckpt_dir, metrics=metrics, history=_read_history(out / "metrics.jsonl"),
-                       out=str(out), mlflow_run_id=run.info.run_id)
+                       out=str(out), mlflow_run_id=run.info.run_id if run else None, tracking=tracking,
+                       register_later=later if tracking != "on" else "")
+
+
+def _training_error(exc: BaseException, out: Path) -> TrainingError | None:
+    """The run's own stop (non-finite values), from the run folder's record or the worker's exception."""
+    failed = out / FAILURE_FILE
+    if failed.is_file():
+        return TrainingError(json.loads(failed.read_text(encoding="utf-8"))["message"])
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # Ray wraps the worker's error (RayTaskError(TrainingError))
+        seen.add(id(exc))
+        if isinstance(exc, TrainingError):
+            text = str(exc)
+            return TrainingError(next((x.strip() for x in text.splitlines() if "training stopped at" in x), text))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _end_run(status: str, timeout: float) -> None:
+    """End the active MLflow run with ``status``: one try, a short timeout (a lost server only warns)."""
+    import mlflow
+
+    with short_retries(max_retries=0, timeout_s=max(1, int(timeout))):
+        try:
+            mlflow.end_run(status)
+        except Exception:  # noqa: BLE001 - the run is already off the stack; the server may be gone
+            pass

@@ -23,16 +23,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
     cfg = config_from_args(args, extra)
     on_finish = None
-    if not args.no_register:
+    if not args.no_register and not args.no_track:
         from registry.register import log_and_register
 
         on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
     with progress("train", unit="step") as bar:
         result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
-                       on_finish=on_finish, progress=bar.set)
+                       on_finish=on_finish, progress=bar.set, track=not args.no_track)
     echo(f"[train] final checkpoint: {result.checkpoint_dir}")
     echo(f"[train] metrics: {json.dumps(result.metrics)}")
-    echo(f"[train] MLflow run: {result.mlflow_run_id}")
+    if result.tracking == "on":
+        echo(f"[train] MLflow run: {result.mlflow_run_id}")
+    elif result.tracking == "off":
+        echo(f"[train] not tracked (--no-track); to upload the run and register its model, run:\n"
+             f"    {result.register_later}")
     return 0
 
 
@@ -65,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zero", type=int, choices=[2, 3], help="DeepSpeed ZeRO stage (default: train.zero_stage)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow.tracking_uri)")
+    p.add_argument("--no-track", action="store_true",
+                   help="no MLflow: metrics in <out>/metrics.jsonl only (affectflow register RUN_DIR uploads them later)")
     p.add_argument("--no-register", action="store_true",
                    help="do not log the final checkpoint as an MLflow model nor register it (see `affectflow register`)")
     p.add_argument("--no-bundle-base", action="store_true",

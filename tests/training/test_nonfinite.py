@@ -4,14 +4,14 @@ writes strict JSON metrics and no checkpoint of NaN weights."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from core.config import load_config
 from core.errors import TrainingError
 from training.data import SyntheticFeatures, load_features, write_synthetic_store
-from training.loop import FAILURE_FILE, LoopHooks, json_metrics, run_loop, single_process
+from training.checkpoint import FAILURE_FILE
+from training.loop import LoopHooks, json_metrics, run_loop, single_process
 
 
 def test_metrics_lines_are_strict_json():
