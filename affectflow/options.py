@@ -65,3 +65,39 @@ def question_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "valence_range", None):
         extra.append(f"label.valence_range=[{args.valence_range}]")
     return extra
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer >= 0 (``--limit -1`` would silently drop the last sample)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number within [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number within [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}")
+    return value
+
+
+def failure_gate(summary, limit: float, command: str) -> int:
+    """Exit code 1 (with why and how to retry) when the output's whole state fails more than ``limit``."""
+    from core.console import echo
+
+    rate = summary.state_failure_rate
+    if rate <= limit:
+        return 0
+    failed = summary.state_failed if summary.state_failed >= 0 else summary.failed
+    echo(f"affectflow {command}: {failed} failed ({100 * rate:.2f}% of the {summary.holder}, this run's and "
+         f"earlier ones') exceeds --max-failure-rate {100 * limit:.2f}%; fix the inputs named above, then rerun "
+         "with --retry-failed")
+    return 1

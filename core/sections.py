@@ -229,6 +229,8 @@ class LabelConfig:
     # greedy (ours), or released: sampling at temperature 1 / top-p 0.9 with the LLM's own top-k and
     # repetition penalty, up to 1,200 new tokens, seeded per (seed, sample, task) so a rerun repeats.
     decoding: Literal["greedy", "released"] = "greedy"
+    # `affectflow label` exits 1 when more of the output table's rows than this are failed.
+    max_failure_rate: float = 0.01
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
@@ -261,6 +263,8 @@ class LabelConfig:
             raise ConfigError(f"valence_range must be [low, high] with low < 0 < high, got {self.valence_range}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ConfigError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
 from core.errors import InputError, MissingFileError
+from core.paths import require_writable
 from inference.label_stage import LabelStage, resolve_asks
 from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
 from pipelines import operators
@@ -193,6 +194,7 @@ def label(
     out = Path(out)
     if out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {out}: the output must end in .parquet or .csv")
+    require_writable(out, "--out", folder=False)  # before the model loads or a video is decoded
     out.parent.mkdir(parents=True, exist_ok=True)
     kind = "rows" if rows is not None else detect_input(input, layout)
     if kind not in ("store", "mer2025", "folder", "webdataset", "rows"):
@@ -216,7 +218,8 @@ def label(
         return any((name, t) not in done for t in tasks)
 
     generation = dict(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample, temperature=lc.temperature,
-                      top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens)
+                      top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens, backend=lc.backend,
+                      cache_rows=lc.cache_rows, cache_tokens=lc.cache_tokens)
     visual_key = "visual" if kind == "store" else spec.get("visual_stream", "face")
     label_args = (resolved.to_dict(), asks, generation, seed, visual_key)
     label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads, decoding=lc.decoding)

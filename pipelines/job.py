@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import numpy as np
 
 from core.errors import InputError, MissingFileError
+from core.paths import require_writable
 from core.runtime import init_ray
 from pipelines import operators
 from pipelines.summary import JobSummary
@@ -155,6 +156,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
     p = dataclasses.replace(p, layout=layout or p.layout, faces=faces or p.faces)
     p.validate()
     cfg = dataclasses.replace(cfg, preprocess=p)
+    require_writable(store, "--store", folder=True)  # before any decoding
     plan_ = plan(cfg, models)
     store = str(store)
     fs = FeatureStore(store, storage_options)

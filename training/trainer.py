@@ -31,6 +31,7 @@ from pathlib import Path
 from core.config import dump_yaml, flatten
 from core.console import echo
 from core.errors import InputError, TrainingError
+from core.paths import require_writable
 from core.runtime import init_ray
 from core.tracking import require_tracking, short_retries, tracking_uri, unreachable
 from training.checkpoint import FAILURE_FILE
@@ -320,6 +321,7 @@ def train(
 
     tc = cfg.train
     out = Path(out or Path(cfg.paths.runs) / "train").resolve()
+    require_writable(out, "--out", folder=True)
     run_dir = out / "ray" / RUN_NAME
     if run_dir.exists() and not resume:
         raise InputError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from affectflow.options import add_config_options, add_question_options, config_from_args, question_overrides
+from affectflow.options import (add_config_options, add_question_options, config_from_args, count, failure_gate,
+                                fraction, question_overrides)
 from core.console import echo, progress
 
 MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
@@ -20,6 +21,10 @@ def _label_overrides(args: argparse.Namespace) -> list[str]:
             extra.append(f"{key}={value}")
     if getattr(args, "sample", False):
         extra.append("label.do_sample=true")
+    if getattr(args, "max_failure_rate", None) is not None:
+        extra.append(f"label.max_failure_rate={args.max_failure_rate}")
+    if getattr(args, "follow_symlinks", False):
+        extra.append("preprocess.follow_symlinks=true")
     if getattr(args, "mlflow_uri", None):
         extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
     return extra
@@ -35,7 +40,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
                         tracking_uri=args.mlflow_uri, llm_path=args.llm_path, retry_failed=args.retry_failed,
                         progress=bar)
     echo(summary.format())
-    return 0 if summary.failed == 0 or summary.ok > 0 else 1
+    return failure_gate(summary, cfg.label.max_failure_rate, "label")
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
@@ -79,7 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=["store", "mer2025", "folder", "webdataset"], help="default: detected")
     p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/]) for raw media")
     p.add_argument("--faces", choices=["openface", "opencv", "pyfeat"], help="face source for raw media")
-    p.add_argument("--limit", type=int, help="label at most this many samples")
+    p.add_argument("--limit", type=count, help="label at most this many samples")
+    p.add_argument("--max-failure-rate", type=fraction,
+                   help="exit 1 when more than this fraction of the table's rows is failed, earlier runs' "
+                        "included (default label.max_failure_rate, 0.01)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="folder input: read links whose target is outside the folder (refused by default)")
     p.add_argument("--retry-failed", action="store_true", help="redo rows that failed in an earlier run")
     p.add_argument("--mlflow-uri", help="tracking/registry URI for models:/ (default: mlflow.tracking_uri)")
     p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (models logged without their base)")

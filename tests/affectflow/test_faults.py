@@ -151,3 +151,41 @@ def test_a_diverging_run_fails_loudly_and_never_registers(train_data, tiny_model
     runs = client.search_runs([client.get_experiment_by_name("affectgpt").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not client.search_registered_models()
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_checkpoint, synth_corpus, models_dir, capsys):
+    from affectflow.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    t0 = time.perf_counter()
+    assert main(["preprocess", "--corpus", str(synth_corpus), "--store", str(blocker), "--models", str(models_dir)]) == 2
+    assert f"--store {blocker} is a file, not a folder" in capsys.readouterr().err
+    assert main(["label", "--input", str(synth_corpus), "--model", str(tiny_checkpoint), "--models", str(models_dir),
+                 "--out", str(blocker / "labels.parquet")]) == 2
+    assert f"{blocker} is a file, so nothing can be created under it" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 30  # no decoding, no model load
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error: exit 2
+        main(["preprocess", "--corpus", str(synth_corpus), "--store", str(tmp_path / "s.zarr"), "--limit", "-1"])
+    assert exit_.value.code == 2 and "argument --limit: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_label_fails_over_its_failure_rate_and_says_how_to_retry(ray_session, tiny_checkpoint, synth_corpus,
+                                                               models_dir, tmp_path, capsys):
+    from tests.fixtures.pipeline import copy_corpus
+
+    from affectflow.cli import main
+
+    names = [f"sample_{i:08d}" for i in range(4)]
+    corpus = copy_corpus(synth_corpus, tmp_path / "corpus", names)
+    for name in names[:2]:
+        (corpus / "video" / f"{name}.mp4").unlink()
+    args = ["label", "--input", str(corpus), "--model", str(tiny_checkpoint), "--models", str(models_dir),
+            "--out", str(tmp_path / "labels.parquet"), "--max-new-tokens", "4", "--set", "ray.num_cpus=2"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "2 failed (50.00% of the table" in out and "--retry-failed" in out
+    assert main(args) == 1  # the rerun labels nothing and still reports the recorded failures
+    out = capsys.readouterr().out
+    assert "table now: 2 ok, 2 failed" in out and "2 failed in an earlier run" in out
+    assert main([*args, "--max-failure-rate", "0.5"]) == 0

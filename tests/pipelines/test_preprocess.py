@@ -124,6 +124,10 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
     assert again.state_failure_rate == len(BAD_CASES) / (len(GOOD) + len(BAD_CASES))
     assert (f"store now: {len(GOOD)} ok, {len(BAD_CASES)} failed" in again.format()
             and f"{len(BAD_CASES)} failed in an earlier run and stay recorded (--retry-failed" in again.format())
+    # A plain rerun of the CLI processes nothing, and still fails on the recorded failures.
+    assert main(["preprocess", "--corpus", str(bad_corpus), "--store", str(store), "--models", str(models_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "processed" in out and "exceeds --max-failure-rate" in out and "--retry-failed" in out
     again = preprocess(bad_corpus, store, models=models_dir, cfg=pipeline_config(), retry_failed=True)
     assert again.processed == len(BAD_CASES) and again.failed == len(BAD_CASES)
     assert main(["preprocess", "--corpus", str(bad_corpus), "--store", str(tmp_path / "b2.zarr"), "--models",
