@@ -9,6 +9,7 @@ load, generation, writing the table — on a running Ray. The baseline is timed 
 and after our job, keeping the better of the two rates; its texts are compared with ours.
 
     .venv/bin/python bench/label.py [--n 8192] [--baseline-n 32] [--batch-size 256] [--max-new-tokens 64]
+                                    [--backend auto|hf|static]
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--actors", type=int, default=1)
+    ap.add_argument("--backend", choices=("auto", "hf", "static"), default="auto",
+                    help="label.backend of the Ray job (auto: hf on the CPU)")
     ap.add_argument("--model", help="checkpoint folder or MLflow URI (default: an untrained tiny AffectGPT)")
     ap.add_argument("--work", help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
@@ -87,7 +90,8 @@ def main() -> int:
     base_rate, base_texts = released_loop(model, data, min(args.baseline_n, len(data)), args.max_new_tokens)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    cfg = load_config(None, [f"label.max_new_tokens={args.max_new_tokens}", f"label.actors={args.actors}"])
+    cfg = load_config(None, [f"label.max_new_tokens={args.max_new_tokens}", f"label.actors={args.actors}",
+                             f"label.backend={args.backend}"])
     out = work / "labels.parquet"
     out.unlink(missing_ok=True)
     stamps: list[tuple[float, int]] = []
@@ -102,7 +106,8 @@ def main() -> int:
     same = sum(table.loc[data.names[i], "text"] == t for i, t in enumerate(base_texts))
     ray.shutdown()
 
-    print(f"tiny AffectGPT on the CPU, {args.max_new_tokens} new tokens, greedy, torch threads 1")
+    print(f"tiny AffectGPT on the CPU, {args.max_new_tokens} new tokens, greedy, torch threads 1, "
+          f"label.backend={args.backend}")
     print(f"{'':34}{'samples':>8}{'samples/s':>12}")
     print(f"{'bs-1 loop (released style)':34}{len(base_texts):>8}{base_rate:>12.2f}")
     print(f"{'Ray labeling, batch ' + str(args.batch_size) + ', end to end':34}{summary.ok:>8}{ours:>12.2f}")

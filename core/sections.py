@@ -234,6 +234,17 @@ class LabelConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
+    # Decoding backend, same tokens either way: "hf" (the model's DynamicCache; a batch runs until its
+    # longest row ends), "static" (a cache of cache_rows x cache_tokens allocated once, a one-token step
+    # compiled once on CUDA, and a stopped row's slot refilled with the next row of the actor's batch),
+    # "auto": static on CUDA, hf on the CPU (labeling and benchmark; `infer` of one video: hf, where a
+    # compile would cost more than it saves). Refill needs rows waiting: on a GPU give each actor batches
+    # of several times cache_rows rows (label.batch_size x the number of tasks).
+    backend: Literal["auto", "hf", "static"] = "auto"
+    cache_rows: int = 64
+    # Tokens per cache row (prompt + new tokens); 0: max_prompt_tokens + the largest answer budget asked.
+    # Every step reads the whole cache, so a tighter value is faster; a row over it fails (cache/too-long).
+    cache_tokens: int = 0
     # The model's actor pool. On a 2-CPU box actors need a fraction of a CPU or the job stalls
     # (whole-CPU actors leave none for the read tasks).
     # actor_gpus 0 = one GPU per actor when the cluster has GPUs, else none.
@@ -267,6 +278,11 @@ class LabelConfig:
             raise ConfigError(f"max_failure_rate must be within [0, 1], got {self.max_failure_rate}")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
+        if self.cache_rows < 1:
+            raise ConfigError(f"cache_rows must be >= 1, got {self.cache_rows}")
+        if self.cache_tokens < 0:
+            raise ConfigError(f"cache_tokens must be >= 0 (0 = max_prompt_tokens + the largest answer budget), "
+                              f"got {self.cache_tokens}")
 
 
 @dataclass

@@ -123,10 +123,14 @@ def infer(
         source = "asr" if str(batch["subtitle"][0]) else "none"
     text = str(batch["subtitle"][0])
     net, resolved = load_model(resolved, device=cfg.label.device)
+    # One video: "auto" decodes with hf (compiling the static step would cost more than it saves).
+    backend = dict(backend="hf" if lc.backend == "auto" else lc.backend, cache_rows=lc.cache_rows,
+                   cache_tokens=lc.cache_tokens)
     gen = GenerationConfig(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample,
-                           temperature=lc.temperature, top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens)
+                           temperature=lc.temperature, top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens,
+                           **backend)
     if lc.decoding == "released":  # an explicit max_new_tokens still caps its 1,200
-        gen = dataclasses.replace(released_config(net.llm, lc.max_prompt_tokens),
+        gen = dataclasses.replace(released_config(net.llm, lc.max_prompt_tokens), **backend,
                                   **({"max_new_tokens": lc.max_new_tokens} if lc.max_new_tokens else {}))
     visual = torch.as_tensor(np.asarray(batch[spec.get("visual_stream", "face")], np.float32))
     audio_feats = torch.as_tensor(np.asarray(batch["audio"], np.float32))
@@ -137,6 +141,9 @@ def infer(
     if any(d.finish == "prompt-too-long" for d in decoded):
         raise InputError(f"the question does not fit the {gen.max_prompt_tokens}-token prompt even without the "
                          "subtitle: ask a shorter one or raise label.max_prompt_tokens")
+    if any(d.finish == "cache-too-long" for d in decoded):
+        raise InputError(f"the prompt and the answer budget exceed label.cache_tokens={gen.cache_tokens}: raise it, "
+                         "or 0 for the prompt budget + the answer budget")
     result = InferResult(str(video_path), text, source, resolved.model_uri, resolved.version,
                          questions=dict(asks), subtitle_cut=max(d.subtitle_cut for d in decoded))
     for t, raw in zip(tasks, raws):

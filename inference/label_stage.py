@@ -18,6 +18,7 @@ from inference.table import FAILED, OK
 from training.prompt import QUESTION_TASK, TASKS, question_for
 
 PROMPT_TOO_LONG = "prompt/too-long"
+CACHE_TOO_LONG = "cache/too-long"
 
 
 def resolve_asks(task: str, question: str = "", labels: Sequence[str] = (),
@@ -71,16 +72,18 @@ class LabelStage:
         self.tasks = list(self.asks)
         self.config = GenerationConfig(**generation)
         if decoding == "released":  # an explicit max_new_tokens still caps its 1,200
-            budget = self.config.max_new_tokens
-            self.config = released_config(self.model.llm, self.config.max_prompt_tokens)
-            if budget:
-                self.config = dataclasses.replace(self.config, max_new_tokens=budget)
+            ours = self.config
+            self.config = dataclasses.replace(released_config(self.model.llm, ours.max_prompt_tokens),
+                                              backend=ours.backend, cache_rows=ours.cache_rows,
+                                              cache_tokens=ours.cache_tokens)
+            if ours.max_new_tokens:
+                self.config = dataclasses.replace(self.config, max_new_tokens=ours.max_new_tokens)
         self.seed = seed
         self.visual_key = visual_key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from scoring.parse import parse_template
-        from training.generate import clean_output, generate_raw, sample_seed
+        from training.generate import clean_output, generate_raw, sample_seed, task_budget
 
         n = len(batch["name"])
         names = [str(x) for x in batch["name"]]
@@ -109,6 +112,12 @@ class LabelStage:
                         st[r], err[r] = FAILED, (f"{PROMPT_TOO_LONG}: the prompt is over "
                                                  f"{self.config.max_prompt_tokens} tokens even without the "
                                                  "subtitle (a shorter --question, or raise label.max_prompt_tokens)")
+                        continue
+                    if d.finish == "cache-too-long":
+                        st[r], err[r] = FAILED, (f"{CACHE_TOO_LONG}: the prompt and the {task_budget(r[1], self.config)}"
+                                                 "-token answer budget exceed the static cache's "
+                                                 f"{self.config.cache_tokens} tokens per row (raise "
+                                                 "label.cache_tokens, or 0 for the prompt budget + the answer budget)")
                         continue
                     out = clean_output(raw)
                     text[r], labels[r] = out, parse_template(out)

@@ -3,10 +3,21 @@
 Our own decode loop instead of ``llm.generate``: it keeps a per-row random generator (so a
 seeded sample does not depend on which other samples share its batch), honours the ``###``
 stop string and EOS per row without a tokenizer-aware stopping criterion, and is the same
-code on the CPU and on a GPU. The KV cache is whatever the model returns (transformers 5
-builds a ``DynamicCache`` when ``use_cache=True``), fed back each step.
+code on the CPU and on a GPU. Two backends (``GenerationConfig.backend``), same tokens:
 
-- :func:`decode` — the loop on a causal LM: ``[B,T,H]`` embeddings + left-padded mask -> token ids.
+- ``hf``: the KV cache is whatever the model returns (transformers 5 builds a ``DynamicCache``
+  when ``use_cache=True``), fed back each step; a batch runs until its longest row ends.
+- ``static``: :mod:`training.static_decode`, a preallocated ``rows x length`` cache, a one-token
+  step compiled once on CUDA, and in-flight refill (a stopped row's slot takes the next row).
+  ``auto`` is static on CUDA and hf elsewhere (on the CPU the static step runs eager).
+
+The run config sets them as ``label.backend``, ``label.cache_rows`` and ``label.cache_tokens``, beside
+the other decoding settings (``label.max_new_tokens``, ``label.decoding``, ``label.top_p`` ...) that
+labeling, single-video inference and the benchmark all read; a ``generation`` section of its own would
+split one concern over two sections.
+
+- :func:`decode` — the hf loop on a causal LM: ``[B,T,H]`` embeddings + left-padded mask -> token ids.
+- :func:`pick_tokens` — one step's choice per row (repetition penalty, greedy or seeded sampling).
 - :func:`generate` — AffectGPT features + subtitles + tasks -> cleaned texts.
 - :func:`clean_output` — the text after the assistant marker, cut at ``###`` / EOS.
 """
@@ -30,6 +41,7 @@ CHECK_EVERY = 8
 
 # The release's sampling when the LLM's generation_config leaves top_k unset (transformers' default).
 HF_DEFAULT_TOP_K = 50
+BACKENDS = ("auto", "hf", "static")
 
 
 @dataclass
@@ -38,7 +50,9 @@ class GenerationConfig:
 
     ``max_new_tokens`` None: each row's task budget (``training.prompt.MAX_NEW_TOKENS``). The prompt
     budget ``max_prompt_tokens`` is independent of it: only the subtitle is shortened to fit.
-    ``top_k`` 0 and ``repetition_penalty`` 1.0 are off.
+    ``top_k`` 0 and ``repetition_penalty`` 1.0 are off. ``backend``: see the module docstring;
+    the static cache holds ``cache_rows`` rows of ``cache_tokens`` tokens (prompt + new tokens;
+    0: ``max_prompt_tokens`` + the largest budget of the call's rows).
     """
 
     max_new_tokens: int | None = None
@@ -48,8 +62,18 @@ class GenerationConfig:
     max_prompt_tokens: int = MAX_PROMPT_TOKENS
     top_k: int = 0
     repetition_penalty: float = 1.0
+    backend: str = "hf"
+    cache_rows: int = 64
+    cache_tokens: int = 0
 
     def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.cache_rows < 1:
+            raise ConfigError(f"cache_rows must be >= 1, got {self.cache_rows}")
+        if self.cache_tokens < 0:
+            raise ConfigError(f"cache_tokens must be >= 0 (0 = prompt budget + the largest answer budget), "
+                              f"got {self.cache_tokens}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1 (or unset: per task), got {self.max_new_tokens}")
         if self.max_prompt_tokens < 1:
@@ -78,8 +102,9 @@ def released_config(llm, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> Generati
 
 @dataclass
 class Decoded:
-    """One row's generated ids (stop token excluded) and why it stopped: eos, stop, length, or
-    prompt-too-long (nothing generated: the prompt is over the budget even with no subtitle)."""
+    """One row's generated ids (stop token excluded) and why it stopped: eos, stop, length,
+    prompt-too-long (nothing generated: the prompt is over the budget even with no subtitle), or
+    cache-too-long (nothing generated: its prompt + budget exceed the static cache's length)."""
 
     tokens: list[int]
     finish: str
@@ -115,7 +140,7 @@ def clean_output(text: str) -> str:
 _STOP_TABLES: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
 
 
-def _stop_tables(tokenizer, vocab_rows: int, device) -> tuple[torch.Tensor, ...]:
+def stop_tables(tokenizer, vocab_rows: int, device) -> tuple[torch.Tensor, ...]:
     """Per-token ``#`` bookkeeping so ``###`` is found on the device, without decoding each step.
 
     ``(lead, trail, all_hash, has_stop)``: the token text's leading and trailing ``#`` counts,
@@ -141,7 +166,16 @@ def _stop_tables(tokenizer, vocab_rows: int, device) -> tuple[torch.Tensor, ...]
     return _STOP_TABLES[key]
 
 
-def _forward_kwargs(llm) -> tuple[str, dict]:
+def find_stops(tables: tuple[torch.Tensor, ...], nxt: torch.Tensor, hashes: torch.Tensor,
+               live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``live`` rows whose token ``nxt`` completes ``###`` (see :func:`stop_tables`), and every
+    row's new count of trailing '#'."""
+    lead, trail, only, has = tables
+    stop = (has[nxt] | (hashes + lead[nxt] >= len(STOP_STRING))) & live
+    return stop, torch.where(only[nxt], hashes + lead[nxt], trail[nxt])
+
+
+def forward_kwargs(llm) -> tuple[str, dict]:
     """The KV-cache keyword of this transformers (5.2x: ``cache``; before: ``past_key_values``) and
     the "last logits only" flag, so the prompt pass does not build ``[B, T, vocab]`` logits."""
     import inspect
@@ -167,6 +201,26 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(probs).scatter(-1, order, sorted_p)
 
 
+def pick_tokens(logits: torch.Tensor, cfg: GenerationConfig, gens: Sequence | None = None,
+                seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's next token from its float32 logits: the repetition penalty on ``seen`` tokens, then
+    the argmax, or, with ``gens``, temperature, top-k and top-p (transformers' order) and a draw from
+    row ``i``'s generator ``gens[i]`` (a row whose generator is None takes the argmax)."""
+    if seen is not None:
+        penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if gens is None:
+        return logits.argmax(dim=-1)
+    greedy = logits.argmax(dim=-1) if any(g is None for g in gens) else None
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = _top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
+    return torch.stack([greedy[i] if g is None else torch.multinomial(probs[i], 1, generator=g)[0]
+                        for i, g in enumerate(gens)])
+
+
 @torch.inference_mode()
 def decode(
     llm,
@@ -185,7 +239,7 @@ def decode(
     Greedy unless ``config.do_sample``; then row ``i`` samples from its own generator seeded
     with ``seeds[i]`` (default 0), after the repetition penalty, temperature, top-k and top-p
     (transformers' order). ``tokenizer`` enables the ``###`` stop string (tracked on the device,
-    see :func:`_stop_tables`). ``max_new``: each row's new-token budget (default ``config.max_new_tokens``).
+    see :func:`stop_tables`). ``max_new``: each row's new-token budget (default ``config.max_new_tokens``).
     """
     cfg = config or GenerationConfig()
     cfg.validate()
@@ -217,25 +271,14 @@ def decode(
     steps: list[torch.Tensor] = []
     embed_layer = llm.get_input_embeddings()
 
-    cache_kw, extra = _forward_kwargs(llm)
+    cache_kw, extra = forward_kwargs(llm)
     out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position, use_cache=True, **extra)
     last_pos = position[:, -1:]
     for step in range(longest):
         logits = out.logits[:, -1, :].float()
-        if cfg.repetition_penalty != 1.0:
-            if seen is None:
-                seen = torch.zeros_like(logits, dtype=torch.bool)
-            penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
-            logits = torch.where(seen, penalised, logits)
-        if gens is None:
-            nxt = logits.argmax(dim=-1)
-        else:
-            logits = logits / cfg.temperature
-            if cfg.top_k:
-                kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = _top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
-            nxt = torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(b)])
+        if cfg.repetition_penalty != 1.0 and seen is None:
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+        nxt = pick_tokens(logits, cfg, gens, seen)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         if seen is not None:
             seen[torch.arange(b, device=device)[~done], nxt[~done]] = True
@@ -244,10 +287,8 @@ def decode(
         ended = is_eos
         if tokenizer is not None:
             if tables is None:
-                tables = _stop_tables(tokenizer, logits.shape[-1], device)
-            lead, trail, only, has = tables
-            stop = (has[nxt] | (hashes + lead[nxt] >= len(STOP_STRING))) & ~done & ~is_eos
-            hashes = torch.where(only[nxt], hashes + lead[nxt], trail[nxt])
+                tables = stop_tables(tokenizer, logits.shape[-1], device)
+            stop, hashes = find_stops(tables, nxt, hashes, ~done & ~is_eos)
             why = torch.where(stop, 2, why)
             keep = torch.where(stop, step + 1, keep)  # the stop string stays in; clean_output cuts it
             ended = ended | stop
@@ -316,12 +357,20 @@ def generate(
     return [clean_output(t) for t in texts]
 
 
+def resolve_backend(backend: str, device) -> str:
+    """``hf`` or ``static``: ``auto`` is static on CUDA (compiled step) and hf elsewhere."""
+    if backend == "auto":
+        return "static" if torch.device(device).type == "cuda" else "hf"
+    return backend
+
+
 def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None,
                  questions=None) -> tuple[list[str], list[Decoded]]:
     """As :func:`generate`, but the uncleaned decoded texts and the per-row :class:`Decoded`.
 
-    A row whose prompt is over the budget even without its subtitle generates nothing
-    (``finish == "prompt-too-long"``); the other rows are unaffected.
+    The one entry point that picks the backend (``config.backend``). A row whose prompt is over the
+    budget even without its subtitle generates nothing (``finish == "prompt-too-long"``), nor does
+    one over the static cache (``cache-too-long``); the other rows are unaffected.
     """
     cfg = config or GenerationConfig()
     cfg.validate()
@@ -337,9 +386,17 @@ def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None
         with torch.inference_mode():
             mm = model.encode_multimodal(visual[live].to(device), audio[live].to(device))
             embeds = model.inputs_embeds(ids, mm)
-        out = decode(model.llm, embeds, mask, eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id,
-                     config=cfg, seeds=None if seeds is None else [seeds[i] for i in live],
-                     tokenizer=model.tokenizer, max_new=[task_budget(tasks[i], cfg) for i in live])
+        budgets = [task_budget(tasks[i], cfg) for i in live]
+        kwargs = dict(eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id, config=cfg,
+                      seeds=None if seeds is None else [seeds[i] for i in live], tokenizer=model.tokenizer,
+                      max_new=budgets)
+        if resolve_backend(cfg.backend, device) == "static":
+            from training.static_decode import static_decoder
+
+            length = cfg.cache_tokens or cfg.max_prompt_tokens + max(budgets)
+            out = static_decoder(model.llm, cfg.cache_rows, length).decode(embeds, mask, **kwargs)
+        else:
+            out = decode(model.llm, embeds, mask, **kwargs)
         for i, r in zip(live, out):
             r.subtitle_cut = fitted[i].subtitle_tokens - fitted[i].subtitle_kept
             rows[i] = r

@@ -60,3 +60,19 @@ def test_infer_asks_any_question_and_decodes_as_the_release(synth_corpus, models
     first = capsys.readouterr().out
     assert main(args) == 0 and capsys.readouterr().out == first  # seeded: a rerun repeats
     assert main([*args[:-3], "--seed", "6", "--json"]) == 0 and capsys.readouterr().out != first
+
+
+def test_infer_through_the_static_cache(synth_corpus, models_dir, tiny_checkpoint, one_thread):
+    """label.backend=static: the same answers as the default (hf on the CPU); an answer budget over
+    label.cache_tokens is refused, naming the setting."""
+    from core.errors import InputError
+
+    video = synth_corpus / "video" / f"{NAME}.mp4"
+    hf = infer(video, None, "I am fine.", str(tiny_checkpoint), "both",
+               cfg=load_config(None, ["label.max_new_tokens=8"]), models=models_dir)
+    static = infer(video, None, "I am fine.", str(tiny_checkpoint), "both", models=models_dir,
+                   cfg=load_config(None, ["label.max_new_tokens=8", "label.backend=static"]))
+    assert static.texts == hf.texts and all(static.texts.values())
+    with pytest.raises(InputError, match="label.cache_tokens=40"):
+        infer(video, None, "I am fine.", str(tiny_checkpoint), "ov", models=models_dir,
+              cfg=load_config(None, ["label.max_new_tokens=8", "label.backend=static", "label.cache_tokens=40"]))

@@ -139,3 +139,20 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     c = read_table(cut).to_pandas()
     assert s.failed == 0 and s.shortened == (c["subtitle_cut"] > 0).sum() > 0
     assert f"subtitles shortened to fit the {bare + 2}-token prompt: {s.shortened} rows" in s.format()
+
+
+def test_the_static_backend_labels_byte_identical_to_hf(ray_session, small_store, tiny_checkpoint, tmp_path):
+    """Greedy labeling through the static cache (3 slots, refilled within each actor batch of 4 samples x 2
+    tasks) writes the hf backend's table byte for byte; a row over an explicit cache length is a failed row."""
+    hf, static = tmp_path / "hf.parquet", tmp_path / "static.parquet"
+    a = label(small_store, str(tiny_checkpoint), "both", hf, batch_size=4, seed=0, cfg=label_config("label.backend=hf"))
+    b = label(small_store, str(tiny_checkpoint), "both", static, batch_size=4, seed=0,
+              cfg=label_config("label.backend=static", "label.cache_rows=3"))
+    assert a.ok == b.ok == 2 * len(NAMES) and hf.read_bytes() == static.read_bytes()
+
+    tight = tmp_path / "tight.parquet"
+    s = label(small_store, str(tiny_checkpoint), "ov", tight, batch_size=5, seed=0,
+              cfg=label_config("label.backend=static", "label.cache_tokens=20"))
+    t = read_table(tight).to_pandas()
+    assert s.failed == len(NAMES) and set(s.failures) == {"cache/too-long"}
+    assert t["error"].str.startswith("cache/too-long: the prompt and the 8-token answer budget exceed").all()

@@ -204,3 +204,242 @@ def test_top_k_one_is_greedy_and_a_huge_repetition_penalty_never_repeats(tiny_mo
                           GenerationConfig(max_new_tokens=12, repetition_penalty=1e6))[1]
     assert all(len(set(r.tokens)) == len(r.tokens) for r in unique)
     assert any(len(set(r.tokens)) < len(r.tokens) for r in greedy)  # without it the tiny model repeats
+
+
+class HashTokens:
+    """The tiny tokenizer, except that two ids the tiny model often emits read as ``##`` and ``#``, so the
+    ``###`` stop string comes up mid-answer. Module-level: ``stop_tables`` caches by the object's id."""
+
+    def __init__(self, tok, hashes: dict[int, str]):
+        self.tok, self.hashes = tok, hashes
+
+    def __len__(self):
+        return len(self.tok)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.hashes.get(i, t) for i, t in zip(ids, self.tok.convert_ids_to_tokens(ids))]
+
+
+MIXED_SUBTITLES = SUBTITLES + ["one two", "three four five six seven eight", "", "a b c d e f g h i j k"]
+MIXED_BUDGETS = [3, 17, 9, 25, 5, 12, 20, 7, 14, 2]
+_HASH_TOKENIZER: list = []
+
+
+def _mixed_rows(model):
+    """Left-padded embeddings of 10 rows with prompts of varied length (ov and description questions)."""
+    from training.generate import build_inputs
+
+    n = len(MIXED_SUBTITLES)
+    tasks = ["ov", "description"] * (n // 2)
+    ids, mask = build_inputs(model, MIXED_SUBTITLES, tasks, GenerationConfig(max_new_tokens=8))
+    visual, audio = _features(n)
+    with torch.inference_mode():
+        embeds = model.inputs_embeds(ids, model.encode_multimodal(visual, audio))
+    return embeds, mask
+
+
+def _simulated_finishes(rows: list[list[int]], eos: int, strings: dict[int, str]) -> list[tuple[str, int]]:
+    """(finish, tokens kept) of each greedy row under an EOS id and '#'-token strings: the stop rule of
+    ``training.generate.stop_tables`` replayed on the host (tokens not in ``strings`` hold no '#')."""
+    out = []
+    for tokens, budget in zip(rows, MIXED_BUDGETS):
+        run, finish = 0, ("length", budget)
+        for k, t in enumerate(tokens):
+            text = strings.get(t, "")
+            lead = len(text) - len(text.lstrip("#"))
+            if t == eos:
+                finish = ("eos", k)
+                break
+            if "###" in text or run + lead >= 3:
+                finish = ("stop", k + 1)
+                break
+            run = run + lead if text and not text.strip("#") else len(text) - len(text.rstrip("#"))
+        out.append(finish)
+    return out
+
+
+def _mixed_stops(model, embeds, mask):
+    """decode() keywords under which rows end at EOS, at ``###`` and at their budgets, at varied steps: the
+    EOS and a '##' and a '#' token are ids the tiny model emits mid-answer, picked from a plain greedy run."""
+    from collections import Counter
+    from itertools import permutations
+
+    pad = model.tokenizer.pad_token_id
+    if not _HASH_TOKENIZER:
+        plain = [r.tokens for r in decode(model.llm, embeds, mask, eos_ids=[-1], pad_id=pad,
+                                          config=GenerationConfig(), max_new=MIXED_BUDGETS)]
+        common = [t for t, _ in Counter(t for r in plain for t in r[1:]).most_common(8)]
+
+        def spread(pick):
+            ends = _simulated_finishes(plain, pick[0], {pick[1]: "##", pick[2]: "#"})
+            return len({f for f, _ in ends}), len({k for _, k in ends})
+
+        eos, two, one = max(permutations(common, 3), key=spread)
+        _HASH_TOKENIZER.append((eos, HashTokens(model.tokenizer, {two: "##", one: "#"})))
+    eos, tokenizer = _HASH_TOKENIZER[0]
+    return dict(eos_ids=[eos], pad_id=pad, tokenizer=tokenizer, max_new=MIXED_BUDGETS)
+
+
+def test_static_cache_greedy_equals_hf_for_every_row_with_and_without_refill(tiny_model, one_thread):
+    """10 rows of mixed prompt lengths through 3 slots: same tokens and finish as the hf loop, row by row,
+    whether a stopped row's slot is refilled at once or the next group waits for the whole group."""
+    from training.static_decode import StaticDecoder
+
+    embeds, mask = _mixed_rows(tiny_model)
+    kw = _mixed_stops(tiny_model, embeds, mask)
+    ref = decode(tiny_model.llm, embeds, mask, config=GenerationConfig(), **kw)
+    assert {r.finish for r in ref} == {"eos", "stop", "length"}
+    assert len({len(r.tokens) for r in ref}) >= 5  # rows stop at many different steps
+    assert len({int(m) for m in mask.sum(1)}) >= 5  # and start from prompts of many lengths
+    dec = StaticDecoder(tiny_model.llm, rows=3, length=int(mask.sum(1).max()) + max(MIXED_BUDGETS))
+    for refill in (True, False):
+        rows = dec.decode(embeds, mask, config=GenerationConfig(), refill=refill, **kw)
+        assert [(r.tokens, r.finish) for r in rows] == [(r.tokens, r.finish) for r in ref], refill
+    # More slots than rows, and the decoder reused by a second call.
+    wide = StaticDecoder(tiny_model.llm, rows=16, length=int(mask.sum(1).max()) + max(MIXED_BUDGETS))
+    rows = wide.decode(embeds, mask, config=GenerationConfig(), **kw)
+    assert [(r.tokens, r.finish) for r in rows] == [(r.tokens, r.finish) for r in ref]
+
+
+def test_static_cache_seeded_sampling_repeats_and_draws_as_hf(tiny_model, one_thread):
+    """A row samples from its own generator whatever slot it lands in: runs repeat, and on the CPU they
+    equal the hf loop's draws for the same seeds (with top-k and the repetition penalty on)."""
+    from training.static_decode import StaticDecoder
+
+    embeds, mask = _mixed_rows(tiny_model)
+    kw = _mixed_stops(tiny_model, embeds, mask)
+    cfg = GenerationConfig(do_sample=True, temperature=1.0, top_p=0.9, top_k=20, repetition_penalty=1.05)
+    seeds = [sample_seed(5, f"s{i}", "ov") for i in range(len(MIXED_BUDGETS))]
+    ref = decode(tiny_model.llm, embeds, mask, config=cfg, seeds=seeds, **kw)
+    dec = StaticDecoder(tiny_model.llm, rows=4, length=int(mask.sum(1).max()) + max(MIXED_BUDGETS))
+    first = dec.decode(embeds, mask, config=cfg, seeds=seeds, **kw)
+    again = dec.decode(embeds, mask, config=cfg, seeds=seeds, refill=False, **kw)
+    assert [r.tokens for r in first] == [r.tokens for r in again] == [r.tokens for r in ref]
+    greedy = dec.decode(embeds, mask, config=GenerationConfig(), **kw)
+    assert [r.tokens for r in greedy] != [r.tokens for r in first]
+
+
+def test_a_row_over_the_static_cache_fails_alone(tiny_model, one_thread):
+    from training.static_decode import CACHE_TOO_LONG, StaticDecoder
+
+    embeds, mask = _mixed_rows(tiny_model)
+    lengths = mask.sum(1).tolist()
+    budgets = [6] * len(lengths)
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    fits = sorted(lengths)[-2] + 6  # every row fits but the longest prompt
+    kw = dict(eos_ids=[-1], pad_id=tiny_model.tokenizer.pad_token_id, config=GenerationConfig(), max_new=budgets)
+    ref = decode(tiny_model.llm, embeds, mask, **kw)
+    rows = StaticDecoder(tiny_model.llm, rows=4, length=fits).decode(embeds, mask, **kw)
+    assert rows[longest].finish == CACHE_TOO_LONG and rows[longest].tokens == []
+    assert all(r.tokens == q.tokens for i, (r, q) in enumerate(zip(rows, ref)) if i != longest)
+    with pytest.raises(ValueError, match="rows >= 1 and length >= 2"):
+        StaticDecoder(tiny_model.llm, rows=0, length=10)
+
+
+def test_the_static_step_traces_as_one_graph(tiny_model, one_thread):
+    """The one-token step compiles without a graph break (fullgraph; the eager backend, so no C++
+    toolchain is needed): the prerequisite of CUDA graphs. Same tokens as the eager step."""
+    from transformers import CompileConfig
+
+    from training.static_decode import StaticDecoder
+
+    embeds, mask = _mixed_rows(tiny_model)
+    kw = dict(eos_ids=[-1], pad_id=tiny_model.tokenizer.pad_token_id, config=GenerationConfig(), max_new=MIXED_BUDGETS)
+    ref = decode(tiny_model.llm, embeds, mask, **kw)
+    dec = StaticDecoder(tiny_model.llm, rows=4, length=int(mask.sum(1).max()) + max(MIXED_BUDGETS),
+                        compile=CompileConfig(backend="eager", fullgraph=True))
+    assert dec.compiled
+    assert [r.tokens for r in dec.decode(embeds, mask, **kw)] == [r.tokens for r in ref]
+
+
+def test_generate_raw_picks_the_backend(tiny_model, one_thread):
+    """The entry point: static (refilled through 4 slots) gives hf's texts; auto is hf on the CPU; a row
+    over an explicit cache length fails alone; an unknown backend is refused."""
+    from training.generate import resolve_backend
+
+    visual, audio = _features(len(SUBTITLES))
+    hf = generate_raw(tiny_model, visual, audio, SUBTITLES, TASKS, GenerationConfig(max_new_tokens=10))
+    static = generate_raw(tiny_model, visual, audio, SUBTITLES, TASKS,
+                          GenerationConfig(max_new_tokens=10, backend="static", cache_rows=4))
+    assert static[0] == hf[0] and [r.tokens for r in static[1]] == [r.tokens for r in hf[1]]
+    assert resolve_backend("auto", "cpu") == "hf" and resolve_backend("auto", "cuda:0") == "static"
+    short = generate_raw(tiny_model, visual[:2], audio[:2], ["hi", "a much longer subtitle " * 8], ["ov", "ov"],
+                         GenerationConfig(max_new_tokens=10, backend="static", cache_rows=2, cache_tokens=120))
+    assert short[1][0].finish == "length" and short[1][1].finish == "cache-too-long" and short[0][1] == ""
+    with pytest.raises(ValueError, match="backend must be one of auto, hf, static"):
+        GenerationConfig(backend="vllm").validate()
+
+
+class ScriptedCacheLM(torch.nn.Module):
+    """Row ``r`` (``r`` in its prompt embeddings' first channel) emits ``scripts[r][k]`` as its k-th new token,
+    through a real KV cache: the prompt pass stores (row, prompt length) in every key column, and each step
+    reads them back from column 0 of the cache it is handed (a DynamicCache or the static slots)."""
+
+    def __init__(self, scripts: list[list[int]], vocab: int):
+        from transformers import PretrainedConfig
+
+        super().__init__()
+        self.scripts, self.vocab = scripts, vocab
+        self.embed = torch.nn.Embedding(vocab, 4)
+        self.config = PretrainedConfig(num_hidden_layers=1)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+    def forward(self, inputs_embeds=None, attention_mask=None, position_ids=None, cache=None, use_cache=None,
+                logits_to_keep=0, **kwargs):
+        from transformers import DynamicCache
+
+        b, t, _ = inputs_embeds.shape
+        if cache is None:
+            meta = torch.stack([inputs_embeds[:, -1, 0], attention_mask.sum(1).float()], dim=-1)
+            cache = DynamicCache()
+            cache.update(meta.view(b, 1, 1, 2).expand(b, 1, t, 2).clone(), torch.zeros(b, 1, t, 2), 0)
+            rows, k = meta[:, 0].long(), torch.zeros(b, dtype=torch.long)
+        else:
+            keys, _ = cache.update(torch.zeros(b, 1, 1, 2), torch.zeros(b, 1, 1, 2), 0)
+            rows, k = keys[:, 0, 0, 0].long(), position_ids[:, -1] - keys[:, 0, 0, 1].long() + 1
+        logits = torch.full((b, 1, self.vocab), -1e9)
+        for i, (r, j) in enumerate(zip(rows.tolist(), k.tolist())):
+            logits[i, 0, self.scripts[r][min(j, len(self.scripts[r]) - 1)]] = 0.0
+        return SimpleNamespace(logits=logits, cache=cache)
+
+
+def test_static_slots_stop_rows_and_refill_them_as_the_hf_loop_does(tiny_models):
+    """Scripted rows through 3 slots: '###' split over tokens, EOS and budgets at many steps; every row
+    starts with '#', so a slot whose last row ended on '###' must forget its '#' count when refilled."""
+    from transformers import AutoTokenizer
+
+    from training.static_decode import StaticDecoder
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_models["llm"]))
+    eos, hash_id = tok.eos_token_id, tok.convert_tokens_to_ids("#")
+    word = tok(" and", add_special_tokens=False)["input_ids"]
+    sad = tok("sad", add_special_tokens=False)["input_ids"]
+    scripts, want = [], []
+    for r in range(12):
+        words = (sad + word * r)[: 1 + r % 5]
+        if r % 3 == 0:  # stop: the third '#' in a row ends it, '#' kept
+            scripts.append([hash_id] + words + [hash_id] * 3 + word * 30)
+            want.append(("stop", [hash_id] + words + [hash_id] * 3))
+        elif r % 3 == 1:  # EOS, not kept
+            scripts.append([hash_id] + words + [eos] + word * 30)
+            want.append(("eos", [hash_id] + words))
+        else:  # the budget
+            scripts.append([hash_id] + word * 60)
+            want.append(("length", ([hash_id] + word * 60)[: 4 * r]))
+    budgets = [30 if f != "length" else 4 * r for r, (f, _) in enumerate(want)]
+    lm = ScriptedCacheLM(scripts, vocab=len(tok))
+    lengths = [2 + (r * 5) % 7 for r in range(12)]
+    mask = torch.tensor([[0] * (9 - n) + [1] * n for n in lengths])
+    embeds = torch.arange(12, dtype=torch.float32).view(12, 1, 1).expand(12, 9, 4).clone()
+    kw = dict(eos_ids=[eos], pad_id=eos, config=GenerationConfig(), tokenizer=tok, max_new=budgets)
+    ref = decode(lm, embeds, mask, **kw)
+    assert [(r.finish, r.tokens) for r in ref] == want
+    dec = StaticDecoder(lm, rows=3, length=9 + max(budgets))
+    steps = {}
+    for refill in (True, False):
+        rows = dec.decode(embeds, mask, refill=refill, **kw)
+        assert [(r.finish, r.tokens) for r in rows] == want, refill
+        steps[refill] = dec.steps
+    assert steps[True] < steps[False]  # refilled slots do not wait for their group's longest row
