@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from features.labels import LABEL_COLUMNS, openset_to_store, reason_to_store
 from pipelines.audio import clip_audio, load_video_audio, load_wav
 from pipelines.errors import SampleError
 from pipelines.faces import HaarFaces, PyFeatFaces, detect_faces, load_face_stack, sample_faces
@@ -35,6 +36,8 @@ class DecodedSample:
     clips: np.ndarray  # float32 [8, 32000] at 16 kHz
     face_fallback: int = 0  # frames where no face was found and the whole frame was used
     waveform: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # for ASR only
+    openset: str = ""  # the labels as stored: "[a, b]", "[]" (neutral) or "" (unlabelled); features.labels
+    reason: str = ""  # the description, "" when there is none
 
 
 def _source(row: dict[str, Any], kind: str) -> tuple[Any, str]:
@@ -156,8 +159,10 @@ class DecodeStage:
         """One row -> one `DecodedSample`; bad input gives ``status="failed"`` and zero arrays."""
         name = str(row.get("name", ""))
         subtitle = clean_subtitle(row.get("subtitle"))
+        labels = dict(openset=openset_to_store(row.get("openset")), reason=reason_to_store(row.get("reason")))
         zeros = DecodedSample(name, subtitle, FAILED, "", np.zeros(self.shapes["frames"], np.uint8),
-                              np.zeros(self.shapes["frames"], np.uint8), np.zeros(self.shapes["clips"], np.float32))
+                              np.zeros(self.shapes["frames"], np.uint8), np.zeros(self.shapes["clips"], np.float32),
+                              **labels)
         if row.get("error"):
             zeros.error = str(row["error"])
             return zeros
@@ -172,7 +177,7 @@ class DecodeStage:
         except Exception as exc:  # a decoder bug must not take down the job: record it like bad input
             zeros.error = f"internal/{type(exc).__name__}: sample {name!r}: {str(exc)[:300]}"
             return zeros
-        return DecodedSample(name, subtitle, OK, "", frames, faces, clips, fallback, waveform)
+        return DecodedSample(name, subtitle, OK, "", frames, faces, clips, fallback, waveform, **labels)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["name"])
@@ -198,6 +203,8 @@ def stack_samples(samples: list[DecodedSample], with_waveform: bool = False) -> 
         "faces": np.stack([s.faces for s in samples]),
         "clips": np.stack([s.clips for s in samples]),
         "face_fallback": np.array([s.face_fallback for s in samples], dtype=np.int32),
+        "openset": np.array([s.openset for s in samples], dtype=object),
+        "reason": np.array([s.reason for s in samples], dtype=object),
     }
     if with_waveform:
         out["waveform"] = np.array([s.waveform for s in samples] + [None], dtype=object)[:-1]
@@ -215,7 +222,7 @@ class WriteStage:
         self.specs = [EncoderSpec.from_json(s) for s in specs_json]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keep = {"name", "subtitle", "status", "error", *(s.modality for s in self.specs)}
+        keep = {"name", "subtitle", "status", "error", *LABEL_COLUMNS, *(s.modality for s in self.specs)}
         names = [str(n) for n in batch["name"]]
         if len(set(names)) != len(names):
             # A key repeated within one batch (two shards holding one sample): a part holds a
