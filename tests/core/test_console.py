@@ -73,6 +73,17 @@ def test_a_quiet_command_that_logged_nothing_leaves_no_log(capfd, tmp_path):
 
 
 def test_verbose_console_shows_everything_and_writes_no_log(capfd, tmp_path):
+    import logging
+
+    # Verbose leaves every handler where it points. In a CLI process transformers' handler points
+    # at the process's stderr; in this test session it may still point at an earlier test's
+    # captured stream, so point it at this test's, as a fresh process would have it.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger("transformers.test_console")  # makes transformers' handler if it is not there yet
+    for handler in logging.getLogger("transformers").handlers:
+        if type(handler) is logging.StreamHandler:  # transformers' own (not pytest's capture handlers)
+            handler.setStream(sys.stderr)
     with command_console("unit", verbose=True, directory=tmp_path) as console:
         echo("my summary line")
         _library_noise("verbose")
