@@ -25,16 +25,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from gpu_generate import SUBTITLE, TINY_CONFIG  # noqa: E402  (the same tiny shapes and subtitle)
 from training.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM  # noqa: E402
-
-TINY_CONFIG = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                   tie_word_embeddings=False)
-SUBTITLE = ("What are you talking about? I never said that, and you know it. Why would I ever say "
-            "something like that to you, of all people?")
 
 
 def llm_folder(root: Path, tiny: bool) -> tuple[Path, dict]:
