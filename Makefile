@@ -16,17 +16,22 @@ MLFLOW_ARTIFACTS ?= .affectflow/mlflow-artifacts
 
 install: $(STAMP)
 
+# pip's and setuptools' chatter goes to $(INSTALL_LOG); on a failure its tail is printed.
+INSTALL_LOG := .affectflow/logs/install.log
 $(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade "pip>=24" setuptools wheel
-	# torch first and pinned, so that no dependency can pull a multi-GB CUDA build
-	$(PIP) install -q torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(PIP) install -q -c constraints.txt -e ".[dev]"
-	$(PY) -c "import torch, ray, deepspeed, zarr, mlflow, decord, transformers, peft; print('installed: torch', torch.__version__, 'ray', ray.__version__, 'transformers', transformers.__version__)"
-	touch $(STAMP)
+	@mkdir -p $(dir $(INSTALL_LOG)) && : > $(INSTALL_LOG)
+	@echo "installing into $(VENV) (log: $(INSTALL_LOG))"
+	@set -e; run() { "$$@" >> $(INSTALL_LOG) 2>&1 || { tail -n 30 $(INSTALL_LOG); echo "install failed: see $(INSTALL_LOG)"; exit 1; }; }; \
+	test -x $(PY) || run $(PYTHON) -m venv $(VENV); \
+	run $(PIP) install -q --upgrade "pip>=24" setuptools wheel; \
+	run $(PIP) install -q torch==2.13.0 $(TORCH_PIP_ARGS); \
+	run $(PIP) install -q -c constraints.txt -e ".[dev]"
+	@# torch goes first and pinned (above), so that no dependency can pull a multi-GB CUDA build
+	@$(PY) -c "import torch, ray, deepspeed, zarr, mlflow, decord, transformers, peft; print('installed: torch', torch.__version__, 'ray', ray.__version__, 'transformers', transformers.__version__)" >> $(INSTALL_LOG) 2>&1 && tail -n 1 $(INSTALL_LOG)
+	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/affectflow demo --config configs/demo.yaml
+	@$(VENV)/bin/affectflow demo --config configs/demo.yaml
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
