@@ -329,6 +329,11 @@ def train(
         raise InputError(f"nothing to resume in {out}: no run at {run_dir}")
     llm_path = resolve_llm_path(cfg.model, models or cfg.paths.models).resolve()
     features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    timeout = cfg.mlflow.check_timeout_s
+    if track:  # before anything is written, Ray starts or a worker loads
+        require_tracking(uri, timeout, hint="; start it, point --mlflow-uri at one, or pass --no-track to train "
+                                            "with local metrics only")
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
 
@@ -336,14 +341,10 @@ def train(
     per_worker = _cpus_per_worker(tc.cpus_per_worker, tc.workers)
     local = not cfg.ray.address
 
-    uri = tracking_uri(cfg.mlflow.tracking_uri)
-    timeout = cfg.mlflow.check_timeout_s
     later = shlex.join(["affectflow", "register", str(out), "--mlflow-uri", uri, "--name", cfg.mlflow.registered_model,
                         "--alias", cfg.mlflow.alias])
     run = None
     if track:
-        require_tracking(uri, timeout, hint="; start it, point --mlflow-uri at one, or pass --no-track to train "
-                                            "with local metrics only")
         mlflow.set_tracking_uri(uri)
         with short_retries():
             mlflow.set_experiment(cfg.mlflow.experiment)
