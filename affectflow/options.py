@@ -49,7 +49,8 @@ def add_question_options(parser: argparse.ArgumentParser) -> None:
                         help="ask your own question instead of a task's (recorded per row; task 'question')")
     parser.add_argument("--labels", metavar="A,B,...", help="candidate labels of the closed-set task (label.labels)")
     parser.add_argument("--valence-range", metavar="LOW,HIGH",
-                        help="the range the valence task asks for, e.g. --valence-range=-3,3 (label.valence_range; default -1,1)")
+                        help="the range the valence task asks for, e.g. --valence-range=-3,3 "
+                             "(label.valence_range; default -1,1)")
     parser.add_argument("--decoding", choices=["greedy", "released"],
                         help="greedy (default), or released: sampling at T 1 / top-p 0.9 as the release, seeded")
 

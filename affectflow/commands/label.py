@@ -1,4 +1,4 @@
-"""``affectflow label``, ``affectflow infer`` and ``affectflow register`` (registered by ``affectflow.commands.evaluate``)."""
+"""``affectflow label``, ``affectflow infer`` and ``affectflow register``."""
 
 from __future__ import annotations
 
