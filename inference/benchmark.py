@@ -38,6 +38,8 @@ from scoring.unibench import DATASETS, UniBenchDataset, dataset_folder, get_data
 from pipelines.manifest import read_unibench
 from features.labels import parse_openset
 from core.errors import BenchmarkError, MissingFileError
+from core.paths import require_writable
+from training.prompt import QUESTION_TASK
 
 TASK = "ov"
 NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/")
@@ -223,6 +225,8 @@ def benchmark(
     Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from scoring.report import PAPER, write_report
 
+    require_writable(out, "--out", folder=True)
+    asked = QUESTION_TASK if cfg is not None and cfg.label.question.strip() else task
     models = [model] if isinstance(model, str) else list(model)
     if not models:
         raise BenchmarkError("give at least one model (--model URI)")
@@ -262,6 +266,9 @@ def benchmark(
         table_path.parent.mkdir(parents=True, exist_ok=True)
         records = _read_table(labeler(all_rows, m, table_path, batch_size=batch_size, seed=seed,
                                       task=task, **options))
+        # A reused table can hold other tasks' rows (a run with --question, then one without):
+        # score only the answers to what this run asked.
+        records = [r for r in records if str(r.get("task", asked)) == asked]
         per_ds: dict[str, dict] = {}
         scored_rows: list[dict] = []
         for d in todo:

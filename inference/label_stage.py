@@ -39,11 +39,6 @@ def resolve_asks(task: str, question: str = "", labels: Sequence[str] = (),
     return [(t, question_for(t, labels, (float(low), float(high)))) for t in dict.fromkeys(names)]
 
 
-def task_list(task: str) -> list[str]:
-    """The task names of :func:`resolve_asks` (``ov``, ``description``, ``both``, …)."""
-    return [t for t, _ in resolve_asks(task)]
-
-
 class LabelStage:
     """Ray Data actor: loads the model once, turns a batch of samples into (sample x task) output rows.
 

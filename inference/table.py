@@ -68,6 +68,9 @@ def read_table(path: str | Path):
         for col, value in LEGACY_DEFAULTS.items():
             if col not in table.column_names:
                 table = table.append_column(col, pa.array([value] * table.num_rows, schema().field(col).type))
+        missing = [c for c in COLUMNS if c not in table.column_names]
+        if missing:
+            raise InputError(f"{path}: not a label table (missing column(s) {missing}); choose another --out")
         return table.select(list(COLUMNS)).cast(schema())
     import pandas as pd
 

@@ -25,7 +25,7 @@ from core.console import echo
 from core.tracking import short_retries, tracking_uri, unreachable
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
 from training.checkpoint import SPEC_FILE, find_checkpoint
-from core.errors import MissingFileError
+from core.errors import AffectFlowError, MissingFileError, TrackingError
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
 # which a fresh registration is, so it needs (and admits) no set_registered_model_alias call.
@@ -174,11 +174,14 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
                     MlflowClient(uri, uri).set_model_version_tag(name, version, key, value)
                 result = Registered(name, version, alias, run.info.run_id, f"models:/{name}@{alias}",
                                     f"models:/{name}/{version}", bundles_base(ckpt, bundle_base))
-    except FileNotFoundError:
+    except (AffectFlowError, FileNotFoundError):
         raise
-    except Exception as exc:  # noqa: BLE001 - a server failing mid-way: keep the checkpoint, say how to retry
-        why = unreachable(uri) or f"{type(exc).__name__}: {str(exc)[:300]}"
-        _print_later(why, ckpt, later)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        why = unreachable(uri)
+        if not why:  # the server answers: it refused the request, and retrying later would not help
+            raise TrackingError(f"MLflow at {uri} refused to log or register {ckpt}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        _print_later(why, ckpt, later)  # a server lost mid-way: keep the checkpoint, say how to retry
         return None
     echo(f"[register] {result.model_uri} -> version {result.version} (run {result.run_id}); "
          f"base LLM {'bundled' if result.bundled_base else 'not bundled (path recorded)'}")

@@ -2,7 +2,7 @@
 
 Everything here is text in, text or token ids out: no model, no Ray. Training builds
 ``prompt + answer###<eos>`` with :func:`encode_example`; inference builds the same prompt
-with :func:`encode_prompt` and generates from it, so the two can never drift apart.
+with :func:`fit_prompt` and generates from it, so the two can never drift apart.
 
 Length rules (ours; the released code cut whole sequences, which could cut the answer or a
 placeholder): in training, when ``prompt + answer`` is longer than ``max_tokens``, the
@@ -82,11 +82,20 @@ def visual_token(visual: VisualStream) -> str:
     return FACE_TOKEN if visual == "face" else FRAME_TOKEN
 
 
+def strip_placeholders(text: str) -> str:
+    """``text`` without the placeholder strings: in a subtitle or question they would tokenize to the
+    placeholder ids, and a prompt must hold each exactly once (where the features go)."""
+    for token in PLACEHOLDER_TOKENS:
+        text = text.replace(token, "")
+    return text
+
+
 def build_prompt(subtitle: str, question: str, visual: VisualStream = "face") -> str:
     """The released model's exact prompt (no chat template), ending with ``###Assistant: ``."""
     if visual not in _VISUAL:
         raise ValueError(f"visual stream must be 'face' or 'frame', got {visual!r}")
-    return _PROMPT.format(visual=_VISUAL[visual], subtitle=subtitle or "", question=question)
+    return _PROMPT.format(visual=_VISUAL[visual], subtitle=strip_placeholders(subtitle or ""),
+                          question=strip_placeholders(question))
 
 
 def question_for(task: str, labels: Sequence[str] = (), valence_range: tuple[float, float] = (-1.0, 1.0)) -> str:
@@ -140,6 +149,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 def _fit_subtitle(tokenizer, subtitle: str, question: str, visual: VisualStream, budget: int) -> list[int]:
     """Prompt ids whose subtitle is the longest token prefix of ``subtitle`` within ``budget``."""
+    subtitle = strip_placeholders(subtitle)
     ids = _ids(tokenizer, build_prompt(subtitle, question, visual))
     if len(ids) <= budget:
         return ids
@@ -175,7 +185,7 @@ class FittedPrompt:
 def fit_prompt(tokenizer, subtitle: str, question: str, visual: VisualStream = "face",
                max_tokens: int = MAX_PROMPT_TOKENS) -> FittedPrompt:
     """The prompt of ``(subtitle, question)`` within ``max_tokens``, shortening only the subtitle."""
-    subtitle = subtitle or ""
+    subtitle = strip_placeholders(subtitle or "")
     ids = _ids(tokenizer, build_prompt(subtitle, question, visual))
     total = len(_ids(tokenizer, subtitle)) if subtitle else 0
     if len(ids) <= max_tokens:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from core.errors import InputError, MissingFileError
+from core.paths import require_writable
 from training.model import RELEASED_NAMES, AffectGPT, build_model
 
 RELEASED_LLM_PREFIX = "llama_model."  # the released LoRA tensors; ours live under "llm."
@@ -204,6 +205,7 @@ def import_released(ckpt: str | Path, llm: str | Path, out: str | Path, visual: 
     Nothing is written to ``out`` on any error; an ``out`` that exists and is not empty is refused.
     """
     ckpt, llm, out = Path(ckpt), Path(llm).resolve(), Path(out)
+    require_writable(out, "--out", folder=True)  # before a 7B file is read and hashed
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out} exists and is not an empty folder: choose a new one")
     data = load_released(ckpt)

@@ -344,17 +344,18 @@ def train(
     later = shlex.join(["affectflow", "register", str(out), "--mlflow-uri", uri, "--name", cfg.mlflow.registered_model,
                         "--alias", cfg.mlflow.alias])
     run = None
-    if track:
-        mlflow.set_tracking_uri(uri)
-        with short_retries():
-            mlflow.set_experiment(cfg.mlflow.experiment)
-            run = mlflow.start_run(run_name=f"train-{out.name}")
-            mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
-            mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus), "data.llm_path": str(llm_path),
-                               "run.out": str(out), "run.resume": resume})
-            mlflow.log_text(dump_yaml(cfg), "config.yaml")
     status, tracking, ckpt_dir, metrics = "FAILED", "on" if track else "off", None, {}
+    (out / FAILURE_FILE).unlink(missing_ok=True)  # a failure record is this run's only
     try:
+        if track:
+            mlflow.set_tracking_uri(uri)
+            with short_retries():
+                mlflow.set_experiment(cfg.mlflow.experiment)
+                run = mlflow.start_run(run_name=f"train-{out.name}")
+                mlflow.log_params({k: str(v)[:500] for k, v in flatten(cfg).items()})
+                mlflow.log_params({"data.store": str(store), "data.corpus": str(corpus),
+                                   "data.llm_path": str(llm_path), "run.out": str(out), "run.resume": resume})
+                mlflow.log_text(dump_yaml(cfg), "config.yaml")
         with _progress_feed(progress if tc.progress else None) as feed:
             trainer = TorchTrainer(
                 _worker,

@@ -331,3 +331,19 @@ def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
 
     model = build_model("tiny", llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64)
     return Path(model.save_trainable(tmp_path / "model"))
+
+
+def test_only_the_asked_task_is_scored_from_a_reused_table(unibench, wheel_dir, tmp_path):
+    """A table that also holds another question's rows (an earlier run with --question) scores the OV ones."""
+
+    def two_tasks(rows, model, out, *, task, **kwargs):
+        good = tint_labeler(rows, model, out, task=task, **kwargs)
+        other = good.assign(task="question", text="Nothing to see here.", labels=[[] for _ in range(len(good))])
+        return pd.concat([good, other]).sort_values(["name", "task"])
+
+    mixed = benchmark(["ckpt"], unibench.root, ["MER2023"], tmp_path / "mixed", batch_size=2, seed=7,
+                      wheel_dir=wheel_dir, labeler=two_tasks)
+    plain = benchmark(["ckpt"], unibench.root, ["MER2023"], tmp_path / "plain", batch_size=2, seed=7,
+                      wheel_dir=wheel_dir, labeler=tint_labeler)
+    assert mixed["models"]["ckpt"]["datasets"]["MER2023"]["score"] == plain["models"]["ckpt"]["datasets"]["MER2023"]["score"]
+    assert plain["models"]["ckpt"]["datasets"]["MER2023"]["score"] == pytest.approx(1.0)

@@ -30,3 +30,15 @@ def test_safe_cell_round_trips():
     for value in ["=1", "'=1", "''=1", "x", "'x", "", "-", "\tx", 3]:
         assert read_cell(safe_cell(value)) == value
     assert safe_cell("=1") == "'=1" and safe_cell("x") == "x"
+
+
+def test_a_parquet_that_is_not_a_label_table_is_named(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from core.errors import InputError
+
+    other = tmp_path / "other.parquet"
+    pd.DataFrame({"x": [1, 2]}).to_parquet(other)
+    with pytest.raises(InputError, match=r"other\.parquet: not a label table \(missing column\(s\)"):
+        read_table(other)

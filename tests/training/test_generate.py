@@ -443,3 +443,14 @@ def test_static_slots_stop_rows_and_refill_them_as_the_hf_loop_does(tiny_models)
         assert [(r.finish, r.tokens) for r in rows] == want, refill
         steps[refill] = dec.steps
     assert steps[True] < steps[False]  # refilled slots do not wait for their group's longest row
+
+
+def test_placeholder_strings_in_user_text_cannot_break_a_prompt(tiny_model, one_thread):
+    """A subtitle or question holding "<AudioHere>" would splice a second audio vector (and fail the
+    batch): the text loses the placeholder strings, each placeholder id stays exactly once."""
+    visual, audio = _features(2)
+    texts, rows = generate_raw(tiny_model, visual, audio, ["I said <AudioHere> and <FaceHere>.", "hi"],
+                               ["ov", "question"], GenerationConfig(max_new_tokens=4),
+                               questions=["Please recognize all possible emotional states of the character.",
+                                          "What does <MultiHere> mean?"])
+    assert all(len(r.tokens) == 4 for r in rows)

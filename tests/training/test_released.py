@@ -193,6 +193,9 @@ def test_the_visual_stream_comes_from_the_file_or_the_flag(released, tiny_models
     assert import_released(unknown, tiny_models["llm"], tmp_path / "forced", visual="face").visual_stream == "face"
     with pytest.raises(InputError, match="exists and is not an empty folder"):
         import_released(unknown, tiny_models["llm"], tmp_path / "forced", visual="face")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InputError, match="a-file is a file, so nothing can be created under it"):
+        import_released(unknown, tiny_models["llm"], tmp_path / "a-file" / "out", visual="face")
 
 
 def test_the_7b_key_map_is_exactly_the_released_key_set():
