@@ -10,7 +10,7 @@ the same work per sample.
 Part 1 (batching), three variants side by side, every row ``--new-tokens`` tokens:
 
 - released: ``llm.generate(inputs_embeds=...)`` one sample at a time on the peft model;
-- ours bs-1: our decode loop (``training.generate``), LoRA merged as labeling loads it;
+- ours bs-1: our decode loop (``modeling.generate``), LoRA merged as labeling loads it;
 - ours batched: the same loop over ``--batch-size`` left-padded samples.
 
 Part 2 (backends), ``--prompt-tokens`` prompts, batch ``--batch-size``, two workloads: fixed
@@ -33,13 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from training.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, AffectGPT, ModelSpec  # noqa: E402
-from training.model import MultimodalFusion, _lora  # noqa: E402
-from training.prompt import PLACEHOLDER_TOKENS  # noqa: E402
+from modeling.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, AffectGPT, ModelSpec
+from modeling.model import MultimodalFusion, add_lora
+from modeling.prompt import PLACEHOLDER_TOKENS
 
 TINY_CONFIG = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
@@ -71,7 +70,7 @@ def build(tiny: bool, device: str, dtype: torch.dtype) -> AffectGPT:
     finally:
         torch.set_default_dtype(default)
     base.requires_grad_(False)
-    llm = _lora(base, 16, 32, 0.05)
+    llm = add_lora(base, 16, 32, 0.05)
     spec = ModelSpec(preset="tiny" if tiny else "qwen2.5-7b", visual_dim=REAL_VISUAL_DIM,
                      audio_dim=REAL_AUDIO_DIM, hidden_size=cfg["hidden_size"])
     return AffectGPT(llm, fusion.requires_grad_(False), spec, tok, ids).eval()
@@ -80,7 +79,8 @@ def build(tiny: bool, device: str, dtype: torch.dtype) -> AffectGPT:
 def inputs(model: AffectGPT, n: int, new_tokens: int, device: str, prompt_tokens: int | None = None):
     """Spliced embeddings + mask of ``n`` OV-task prompts (subtitles of varied length); with
     ``prompt_tokens``, long subtitles shortened to fit that prompt budget (prompts of about that length)."""
-    from training.generate import GenerationConfig, build_inputs
+    from modeling.generate import build_inputs
+    from modeling.sampling import GenerationConfig
 
     if prompt_tokens is None:
         subs = [" ".join(SUBTITLE.split()[: 8 + (i * 7) % 20]) for i in range(n)]
@@ -124,7 +124,8 @@ def released(model: AffectGPT, embeds, mask, new_tokens: int, device: str) -> fl
 
 def ours(model: AffectGPT, embeds, mask, new_tokens: int, batch: int, device: str) -> float:
     """Samples/s of our decode loop in chunks of ``batch`` rows."""
-    from training.generate import GenerationConfig, decode
+    from modeling.hf_decode import decode
+    from modeling.sampling import GenerationConfig
 
     cfg = GenerationConfig(max_new_tokens=new_tokens)
     sync(device)
@@ -190,7 +191,8 @@ def run_backend(kind: str, model: AffectGPT, embeds, mask, budgets: list[int], b
     """
     from transformers import GenerationConfig as HFConfig
 
-    from training.generate import GenerationConfig, decode
+    from modeling.hf_decode import decode
+    from modeling.sampling import GenerationConfig
 
     pad = model.tokenizer.pad_token_id
     rows: list[list[int]] = []
@@ -218,7 +220,7 @@ def run_backend(kind: str, model: AffectGPT, embeds, mask, budgets: list[int], b
 
 def workloads(args, model: AffectGPT, device: str, name: str) -> dict:
     """Part 2: the fixed and the mixed workload through each variant; prints the table, returns the figures."""
-    from training.static_decode import StaticDecoder
+    from modeling.static_decode import StaticDecoder
 
     bandwidth = hbm_bandwidth(device)
     weights, kv = step_bytes(model.llm)

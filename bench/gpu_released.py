@@ -7,7 +7,7 @@ fp32 as the release trains them) and an "LLM folder" holding the 7B ``config.jso
 locally trained tiny tokenizer (the importer reads only the config; its ids are valid in the 7B
 vocabulary). The base LLM is built once in memory with random weights; each checkpoint's adapter
 and fusion weights are loaded onto it in turn, exactly as ``AffectGPT.load_trainable`` does, and
-the LoRA deltas are merged as labeling merges them. Generation is ``training.generate.generate``,
+the LoRA deltas are merged as labeling merges them. Generation is ``modeling.generate.generate``,
 the function the labeling stage calls, greedy with a fixed number of new tokens.
 
     python bench/gpu_released.py             # GPU, Qwen2.5-7B shapes, bf16
@@ -24,13 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
 
-from gpu_generate import SUBTITLE, TINY_CONFIG  # noqa: E402  (the same tiny shapes and subtitle)
-from training.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM  # noqa: E402
+from gpu_generate import SUBTITLE, TINY_CONFIG  # the same tiny shapes and subtitle
+from modeling.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM
 
 
 def llm_folder(root: Path, tiny: bool) -> tuple[Path, dict]:
@@ -51,7 +49,7 @@ def llm_folder(root: Path, tiny: bool) -> tuple[Path, dict]:
 
 def released_file(path: Path, llm_cfg: dict) -> dict[str, torch.Tensor]:
     """Random fp32 tensors under the released names, saved as the release saves them."""
-    from training.released import expected_model, key_map
+    from modeling.released import expected_model, key_map
 
     model = expected_model(llm_cfg, REAL_VISUAL_DIM, REAL_AUDIO_DIM, "face")
     params = dict(model.named_parameters())
@@ -66,7 +64,7 @@ def released_file(path: Path, llm_cfg: dict) -> dict[str, torch.Tensor]:
 
 def ours_folder(out: Path, llm_cfg: dict, state: dict, llm: Path) -> None:
     """The same weights written by our own ``save_trainable`` (the training path's format)."""
-    from training.released import expected_model, key_map
+    from modeling.released import expected_model, key_map
 
     model = expected_model(llm_cfg, REAL_VISUAL_DIM, REAL_AUDIO_DIM, "face", llm_path=str(llm))
     model.load_state_dict({n: state[k] for k, n in key_map(model).items()}, strict=False, assign=True)
@@ -78,9 +76,9 @@ def load_on(base, ckpt: Path, tok, device: str, dtype: torch.dtype):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from training.checkpoint import ADAPTER_DIR, FUSION_FILE, read_spec
-    from training.model import AffectGPT, ModelSpec, MultimodalFusion
-    from training.prompt import PLACEHOLDER_TOKENS
+    from modeling.checkpoint import ADAPTER_DIR, FUSION_FILE, read_spec
+    from modeling.model import AffectGPT, ModelSpec, MultimodalFusion
+    from modeling.prompt import PLACEHOLDER_TOKENS
 
     spec = ModelSpec(**read_spec(ckpt))
     llm = PeftModel.from_pretrained(copy.deepcopy(base), str(ckpt / ADAPTER_DIR)).merge_and_unload()
@@ -92,8 +90,10 @@ def load_on(base, ckpt: Path, tok, device: str, dtype: torch.dtype):
 
 def label_rate(model, n: int, batch: int, new_tokens: int, device: str) -> tuple[float, list[str]]:
     """Samples/s of ``generate`` over ``n`` OV-task samples in batches of ``batch``; and the texts."""
-    from training.generate import GenerationConfig, decode, eos_ids_of, fit_prompts, left_pad
-    from training.prompt import question_for
+    from modeling.generate import eos_ids_of, fit_prompts
+    from modeling.hf_decode import decode, left_pad
+    from modeling.sampling import GenerationConfig
+    from modeling.prompt import question_for
 
     subs = [" ".join(SUBTITLE.split()[: 8 + (i * 7) % 20]) for i in range(n)]
     g = torch.Generator().manual_seed(1)
@@ -135,8 +135,8 @@ def main() -> int:
 
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from training.prompt import PLACEHOLDER_TOKENS
-    from training.released import import_released
+    from modeling.prompt import PLACEHOLDER_TOKENS
+    from modeling.released import import_released
 
     device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16

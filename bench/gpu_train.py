@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from training.loop import optimizer_groups  # noqa: E402
-from training.model import LORA_TARGETS, QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, _lora, build_model  # noqa: E402
+from training.loop import optimizer_groups
+from modeling.model import LORA_TARGETS, QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, add_lora, build_model
 
 TINY_CONFIG = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
@@ -104,7 +103,7 @@ def run_bare(cfg: dict, args, device, dtype) -> dict:
     finally:
         torch.set_default_dtype(saved)
     base.requires_grad_(False)
-    model = _lora(base, 16, 32, 0.05)
+    model = add_lora(base, 16, 32, 0.05)
     if args.gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

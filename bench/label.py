@@ -21,14 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def released_loop(model, data, n: int, max_new_tokens: int) -> tuple[float, list[str]]:
     """Samples/s and texts of the released-style loop: per sample, prompt -> embeds -> llm.generate."""
     import torch
 
-    from training.generate import build_inputs, clean_output, eos_ids_of, GenerationConfig
+    from modeling.generate import build_inputs, clean_output, eos_ids_of
+    from modeling.sampling import GenerationConfig
 
     cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     texts = []
@@ -69,7 +69,7 @@ def main() -> int:
     from inference.table import read_table
     from registry.resolve import load_model
     from training.data import SyntheticFeatures, write_synthetic_store
-    from training.model import build_model
+    from modeling.model import build_model
 
     torch.set_num_threads(1)  # the actor runs one thread too (label.torch_threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="affectflow-bench-label-"))

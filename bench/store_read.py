@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.reader import FeatureDataset  # noqa: E402
-from features.spec import EncoderSpec  # noqa: E402
-from features.store import FeatureStore  # noqa: E402
+from features.reader import FeatureDataset
+from features.spec import EncoderSpec
+from features.store import FeatureStore
 
 FACE = EncoderSpec("face", "clip-vit-large-patch14", "bench", "image_embeds", "none", 768, preprocess={"image_size": 224})
 AUDIO = EncoderSpec("audio", "chinese-hubert-large", "bench", "mean_last_4", "time_mean", 1024, preprocess={"sample_rate": 16000})

@@ -1,1 +1,1 @@
-"""Batched generation, batch labeling on Ray, single-video inference and the MER-UniBench scorer."""
+"""Batch labeling on Ray (stage, table, job), single-video inference and the MER-UniBench run."""

@@ -39,7 +39,7 @@ from pipelines.manifest import read_unibench
 from features.labels import parse_openset
 from core.errors import BenchmarkError, MissingFileError
 from core.paths import require_writable
-from training.prompt import QUESTION_TASK
+from modeling.prompt import QUESTION_TASK
 
 TASK = "ov"
 NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/")

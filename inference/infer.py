@@ -80,9 +80,10 @@ def infer(
 
     from core.config import load_config
     from inference.label_stage import resolve_asks
-    from training.generate import GenerationConfig, clean_output, generate_raw, released_config, sample_seed
+    from modeling.generate import clean_output, generate_raw
+    from modeling.sampling import GenerationConfig, released_config, sample_seed
     from inference.labeling import plan_encoders
-    from training.checkpoint import read_spec
+    from modeling.checkpoint import read_spec
     from registry.resolve import load_model, resolve_model
     from scoring.parse import parse_template
     from core.tracking import tracking_uri as resolve_uri

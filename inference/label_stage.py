@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import InputError
 from inference.table import FAILED, OK
-from training.prompt import QUESTION_TASK, TASKS, question_for
+from modeling.prompt import QUESTION_TASK, TASKS, question_for
 
 PROMPT_TOO_LONG = "prompt/too-long"
 CACHE_TOO_LONG = "cache/too-long"
@@ -53,7 +53,7 @@ class LabelStage:
         import torch
 
         from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
-        from training.generate import GenerationConfig, released_config
+        from modeling.sampling import GenerationConfig, released_config
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -78,7 +78,8 @@ class LabelStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from scoring.parse import parse_template
-        from training.generate import clean_output, generate_raw, sample_seed, task_budget
+        from modeling.generate import clean_output, generate_raw, task_budget
+        from modeling.sampling import sample_seed
 
         n = len(batch["name"])
         names = [str(x) for x in batch["name"]]

@@ -4,7 +4,7 @@ Inputs: a feature store (features read back, no encoders run), or raw media — 
 corpus, a folder of videos, WebDataset shards, or manifest rows (:func:`label_rows`, used by the
 benchmark) — which go through the preprocessing operators (decode, faces, audio, CLIP, HuBERT
 [, Whisper]) in the same streaming job, no store written. An actor pool of
-`inference.label_stage.LabelStage` holds the model and generates batched (``training.generate``).
+`inference.label_stage.LabelStage` holds the model and generates batched (``modeling.generate``).
 
 Output (parquet or CSV): one row per (name, task), `inference.table` (columns, parts, merge).
 
@@ -29,7 +29,7 @@ from inference.label_stage import LabelStage, resolve_asks
 from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
 from pipelines import operators
 from pipelines.summary import JobSummary
-from training.checkpoint import read_spec
+from modeling.checkpoint import read_spec
 
 
 @dataclass(kw_only=True)

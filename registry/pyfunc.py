@@ -40,8 +40,9 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         import pandas as pd
         import torch
 
-        from training.generate import GenerationConfig, generate, sample_seed
-        from training.prompt import question_for
+        from modeling.generate import generate
+        from modeling.sampling import GenerationConfig, sample_seed
+        from modeling.prompt import question_for
         from scoring.parse import parse_template
 
         params = dict(params or {})

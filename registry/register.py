@@ -24,7 +24,7 @@ from pathlib import Path
 from core.console import echo
 from core.tracking import short_retries, tracking_uri, unreachable
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
-from training.checkpoint import SPEC_FILE, find_checkpoint
+from modeling.checkpoint import SPEC_FILE, find_checkpoint
 from core.errors import AffectFlowError, MissingFileError, TrackingError
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,

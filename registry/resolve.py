@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from core.errors import ModelRefError
 from core.tracking import DEFAULT_CHECK_TIMEOUT_S, short_retries, unreachable
-from training.checkpoint import SPEC_FILE, find_checkpoint, pick_device
+from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_device
 
 BUNDLE_FILE = "affectflow_bundle.json"
 CKPT_ARTIFACT = "checkpoint"
@@ -184,7 +184,7 @@ def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = 
     """
     import torch
 
-    from training.model import AffectGPT
+    from modeling.model import AffectGPT
 
     resolved = ref if isinstance(ref, ResolvedModel) else resolve_model(
         ref, tracking_uri=tracking_uri, llm_path=llm_path, cache_dir=cache_dir)

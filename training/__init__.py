@@ -1,1 +1,1 @@
-"""The AffectGPT model (fusion, projectors, LoRA on Qwen2), its data, the DeepSpeed loop, checkpoints and MLflow."""
+"""Training AffectGPT from the feature store: prompt datasets, the DeepSpeed loop, the Ray Train trainer."""

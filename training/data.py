@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.prompt import QUESTIONS, draw_task, encode_example, task_answer
+from modeling.prompt import QUESTIONS, draw_task, encode_example, task_answer
 
 IGNORE_INDEX = -100
 

@@ -10,7 +10,7 @@ of (seed, epoch, index), and the torch RNG (LoRA dropout) is re-seeded from (see
 rank, micro-step) before every micro-step, so a run resumed from a checkpoint replays the
 same computation as the uninterrupted one without saving any RNG state.
 
-The checkpoint layout is :mod:`training.checkpoint`.
+The checkpoint layout is :mod:`modeling.checkpoint`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from training.checkpoint import DS_DIR, DS_TAG, FAILURE_FILE, STATE_FILE
+from modeling.checkpoint import DS_DIR, DS_TAG, FAILURE_FILE, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
 from core.errors import ConfigError, MissingFileError, TrainingError
 
@@ -282,7 +282,7 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
     """
     import deepspeed
 
-    from training.model import build_from_config
+    from modeling.model import build_from_config
 
     hooks = hooks or LoopHooks()
     tc = cfg.train

@@ -34,7 +34,7 @@ from core.errors import InputError, TrainingError
 from core.paths import require_writable
 from core.runtime import init_ray
 from core.tracking import require_tracking, short_retries, tracking_uri, unreachable
-from training.checkpoint import FAILURE_FILE
+from modeling.checkpoint import FAILURE_FILE
 
 RUN_NAME = "train"
 
@@ -317,7 +317,7 @@ def train(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from training.model import resolve_llm_path
+    from modeling.model import resolve_llm_path
 
     tc = cfg.train
     out = Path(out or Path(cfg.paths.runs) / "train").resolve()

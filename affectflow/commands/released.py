@@ -9,7 +9,7 @@ from core.console import echo
 
 
 def _cmd_import_released(args: argparse.Namespace) -> int:
-    from training.released import import_released
+    from modeling.released import import_released
 
     cfg = config_from_args(args, [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else [])
     result = import_released(args.checkpoint, args.llm, args.out, visual=args.visual)

@@ -42,7 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_model_summary(args: argparse.Namespace) -> int:
     from core.errors import InputError
-    from training.model import model_summary
+    from modeling.model import model_summary
 
     if args.preset == "tiny" and not args.llm_path:
         raise InputError("the tiny preset is built from its files: pass --llm-path DIR/qwen2 (see `affectflow tiny-models`)")

@@ -327,7 +327,7 @@ def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_pa
 
 def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
     """A checkpoint dir of an untrained tiny AffectGPT (tiny CLIP: 768-d, tiny HuBERT: 64-d)."""
-    from training.model import build_model
+    from modeling.model import build_model
 
     model = build_model("tiny", llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64)
     return Path(model.save_trainable(tmp_path / "model"))

@@ -42,7 +42,7 @@ def test_missing_and_unreadable_files(synth_corpus, models_dir, tiny_checkpoint,
 def test_infer_asks_any_question_and_decodes_as_the_release(synth_corpus, models_dir, tiny_checkpoint, capsys,
                                                             one_thread):
     from affectflow.cli import main
-    from training.prompt import question_for
+    from modeling.prompt import question_for
 
     video = synth_corpus / "video" / f"{NAME}.mp4"
     cfg = load_config(None, ["label.max_new_tokens=6", "label.labels=happy,sad,angry"])

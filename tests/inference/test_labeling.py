@@ -98,7 +98,7 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     """Named tasks ask the released questions, --question asks yours; both are recorded per row. A
     subtitle is shortened to fit the prompt (flagged on its row, counted); a prompt that cannot fit
     even without it is a failed row with a reason."""
-    from training.prompt import QUESTION_TASK, question_for
+    from modeling.prompt import QUESTION_TASK, question_for
 
     out = tmp_path / "asks.parquet"
     cfg = label_config("label.valence_range=[-3,3]")
@@ -129,7 +129,7 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     assert t["error"].str.startswith("prompt/too-long: the prompt is over 150 tokens").all()
 
     from registry.resolve import load_model
-    from training.prompt import build_prompt
+    from modeling.prompt import build_prompt
 
     model, _ = load_model(str(tiny_checkpoint), device="cpu")
     bare = len(model.tokenizer(build_prompt("", question_for("ov")), add_special_tokens=False)["input_ids"])

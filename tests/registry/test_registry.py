@@ -15,7 +15,7 @@ import pytest
 from core.config import load_config
 from core.tracking import tracking_uri
 from registry.resolve import resolve_model
-from training.checkpoint import find_checkpoint
+from modeling.checkpoint import find_checkpoint
 from registry.register import log_and_register
 from tests.conftest import REPO, _free_port
 from tests.fixtures.inference import build_checkpoint
@@ -37,7 +37,8 @@ FRESH = textwrap.dedent("""
     import mlflow, numpy as np, pandas as pd, torch
     torch.set_num_threads(1)
     uri, cache = sys.argv[1], sys.argv[2]
-    from training.generate import GenerationConfig, generate
+    from modeling.generate import generate
+    from modeling.sampling import GenerationConfig
     from registry.resolve import load_model
     model, res = load_model("models:/affectgpt@latest", tracking_uri=uri, cache_dir=cache)
     g = torch.Generator().manual_seed(0)

@@ -10,7 +10,7 @@ import pytest
 from core.config import load_config
 from core.errors import TrainingError
 from training.data import SyntheticFeatures, load_features, write_synthetic_store
-from training.checkpoint import FAILURE_FILE
+from modeling.checkpoint import FAILURE_FILE
 from training.loop import LoopHooks, json_metrics, run_loop, single_process
 
 
@@ -22,7 +22,7 @@ def test_metrics_lines_are_strict_json():
 
 
 def test_an_injected_inf_stops_the_run(tiny_models, tmp_path, one_thread):
-    from training.model import build_from_config
+    from modeling.model import build_from_config
 
     write_synthetic_store(SyntheticFeatures(8, 768, 64, seed=1), str(tmp_path / "store.zarr"), str(tmp_path / "corpus"))
     cfg = load_config(None, ["train.global_batch_size=2", "train.micro_batch_size=2", "train.epochs=4",

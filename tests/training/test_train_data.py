@@ -7,7 +7,7 @@ import torch
 
 from training.data import Collator, PromptDataset, SyntheticFeatures, epoch_order
 from training.loop import lr_factor, optimizer_groups, steps_plan
-from training.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
+from modeling.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
 
 RELEASED_PROMPT = (
     "###Human: The audio and video merged info is: <Multi><MultiHere></Multi>. The audio content is as "
@@ -20,7 +20,7 @@ RELEASED_PROMPT = (
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_models):
-    from training.model import _load_base
+    from modeling.model import _load_base
 
     return _load_base(tiny_models["llm"], torch.float32)[1]
 

@@ -11,8 +11,8 @@ import torch
 from core.config import load_config
 from training.data import SyntheticFeatures, load_features, write_synthetic_store
 from training.loop import LoopHooks, run_loop, single_process
-from training.model import AffectGPT
-from training.prompt import QUESTIONS, encode_example, ov_answer
+from modeling.model import AffectGPT
+from modeling.prompt import QUESTIONS, encode_example, ov_answer
 
 N_TRAIN, N_HELD_OUT = 192, 48
 N_CORPUS = 96

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from training.generate import (GenerationConfig, clean_output, decode, generate, generate_raw, left_pad,
-                                sample_seed)
+from modeling.generate import clean_output, generate, generate_raw
+from modeling.hf_decode import decode, left_pad
+from modeling.sampling import GenerationConfig, sample_seed
 
 
 SUBTITLES = ["hello there", "", "a much longer subtitle with many more words in it " * 3, "ok", "why not", "x y z"]
@@ -128,8 +129,8 @@ def test_each_row_stops_at_its_own_budget(tiny_models):
 
 def test_the_prompt_budget_does_not_depend_on_the_answer_budget(tiny_model, one_thread):
     """At the released 1,200 new tokens the subtitle stays whole; only an over-long one is shortened."""
-    from training.generate import fit_prompts
-    from training.prompt import MAX_PROMPT_TOKENS, QUESTIONS
+    from modeling.generate import fit_prompts
+    from modeling.prompt import MAX_PROMPT_TOKENS, QUESTIONS
 
     subtitle = "I really did not expect to see you here today, it is such a surprise. " * 4
     long = "word " * 3000
@@ -144,7 +145,7 @@ def test_the_prompt_budget_does_not_depend_on_the_answer_budget(tiny_model, one_
 
 
 def test_a_prompt_that_cannot_fit_generates_nothing_and_spares_its_batch(tiny_model, one_thread):
-    from training.prompt import QUESTIONS
+    from modeling.prompt import QUESTIONS
 
     visual, audio = _features(3)
     cfg = GenerationConfig(max_new_tokens=5, max_prompt_tokens=200)
@@ -157,7 +158,7 @@ def test_a_prompt_that_cannot_fit_generates_nothing_and_spares_its_batch(tiny_mo
 
 
 def test_task_budgets_and_questions(tiny_model, one_thread):
-    from training.prompt import MAX_NEW_TOKENS, question_for
+    from modeling.prompt import MAX_NEW_TOKENS, question_for
 
     assert MAX_NEW_TOKENS["ov"] < 100 and MAX_NEW_TOKENS["description"] == 1200
     visual, audio = _features(2)
@@ -178,7 +179,7 @@ def test_task_budgets_and_questions(tiny_model, one_thread):
 def test_released_decoding_reads_the_llms_generation_config_and_repeats_with_a_seed(tiny_model, one_thread):
     from transformers import GenerationConfig as HFGenerationConfig
 
-    from training.generate import HF_DEFAULT_TOP_K, released_config
+    from modeling.sampling import HF_DEFAULT_TOP_K, released_config
 
     cfg = released_config(tiny_model.llm)
     assert (cfg.do_sample, cfg.temperature, cfg.top_p, cfg.max_new_tokens) == (True, 1.0, 0.9, 1200)
@@ -227,7 +228,7 @@ _HASH_TOKENIZER: list = []
 
 def _mixed_rows(model):
     """Left-padded embeddings of 10 rows with prompts of varied length (ov and description questions)."""
-    from training.generate import build_inputs
+    from modeling.generate import build_inputs
 
     n = len(MIXED_SUBTITLES)
     tasks = ["ov", "description"] * (n // 2)
@@ -240,7 +241,7 @@ def _mixed_rows(model):
 
 def _simulated_finishes(rows: list[list[int]], eos: int, strings: dict[int, str]) -> list[tuple[str, int]]:
     """(finish, tokens kept) of each greedy row under an EOS id and '#'-token strings: the stop rule of
-    ``training.generate.stop_tables`` replayed on the host (tokens not in ``strings`` hold no '#')."""
+    ``modeling.generate.stop_tables`` replayed on the host (tokens not in ``strings`` hold no '#')."""
     out = []
     for tokens, budget in zip(rows, MIXED_BUDGETS):
         run, finish = 0, ("length", budget)
@@ -283,7 +284,7 @@ def _mixed_stops(model, embeds, mask):
 def test_static_cache_greedy_equals_hf_for_every_row_with_and_without_refill(tiny_model, one_thread):
     """10 rows of mixed prompt lengths through 3 slots: same tokens and finish as the hf loop, row by row,
     whether a stopped row's slot is refilled at once or the next group waits for the whole group."""
-    from training.static_decode import StaticDecoder
+    from modeling.static_decode import StaticDecoder
 
     embeds, mask = _mixed_rows(tiny_model)
     kw = _mixed_stops(tiny_model, embeds, mask)
@@ -304,7 +305,7 @@ def test_static_cache_greedy_equals_hf_for_every_row_with_and_without_refill(tin
 def test_static_cache_seeded_sampling_repeats_and_draws_as_hf(tiny_model, one_thread):
     """A row samples from its own generator whatever slot it lands in: runs repeat, and on the CPU they
     equal the hf loop's draws for the same seeds (with top-k and the repetition penalty on)."""
-    from training.static_decode import StaticDecoder
+    from modeling.static_decode import StaticDecoder
 
     embeds, mask = _mixed_rows(tiny_model)
     kw = _mixed_stops(tiny_model, embeds, mask)
@@ -320,7 +321,7 @@ def test_static_cache_seeded_sampling_repeats_and_draws_as_hf(tiny_model, one_th
 
 
 def test_a_row_over_the_static_cache_fails_alone(tiny_model, one_thread):
-    from training.static_decode import CACHE_TOO_LONG, StaticDecoder
+    from modeling.static_decode import CACHE_TOO_LONG, StaticDecoder
 
     embeds, mask = _mixed_rows(tiny_model)
     lengths = mask.sum(1).tolist()
@@ -341,7 +342,7 @@ def test_the_static_step_traces_as_one_graph(tiny_model, one_thread):
     toolchain is needed): the prerequisite of CUDA graphs. Same tokens as the eager step."""
     from transformers import CompileConfig
 
-    from training.static_decode import StaticDecoder
+    from modeling.static_decode import StaticDecoder
 
     embeds, mask = _mixed_rows(tiny_model)
     kw = dict(eos_ids=[-1], pad_id=tiny_model.tokenizer.pad_token_id, config=GenerationConfig(), max_new=MIXED_BUDGETS)
@@ -355,7 +356,7 @@ def test_the_static_step_traces_as_one_graph(tiny_model, one_thread):
 def test_generate_raw_picks_the_backend(tiny_model, one_thread):
     """The entry point: static (refilled through 4 slots) gives hf's texts; auto is hf on the CPU; a row
     over an explicit cache length fails alone; an unknown backend is refused."""
-    from training.generate import resolve_backend
+    from modeling.generate import resolve_backend
 
     visual, audio = _features(len(SUBTITLES))
     hf = generate_raw(tiny_model, visual, audio, SUBTITLES, TASKS, GenerationConfig(max_new_tokens=10))
@@ -410,7 +411,7 @@ def test_static_slots_stop_rows_and_refill_them_as_the_hf_loop_does(tiny_models)
     starts with '#', so a slot whose last row ended on '###' must forget its '#' count when refilled."""
     from transformers import AutoTokenizer
 
-    from training.static_decode import StaticDecoder
+    from modeling.static_decode import StaticDecoder
 
     tok = AutoTokenizer.from_pretrained(str(tiny_models["llm"]))
     eos, hash_id = tok.eos_token_id, tok.convert_tokens_to_ids("#")

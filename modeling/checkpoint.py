@@ -3,7 +3,7 @@
 One folder per checkpoint::
 
     adapter/                 peft save_pretrained (adapter_config.json, adapter_model.safetensors)
-    fusion.safetensors       fusion + projectors (our names; training.model.RELEASED_NAMES maps them)
+    fusion.safetensors       fusion + projectors (our names; modeling.model.RELEASED_NAMES maps them)
     affectflow_model.json    ModelSpec: preset, dims, placeholders, LoRA shape, base LLM path
     train_state.json         step, epoch, world size, ZeRO stage, last metrics
     deepspeed/state/...      DeepSpeed optimizer/scheduler state (per-rank ZeRO shards)

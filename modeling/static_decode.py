@@ -24,7 +24,7 @@ so the compiled step has fixed shapes), and the refill loop. The prompt pass is 
 forward with a ``DynamicCache`` (the ``hf`` backend's call, on the rows entering slots together),
 whose keys and values are then copied into the slot rows from column 0; it is never compiled (its
 shape changes with every group). The per-token choice (repetition penalty, greedy or per-row
-seeded sampling) and the on-device ``###`` tracking are :mod:`training.generate`'s, so a seeded
+seeded sampling) and the on-device ``###`` tracking are :mod:`modeling.sampling`'s and :mod:`modeling.hf_decode`'s, so a seeded
 sample draws from its own generator exactly as there, whichever slot it lands in.
 
 Same tokens as the ``hf`` backend, up to floating-point ties: each step attends over the whole
@@ -43,8 +43,8 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import Cache, StaticLayer
 
-from training.generate import (CHECK_EVERY, Decoded, GenerationConfig, find_stops, forward_kwargs, pick_tokens,
-                               stop_tables)
+from modeling.hf_decode import CHECK_EVERY, Decoded, find_stops, forward_kwargs, stop_tables
+from modeling.sampling import GenerationConfig, pick_tokens
 
 CACHE_TOO_LONG = "cache-too-long"  # Decoded.finish of a row whose prompt + budget exceed the cache's length
 
@@ -114,7 +114,7 @@ class SlotState:
 
     def advance(self, nxt: torch.Tensor, eos: torch.Tensor, tables, pad_id: int) -> torch.Tensor:
         """Record one picked token per slot (``pad_id`` where done) and which rows it ends, as
-        :func:`training.generate.decode` does; the tokens as recorded."""
+        :func:`modeling.hf_decode.decode` does; the tokens as recorded."""
         done, count = self.done, self.count
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         if self.seen is not None:
@@ -205,7 +205,7 @@ class StaticDecoder:
         max_new: Sequence[int] | None = None,
         refill: bool = True,
     ) -> list[Decoded]:
-        """As :func:`training.generate.decode` (left-padded ``embeds [N,T,H]``, same stops, same tokens),
+        """As :func:`modeling.hf_decode.decode` (left-padded ``embeds [N,T,H]``, same stops, same tokens),
         through the slots: ``N`` may exceed ``rows``. With ``refill`` a slot takes the next waiting row
         as soon as its row stops; without, a new group of ``rows`` rows starts when the whole group is done.
         A row whose prompt + budget exceed ``length`` generates nothing (finish ``cache-too-long``).

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
-from training.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
+from modeling.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
+from modeling.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
 from core.errors import ConfigError, MissingFileError, ModelRefError
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -279,7 +279,8 @@ def _load_base(path: Path, dtype):
     return base, tok, ids
 
 
-def _lora(base: nn.Module, r: int, alpha: int, dropout: float):
+def add_lora(base: nn.Module, r: int, alpha: int, dropout: float):
+    """``base`` wrapped by peft with a LoRA of rank ``r`` on the attention and MLP projections (LORA_TARGETS)."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(LORA_TARGETS),
@@ -340,7 +341,7 @@ def build_model(
             path = Path(llm_path)
             base, tok, ids = _load_base(path, dtype)
         hidden = base.config.hidden_size
-        llm = _lora(base, lora_r, lora_alpha, lora_dropout)
+        llm = add_lora(base, lora_r, lora_alpha, lora_dropout)
         if gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         with torch.device("meta" if meta else device):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
-from training.released import DROPPED, ReleasedCheckpointError, import_released, to_released_name
+from modeling.released import DROPPED, ReleasedCheckpointError, import_released, to_released_name
 
 VISUAL_DIM, AUDIO_DIM = 768, 64  # the tiny CLIP's projection and the tiny HuBERT's width
 FACE_CONFIG = {"datasets": {"mercaptionplus": {"face_or_frame": "multiface_audio_face_text"}}}
@@ -27,7 +27,7 @@ MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
 
 def released_state(llm: Path, seed: int = 7) -> dict[str, torch.Tensor]:
     """A seeded released-format ``model`` dict at the tiny model's shapes (with the unused image projector)."""
-    from training.model import build_model
+    from modeling.model import build_model
 
     model = build_model("tiny", llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM)
     g = torch.Generator().manual_seed(seed)
@@ -62,7 +62,7 @@ def imported(released, tiny_models, tmp_path_factory) -> Path:
 
 
 def test_imported_parameters_equal_the_file(imported, released):
-    from training.model import AffectGPT
+    from modeling.model import AffectGPT
 
     _, state = released
     model = AffectGPT.load_trainable(imported)
@@ -94,8 +94,8 @@ def test_embeddings_and_first_step_logits_equal_a_direct_computation(imported, r
     LoRA deltas merged by hand (W + alpha/r * B @ A) and the vectors spliced at the placeholders."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.model import AffectGPT
-    from training.prompt import PLACEHOLDER_TOKENS, QUESTIONS, encode_prompt
+    from modeling.model import AffectGPT
+    from modeling.prompt import PLACEHOLDER_TOKENS, QUESTIONS, encode_prompt
 
     _, state = released
     model = AffectGPT.load_trainable(imported)
@@ -200,8 +200,8 @@ def test_the_visual_stream_comes_from_the_file_or_the_flag(released, tiny_models
 
 def test_the_7b_key_map_is_exactly_the_released_key_set():
     """At Qwen2.5-7B shapes (meta device, no weights): 410 keys used, the image projector's 2 dropped."""
-    from training.model import QWEN25_7B_CONFIG
-    from training.released import expected_model, key_map
+    from modeling.model import QWEN25_7B_CONFIG
+    from modeling.released import expected_model, key_map
 
     fusion = {
         "video_attention_mlp": [1, 768], "affectgpt_proj": [3584, 768], "audio_attention_mlp": [1, 1024],

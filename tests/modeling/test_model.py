@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from training.data import Collator, PromptDataset, SyntheticFeatures
-from training.model import AffectGPT, build_model, model_summary
-from training.prompt import AUDIO_TOKEN, FACE_TOKEN, MULTI_TOKEN
+from modeling.model import AffectGPT, build_model, model_summary
+from modeling.prompt import AUDIO_TOKEN, FACE_TOKEN, MULTI_TOKEN
 
 QWEN25_7B_COUNTS = {"lora": 40_370_176, "fusion": 3_939_076, "projectors": 10_103_296, "trainable": 54_412_548}
 

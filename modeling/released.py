@@ -37,7 +37,7 @@ import torch
 
 from core.errors import InputError, MissingFileError
 from core.paths import require_writable
-from training.model import RELEASED_NAMES, AffectGPT, build_model
+from modeling.model import RELEASED_NAMES, AffectGPT, build_model
 
 RELEASED_LLM_PREFIX = "llama_model."  # the released LoRA tensors; ours live under "llm."
 OUR_LLM_PREFIX = "llm."

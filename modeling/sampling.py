@@ -1,0 +1,119 @@
+"""Sampling settings and the choice of each next token: greedy by default, or seeded sampling with the
+repetition penalty, temperature, top-k and top-p in transformers' order.
+
+- :class:`GenerationConfig` — the decoding settings every caller passes (labeling, single-video
+  inference, the benchmark and the served model build it from the run config's ``label`` section).
+- :func:`released_config` — the release's sampling.
+- :func:`pick_tokens` — one step's choice per row.
+- :func:`sample_seed` — the per-(sample, task) seed, so a seeded row does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from core.errors import ConfigError
+from modeling.prompt import MAX_PROMPT_TOKENS
+
+
+# The release's sampling when the LLM's generation_config leaves top_k unset (transformers' default).
+HF_DEFAULT_TOP_K = 50
+BACKENDS = ("auto", "hf", "static")
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings; the defaults are ours (greedy). :func:`released_config` gives the release's.
+
+    ``max_new_tokens`` None: each row's task budget (``modeling.prompt.MAX_NEW_TOKENS``). The prompt
+    budget ``max_prompt_tokens`` is independent of it: only the subtitle is shortened to fit.
+    ``top_k`` 0 and ``repetition_penalty`` 1.0 are off. ``backend``: see the module docstring;
+    the static cache holds ``cache_rows`` rows of ``cache_tokens`` tokens (prompt + new tokens;
+    0: ``max_prompt_tokens`` + the largest budget of the call's rows).
+    """
+
+    max_new_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    backend: str = "hf"
+    cache_rows: int = 64
+    cache_tokens: int = 0
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.cache_rows < 1:
+            raise ConfigError(f"cache_rows must be >= 1, got {self.cache_rows}")
+        if self.cache_tokens < 0:
+            raise ConfigError(f"cache_tokens must be >= 0 (0 = prompt budget + the largest answer budget), "
+                              f"got {self.cache_tokens}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1 (or unset: per task), got {self.max_new_tokens}")
+        if self.max_prompt_tokens < 1:
+            raise ConfigError(f"max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be within (0, 1], got {self.top_p}")
+
+
+def released_config(llm, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> GenerationConfig:
+    """The release's decoding: sampling at temperature 1 and top-p 0.9, up to 1,200 new tokens, and the
+    rest (top-k, repetition penalty) from the LLM's own ``generation_config``, as ``generate`` merged it."""
+    gc = getattr(llm, "generation_config", None)
+    top_k = getattr(gc, "top_k", None)
+    penalty = getattr(gc, "repetition_penalty", None)
+    return GenerationConfig(max_new_tokens=1200, do_sample=True, temperature=1.0, top_p=0.9,
+                            max_prompt_tokens=max_prompt_tokens,
+                            top_k=HF_DEFAULT_TOP_K if top_k is None else int(top_k),
+                            repetition_penalty=1.0 if penalty is None else float(penalty))
+
+
+def sample_seed(seed: int, name: str, task: str) -> int:
+    """The sampling seed of one (sample, task): a pure function, whatever the batch or worker."""
+    digest = hashlib.blake2b(f"{seed}:{name}:{task}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of each row outside the smallest set whose mass reaches ``top_p`` (>= 1 token kept)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    drop = (sorted_p.cumsum(dim=-1) - sorted_p) > top_p
+    sorted_p = sorted_p.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+
+
+def pick_tokens(logits: torch.Tensor, cfg: GenerationConfig, gens: Sequence | None = None,
+                seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's next token from its float32 logits: the repetition penalty on ``seen`` tokens, then
+    the argmax, or, with ``gens``, temperature, top-k and top-p (transformers' order) and a draw from
+    row ``i``'s generator ``gens[i]`` (a row whose generator is None takes the argmax)."""
+    if seen is not None:
+        penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if gens is None:
+        return logits.argmax(dim=-1)
+    greedy = logits.argmax(dim=-1) if any(g is None for g in gens) else None
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = _top_p_filter(torch.softmax(logits, dim=-1), cfg.top_p)
+    return torch.stack([greedy[i] if g is None else torch.multinomial(probs[i], 1, generator=g)[0]
+                        for i, g in enumerate(gens)])
+
