@@ -1,5 +1,6 @@
-"""Output paths, checked before any work starts: a job that would fail at its first write after
-minutes of decoding or training fails at once instead, naming the path."""
+"""Paths, checked: output paths before any work starts (a job that would fail at its first write
+after minutes of decoding or training fails at once instead, naming the path), and names and
+relative paths read from files we do not trust, which must stay under their root."""
 
 from __future__ import annotations
 
@@ -35,3 +36,34 @@ def require_writable(path: str | Path, what: str, *, folder: bool) -> None:
             pass
     except OSError as exc:
         raise InputError(f"{what} {path}: cannot write in {ancestor} ({exc.strerror or exc})") from None
+
+
+def name_problem(name: object) -> str:
+    """Why ``name`` cannot name a sample ("" when it can): the one check for every layout and reader.
+
+    A sample name becomes a file stem under a corpus root (``video/{name}.mp4``), a key in a store
+    and a row of a table, so it must stay one path component: no separator, no ``..``, no NUL, no
+    outer spaces, not empty. ``..`` anywhere is refused (``..x`` too), as the readers always did.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"empty sample name {name!r}"
+    if "/" in name or "\\" in name or ".." in name or "\x00" in name or name != name.strip():
+        return f"sample name {name!r} has a path separator, '..', NUL or outer spaces"
+    return ""
+
+
+def inside_root(root: str | Path, relative: str, what: str) -> Path:
+    """``root / relative`` when it stays under ``root``, links resolved; else ``InputError`` naming ``what``.
+
+    For paths read from files we do not trust (an MLmodel's artifact ``path``, a manifest's
+    columns): an absolute path, a ``..`` that climbs out, or a symbolic link whose target lies
+    outside ``root`` is refused.
+    """
+    text = str(relative)
+    if not text or "\x00" in text or Path(text).is_absolute() or text.startswith(("/", "\\")):
+        raise InputError(f"{what}: {text!r} is not a relative path under {root}")
+    base = Path(root).resolve()
+    target = (base / text).resolve()
+    if not target.is_relative_to(base):
+        raise InputError(f"{what}: {text!r} leaves {root} (resolves to {target})")
+    return target

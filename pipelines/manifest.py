@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 from features.labels import parse_openset, read_corpus_labels
 from scoring.unibench import UniBenchDataset, dataset_folder, find_media, get_dataset, load_gold
 from core.errors import InputError, MissingFileError
+from core.paths import name_problem
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
@@ -43,12 +44,9 @@ class ManifestRow:
 
 
 def name_error(name: Any) -> str:
-    """Why ``name`` cannot be a sample name ("" when it can): names become file and key stems."""
-    if not isinstance(name, str) or not name.strip():
-        return f"manifest/bad-name: empty sample name {name!r}"
-    if "/" in name or "\\" in name or ".." in name or "\x00" in name or name != name.strip():
-        return f"manifest/bad-name: sample name {name!r} has a path separator, '..', NUL or outer spaces"
-    return ""
+    """Why ``name`` cannot be a sample name ("" when it can), as a row error (`core.paths.name_problem`)."""
+    problem = name_problem(name)
+    return f"manifest/bad-name: {problem}" if problem else ""
 
 
 def unique_by_name(rows: Iterable) -> list:
@@ -188,6 +186,8 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
         video = root.path("video", f"{name}.mp4")
         wav = root.path("audio", f"{name}.wav")
         face = root.path("openface_face", name, f"{name}.npy")
+        # A name from a file stem is checked too: video/...mp4 has the stem "..".
+        err = err or name_error(name)
         if not err and name not in videos:
             err = f"manifest/missing-file: {subtitle_csv} names {name!r} but {video} does not exist"
         rows.append(ManifestRow(
@@ -385,6 +385,10 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
     rows = []
     for name in sorted(gold):
         subtitle, err = texts.get(name, ("", ""))
+        bad = name_error(name)
+        if bad:  # a gold name from the label file names no file: never joined to a folder
+            rows.append(ManifestRow(name=name, error=f"{bad} ({label_path})"))
+            continue
         video = find_media(video_dir, name, ds.video_ext)
         if video is None and not err:
             err = (

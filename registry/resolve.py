@@ -21,7 +21,8 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from core.errors import ModelRefError
+from core.errors import InputError, ModelRefError
+from core.paths import inside_root
 from core.tracking import DEFAULT_CHECK_TIMEOUT_S, short_retries, unreachable
 from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_device
 
@@ -120,7 +121,14 @@ def bundle_paths(model_dir: str | Path) -> tuple[Path, Path | None, dict]:
 
     def art(name: str) -> Path | None:
         entry = arts.get(name)
-        return model_dir / entry["path"] if entry else None
+        if not entry:
+            return None
+        # The MLmodel file comes from the registry's artifact store: its paths must stay in the model folder.
+        path = entry.get("path") if isinstance(entry, dict) else None
+        try:
+            return inside_root(model_dir, path if isinstance(path, str) else "", f"{model_dir / 'MLmodel'} artifact {name!r}")
+        except InputError as exc:
+            raise ModelRefError(str(exc)) from None
 
     ckpt = art(CKPT_ARTIFACT)
     if ckpt is None or not (ckpt / SPEC_FILE).is_file():

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from features.labels import labels_or_neutral, parse_openset
 from core.errors import BenchmarkError, InputError, MissingFileError
+from core.paths import name_problem
 
 Metric = Literal["hit_rate", "sentiment", "ov"]
 
@@ -38,7 +39,10 @@ class UniBenchDataset:
     uncertain: tuple[str, ...] = field(default=())  # fields not confirmed against the reference
 
     def face_path(self, folder: Path, name: str) -> Path:
-        """The OpenFace stack of sample ``name`` under the dataset's ``folder``."""
+        """The OpenFace stack of sample ``name`` under the dataset's ``folder`` (a bad name: InputError)."""
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"{self.name}: {problem}")
         faces = Path(folder) / self.face_folder
         return faces / name / f"{name}.npy" if self.face_nested else faces / f"{name}.npy"
 
@@ -302,6 +306,10 @@ def dataset_folder(dataset: str | UniBenchDataset, root: str | Path) -> Path:
 
 
 def find_media(folder: Path, name: str, exts: tuple[str, ...]) -> Path | None:
+    """``folder/{name}{ext}`` for the first ``ext`` that exists; None for a name that is not one path
+    component (gold names come from label files we do not trust: ``../../x`` must not resolve)."""
+    if name_problem(name):
+        return None
     for ext in exts:
         path = folder / f"{name}{ext}"
         if path.is_file():
