@@ -81,7 +81,7 @@ def infer(
     from core.config import load_config
     from inference.label_stage import resolve_asks
     from modeling.generate import clean_output, generate_raw
-    from modeling.sampling import GenerationConfig, released_config, sample_seed
+    from modeling.sampling import DecodingSettings, sample_seed
     from inference.labeling import plan_encoders
     from modeling.checkpoint import read_spec
     from registry.resolve import load_model, resolve_model
@@ -124,15 +124,7 @@ def infer(
         source = "asr" if str(batch["subtitle"][0]) else "none"
     text = str(batch["subtitle"][0])
     net, resolved = load_model(resolved, device=cfg.label.device)
-    # One video: "auto" decodes with hf (compiling the static step would cost more than it saves).
-    backend = dict(backend="hf" if lc.backend == "auto" else lc.backend, cache_rows=lc.cache_rows,
-                   cache_tokens=lc.cache_tokens)
-    gen = GenerationConfig(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample,
-                           temperature=lc.temperature, top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens,
-                           **backend)
-    if lc.decoding == "released":  # an explicit max_new_tokens still caps its 1,200
-        gen = dataclasses.replace(released_config(net.llm, lc.max_prompt_tokens), **backend,
-                                  **({"max_new_tokens": lc.max_new_tokens} if lc.max_new_tokens else {}))
+    gen = DecodingSettings.from_config(lc).resolve(net.llm, next(net.fusion.parameters()).device, single=True)
     visual = torch.as_tensor(np.asarray(batch[spec.get("visual_stream", "face")], np.float32))
     audio_feats = torch.as_tensor(np.asarray(batch["audio"], np.float32))
     n = len(tasks)

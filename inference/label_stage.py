@@ -47,13 +47,12 @@ class LabelStage:
     failed upstream becomes a failed row). Never raises: a generation error fails its batch's rows.
     """
 
-    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], generation: dict, seed: int, visual_key: str,
-                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1,
-                 decoding: str = "greedy"):
+    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], decoding: dict, seed: int, visual_key: str,
+                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1):
         import torch
 
+        from modeling.sampling import DecodingSettings
         from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
-        from modeling.sampling import GenerationConfig, released_config
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -65,14 +64,7 @@ class LabelStage:
         self.model, self.resolved = load_model(res, device=device)
         self.asks = {str(t): str(q) for t, q in asks}
         self.tasks = list(self.asks)
-        self.config = GenerationConfig(**generation)
-        if decoding == "released":  # an explicit max_new_tokens still caps its 1,200
-            ours = self.config
-            self.config = dataclasses.replace(released_config(self.model.llm, ours.max_prompt_tokens),
-                                              backend=ours.backend, cache_rows=ours.cache_rows,
-                                              cache_tokens=ours.cache_tokens)
-            if ours.max_new_tokens:
-                self.config = dataclasses.replace(self.config, max_new_tokens=ours.max_new_tokens)
+        self.config = DecodingSettings(**decoding).resolve(self.model.llm, next(self.model.fusion.parameters()).device)
         self.seed = seed
         self.visual_key = visual_key
 

@@ -217,12 +217,12 @@ def label(
     def pending(name: str) -> bool:
         return any((name, t) not in done for t in tasks)
 
-    generation = dict(max_new_tokens=lc.max_new_tokens or None, do_sample=lc.do_sample, temperature=lc.temperature,
-                      top_p=lc.top_p, max_prompt_tokens=lc.max_prompt_tokens, backend=lc.backend,
-                      cache_rows=lc.cache_rows, cache_tokens=lc.cache_tokens)
+    from modeling.sampling import DecodingSettings
+
+    decoding = DecodingSettings.from_config(lc)
     visual_key = "visual" if kind == "store" else spec.get("visual_stream", "face")
-    label_args = (resolved.to_dict(), asks, generation, seed, visual_key)
-    label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads, decoding=lc.decoding)
+    label_args = (resolved.to_dict(), asks, decoding.to_dict(), seed, visual_key)
+    label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads)
     writer = PartWriter(out)
     init_ray(cfg)
     ctx = ray.data.DataContext.get_current()

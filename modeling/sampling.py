@@ -1,8 +1,12 @@
 """Sampling settings and the choice of each next token: greedy by default, or seeded sampling with the
 repetition penalty, temperature, top-k and top-p in transformers' order.
 
-- :class:`GenerationConfig` — the decoding settings every caller passes (labeling, single-video
-  inference, the benchmark and the served model build it from the run config's ``label`` section).
+- :class:`DecodingSettings` — what a user asks for (the run config's ``label`` section, or a served
+  model's request params), built in one place by :meth:`DecodingSettings.from_config` /
+  :meth:`DecodingSettings.from_params` and turned into a :class:`GenerationConfig` for a loaded LLM by
+  :meth:`DecodingSettings.resolve`. Labeling, single-video inference, the benchmark and the MLflow
+  pyfunc model all go through it, so they decode alike.
+- :class:`GenerationConfig` — the resolved settings the decode loops take.
 - :func:`released_config` — the release's sampling.
 - :func:`pick_tokens` — one step's choice per row.
 - :func:`sample_seed` — the per-(sample, task) seed, so a seeded row does not depend on its batch.
@@ -12,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -23,6 +28,7 @@ from modeling.prompt import MAX_PROMPT_TOKENS
 # The release's sampling when the LLM's generation_config leaves top_k unset (transformers' default).
 HF_DEFAULT_TOP_K = 50
 BACKENDS = ("auto", "hf", "static")
+DECODINGS = ("greedy", "released")
 
 
 @dataclass
@@ -117,3 +123,67 @@ def pick_tokens(logits: torch.Tensor, cfg: GenerationConfig, gens: Sequence | No
     return torch.stack([greedy[i] if g is None else torch.multinomial(probs[i], 1, generator=g)[0]
                         for i, g in enumerate(gens)])
 
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    """How to decode, as asked: the decoding fields of the run config's ``label`` section.
+
+    ``decoding``: ``greedy`` (ours; ``do_sample``/``temperature``/``top_p`` apply) or ``released`` (the
+    release's sampling, :func:`released_config`; an explicit ``max_new_tokens`` still caps its 1,200).
+    ``max_new_tokens`` 0: each task's own budget. ``backend`` ``auto``: static on CUDA, hf elsewhere.
+    """
+
+    decoding: str = "greedy"
+    max_new_tokens: int = 0
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+    backend: str = "auto"
+    cache_rows: int = 64
+    cache_tokens: int = 0
+
+    @classmethod
+    def from_config(cls, label) -> DecodingSettings:
+        """The settings of a run config's ``label`` section (any object with these attribute names)."""
+        return cls(**{f.name: getattr(label, f.name) for f in fields(cls)}).checked()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None, base: DecodingSettings | None = None) -> DecodingSettings:
+        """``base`` (default: the defaults) with a served request's params over it; unknown keys are ignored
+        (``seed`` and the like belong to the caller)."""
+        base = base or cls()
+        given = {f.name: (params or {})[f.name] for f in fields(cls) if (params or {}).get(f.name) is not None}
+        try:
+            typed = {k: type(getattr(base, k))(v) if not isinstance(getattr(base, k), bool)
+                     else str(v).lower() in ("1", "true", "yes") for k, v in given.items()}
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bad decoding parameter in {sorted(given)}: {e}") from None
+        return replace(base, **typed).checked()
+
+    def checked(self) -> DecodingSettings:
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, got {self.max_new_tokens}")
+        self.resolve(None, device="cpu").validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolve(self, llm, device, *, single: bool = False) -> GenerationConfig:
+        """The :class:`GenerationConfig` for ``llm`` (whose ``generation_config`` the released decoding
+        reads) on ``device``. ``single``: one video at a time, where ``auto`` means hf (compiling the
+        static step would cost more than it saves)."""
+        backend = self.backend
+        if backend == "auto":
+            backend = "hf" if single or str(device).split(":")[0] != "cuda" else "static"
+        cache = dict(backend=backend, cache_rows=self.cache_rows, cache_tokens=self.cache_tokens)
+        if self.decoding == "released":
+            gen = replace(released_config(llm, self.max_prompt_tokens), **cache)
+            return replace(gen, max_new_tokens=self.max_new_tokens) if self.max_new_tokens else gen
+        return GenerationConfig(max_new_tokens=self.max_new_tokens or None, do_sample=self.do_sample,
+                                temperature=self.temperature, top_p=self.top_p,
+                                max_prompt_tokens=self.max_prompt_tokens, **cache)

@@ -22,8 +22,9 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
     optional ``task`` (a named task, default ov), ``question`` (your own) and ``name``; returns
     ``text`` and ``labels``.
 
-    Params: max_new_tokens (default: each task's own), do_sample, temperature, top_p, seed
-    (sampling seeds per name+task).
+    Params (:func:`signature`): the decoding settings of ``label`` (``decoding``, ``max_new_tokens``
+    0 = each task's own budget, ``do_sample``, ``temperature``, ``top_p``, ``backend`` ...) with the same
+    defaults, and ``seed`` (sampling seeds per name+task), so a served model answers as ``label`` does.
     """
 
     def load_context(self, context):
@@ -41,17 +42,14 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         import torch
 
         from modeling.generate import generate
-        from modeling.sampling import GenerationConfig, sample_seed
         from modeling.prompt import question_for
+        from modeling.sampling import DecodingSettings, sample_seed
         from scoring.parse import parse_template
 
         params = dict(params or {})
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        budget = params.get("max_new_tokens")
-        cfg = GenerationConfig(max_new_tokens=int(budget) if budget else None,  # None: each task's own
-                               do_sample=bool(params.get("do_sample", False)),
-                               temperature=float(params.get("temperature", 1.0)),
-                               top_p=float(params.get("top_p", 0.9)))
+        device = next(self.model.fusion.parameters()).device
+        cfg = DecodingSettings.from_params(params).resolve(self.model.llm, device)
 
         def stack(col):
             return torch.as_tensor(np.stack([np.asarray(np.stack(list(v)) if isinstance(v, (list, np.ndarray))
@@ -70,3 +68,20 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         texts = generate(self.model, stack("visual"), stack("audio"), subs, tasks, cfg,
                          [sample_seed(seed, nm, t) for nm, t in zip(names, tasks)], questions)
         return pd.DataFrame({"text": texts, "labels": [parse_template(t) for t in texts]})
+
+
+def signature():
+    """The served model's signature: no fixed input schema, and the decoding settings as params with
+    ``label``'s defaults (MLflow fills a missing param with its default, so these must be label's)."""
+    from dataclasses import fields
+
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    from modeling.sampling import DecodingSettings
+
+    kinds = {bool: "boolean", int: "long", float: "double", str: "string"}
+    defaults = DecodingSettings()
+    specs = [ParamSpec(f.name, kinds[type(getattr(defaults, f.name))], getattr(defaults, f.name))
+             for f in fields(DecodingSettings)]
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([*specs, ParamSpec("seed", "long", 0)]))

@@ -71,19 +71,6 @@ def stage_checkpoint(checkpoint: Path, dest: Path) -> Path:
     return dest
 
 
-def _signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
-    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
-        ParamSpec("max_new_tokens", "long", 64),
-        ParamSpec("do_sample", "boolean", False),
-        ParamSpec("temperature", "double", 1.0),
-        ParamSpec("top_p", "double", 0.9),
-        ParamSpec("seed", "long", 0),
-    ]))
-
-
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -101,7 +88,7 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
     """Log the pyfunc model into the active run (and register it); returns MLflow's ``ModelInfo``."""
     import mlflow
 
-    from registry.pyfunc import AffectGPTPyfunc
+    from registry.pyfunc import AffectGPTPyfunc, signature
 
     ckpt = find_checkpoint(checkpoint)
     spec = json.loads((ckpt / SPEC_FILE).read_text(encoding="utf-8"))
@@ -120,7 +107,7 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
             artifacts[BASE_ARTIFACT] = str(base)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=AffectGPTPyfunc(), artifacts=artifacts,
-            registered_model_name=registered_model, signature=_signature(), pip_requirements=_requirements(),
+            registered_model_name=registered_model, signature=signature(), pip_requirements=_requirements(),
             metadata={"affectflow": info, "requires": "the affectflow package (this repository) importable"},
         )
 

@@ -8,10 +8,8 @@ import pytest
 from core.config import load_config
 from inference.labeling import label
 from inference.table import COLUMNS, read_table
-from tests.fixtures.pipeline import copy_corpus, pipeline_config
-
-
-NAMES = [f"sample_{i:08d}" for i in range(5)]
+from tests.fixtures.inference import STORE_NAMES as NAMES
+from tests.fixtures.pipeline import copy_corpus
 
 
 def label_config(*overrides: str):
@@ -24,17 +22,6 @@ def small_corpus(synth_corpus, tmp_path_factory):
     root = copy_corpus(synth_corpus, tmp_path_factory.mktemp("label_corpus"), NAMES)
     (root / "video" / f"{NAMES[-1]}.mp4").unlink()
     return root
-
-
-@pytest.fixture(scope="module")
-def small_store(ray_session, synth_corpus, models_dir, tmp_path_factory):
-    from pipelines.job import preprocess
-
-    root = copy_corpus(synth_corpus, tmp_path_factory.mktemp("store_corpus"), NAMES)
-    store = tmp_path_factory.mktemp("label_store") / "store.zarr"
-    summary = preprocess(root, store, models=models_dir, cfg=pipeline_config())
-    assert summary.ok == len(NAMES), summary.format()
-    return store
 
 
 def test_raw_corpus_end_to_end_and_resume(ray_session, small_corpus, models_dir, tiny_checkpoint, tmp_path):
