@@ -36,7 +36,9 @@ _TEMPLATE = re.compile(
     r"""emotional\s+states?\s+(?:is|are)\s*:?\s*""",
     re.IGNORECASE,
 )
-_ITEM_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b|\bor\b)\s*", re.IGNORECASE)
+# No \s* around the separators: each item is stripped after the split, and "\s*" on both sides
+# backtracks over every run of spaces from each of its positions (40k spaces took 48 s).
+_ITEM_SPLIT = re.compile(r"(?:,|;|&|\band\b|\bor\b)", re.IGNORECASE)
 _STRIP = " \t\r\n\"'`[](){}.!?:;*"
 MAX_WORDS_PER_LABEL = 4  # a longer item means the output ran on (the reference would read it as text)
 
