@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -95,6 +96,20 @@ class Config:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
 
+# Values in error messages are cut (reprlib): a value from YAML can be huge, or a structure of
+# shared aliases whose full repr is exponential in the file's size.
+_REPR = reprlib.Repr()  # Python 3.10/3.11 take no keyword arguments here
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 120, 120
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 8
+# Aliases (``*name``) one config file may use; every shipped config uses none. A few hundred bytes of
+# nested aliases expand to billions of nodes for anything that walks them.
+MAX_YAML_ALIASES = 64
+
+
+def _show(value: Any) -> str:
+    return _REPR.repr(value)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -115,37 +130,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+        raise ConfigError(f"{key}: {_show(value)} is not a valid {_type_name(tp)}")
     if origin is typing.Literal:
         for allowed in args:
             if value == allowed or (isinstance(value, str) and str(allowed) == value):
                 return allowed
-        raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        raise ConfigError(f"{key}: {_show(value)} is not one of {list(args)}")
     if origin in (list, tuple):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                value = yaml.safe_load(text)
+                value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader, aliases capped
             else:
                 value = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:  # a fixed-length tuple, e.g. betas
             if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {value!r}")
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {_show(value)}")
             return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
         return dict(value)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {_show(value)}")
         return _build(tp, value, key)
     if tp is bool:
         if isinstance(value, bool):
@@ -154,10 +169,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
             return False
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {_show(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, str):
@@ -167,10 +182,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
         number = None
         if isinstance(value, (int, float)):
             number = float(value)
@@ -180,14 +195,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if number is None:
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
         if not math.isfinite(number):  # every float setting is finite (nan/inf fail here, not mid-run)
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{key}: expected a finite number, got {_show(value)}")
         return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 
 
@@ -197,7 +212,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     for k in data:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
-            raise ConfigError(f"unknown config key {where!r} (known in {prefix or 'top level'}: {sorted(names)})")
+            raise ConfigError(f"unknown config key {_show(where)} (known in {prefix or 'top level'}: {sorted(names)})")
     kwargs = {}
     for k, v in data.items():
         where = f"{prefix}.{k}" if prefix else k
@@ -215,11 +230,11 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b=c`` into (["a", "b"], "c"); the value stays a string until coerced."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
+        raise ConfigError(f"override {_show(text)} must look like key.path=value")
     key, value = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {_show(text)} has an empty key")
     return key.split("."), value
 
 
@@ -235,7 +250,19 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last silently)."""
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last silently)
+    and more than ``MAX_YAML_ALIASES`` aliases (an alias bomb)."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"more than {MAX_YAML_ALIASES} YAML aliases (*name), the last on line "
+                                  f"{mark.line + 1}: a config needs none")
+        return super().compose_node(parent, index)
 
 
 def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -244,7 +271,7 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if key in lines:
-            raise ConfigError(f"duplicate key {key!r} on line {line} (first on line {lines[key]})")
+            raise ConfigError(f"duplicate key {_show(key)} on line {line} (first on line {lines[key]})")
         lines[key] = line
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -265,6 +292,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {str(p)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {str(p)!r} nests too deeply to be a config") from None
         except ConfigError as exc:
             raise ConfigError(f"config file {str(p)!r}: {exc}") from None
         if loaded is None:
