@@ -331,7 +331,10 @@ def _retarget_handlers(streams: tuple[TextIO, TextIO], stdout: TextIO) -> list[t
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and id(h) not in seen:
                 seen.add(id(h))
                 old = h.stream
-                h.stream = streams[0] if old is stdout or old is sys.__stdout__ else streams[1]
+                try:
+                    h.stream = streams[0] if old is stdout or old is sys.__stdout__ else streams[1]
+                except AttributeError:  # logging's _StderrHandler (dill's logger has one): sys.stderr at each write
+                    continue
                 done.append((h, old))
     return done
 
