@@ -71,9 +71,9 @@ def load_predictions(path: str | Path) -> dict[str, Prediction]:
     if not path.is_file():
         raise MissingFileError(f"predictions file {path} does not exist")
     if path.suffix == ".npz":
-        from scoring.safe_npz import load_filenames_items, load_name2reason, load_npz
+        from scoring.safe_npz import load_filenames_items, load_name2reason, npz_keys
 
-        keys = set(load_npz(path))
+        keys = set(npz_keys(path))  # the listing only: no member is decompressed to learn the names
         if "name2reason" in keys:
             return {n: Prediction(text=_text(v)) for n, v in load_name2reason(path).items()}
         if {"filenames", "fileitems"} <= keys:
