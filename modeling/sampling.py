@@ -76,15 +76,14 @@ class GenerationConfig:
 
 
 def released_config(llm, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> GenerationConfig:
-    """The release's decoding: sampling at temperature 1 and top-p 0.9, up to 1,200 new tokens, and the
-    rest (top-k, repetition penalty) from the LLM's own ``generation_config``, as ``generate`` merged it."""
-    gc = getattr(llm, "generation_config", None)
-    top_k = getattr(gc, "top_k", None)
-    penalty = getattr(gc, "repetition_penalty", None)
+    """The release's decoding, as its ``generate`` call received it: sampling at temperature 1, top-p 0.9 and
+    repetition penalty 1.0 (passed explicitly, so the LLM's ``generation_config`` value, 1.05 for Qwen2.5, never
+    applied), up to 1,200 new tokens, and top-k from the LLM's ``generation_config`` (the one setting the
+    release leaves to it)."""
+    top_k = getattr(getattr(llm, "generation_config", None), "top_k", None)
     return GenerationConfig(max_new_tokens=1200, do_sample=True, temperature=1.0, top_p=0.9,
                             max_prompt_tokens=max_prompt_tokens,
-                            top_k=HF_DEFAULT_TOP_K if top_k is None else int(top_k),
-                            repetition_penalty=1.0 if penalty is None else float(penalty))
+                            top_k=HF_DEFAULT_TOP_K if top_k is None else int(top_k), repetition_penalty=1.0)
 
 
 def sample_seed(seed: int, name: str, task: str) -> int:
