@@ -13,8 +13,11 @@ The released file is a ``torch.save`` of ``{"model", "optimizer", "config", "sca
 - ``image_llama_proj.{weight,bias}``: a 768->H projector the released model never uses. It is
   dropped (an unused trainable parameter also breaks data-parallel training).
 
-``config["datasets"]["mercaptionplus"]["face_or_frame"]`` names the visual stream
-(``multiface…`` -> face, ``multiframe…`` -> frame). The optimizer and scaler states are ignored.
+``config["datasets"]["mercaptionplus"]["face_or_frame"]`` names the prompt and visual stream: only the
+release's two settings are accepted (:data:`VISUAL_STREAMS`); any other names a prompt we do not build.
+``config["model"]``, when the file carries it, must describe the released architecture
+(:data:`RELEASED_MODEL`); the LoRA tensors must have the release's rank and targets. The optimizer and
+scaler states are ignored.
 
 The file is read with ``torch.load(weights_only=True)`` only, so a file that needs arbitrary
 unpickling is refused. Every check runs before anything is written: the key set and every
@@ -43,8 +46,34 @@ RELEASED_LLM_PREFIX = "llama_model."  # the released LoRA tensors; ours live und
 OUR_LLM_PREFIX = "llm."
 OUR_FUSION_PREFIX = "fusion."
 DROPPED = ("image_llama_proj.weight", "image_llama_proj.bias")
-VISUAL_STREAMS = {"multiface": "face", "multiframe": "frame"}
+# The release's two settings of face_or_frame, each a prompt with the multi, audio and one visual token
+# (train_configs/emercoarse_highlevelfilter4_outputhybird_bestsetup_bestfusion_lz.yaml line 55, the released
+# face model; train_configs/mercaptionplus_outputhybird_bestsetup_bestfusion_frame_lz.yaml line 55). Others,
+# e.g. multiface_text (multi token only) or multiface_audio_face_frame_text (adds a frame token), name other
+# prompts (my_affectgpt/datasets/datasets/base_dataset.py lines 521-546).
+VISUAL_STREAMS = {"multiface_audio_face_text": "face", "multiframe_audio_frame_text": "frame"}
+# config["model"] of the released architecture, and the release's value of a key the section lacks (its
+# cfg.get defaults, my_affectgpt/models/affectgpt.py lines 737-759; None: no default, the release fails).
+RELEASED_MODEL: dict[str, tuple[object, object]] = {
+    "llama_model": ("Qwen25", None),
+    "visual_encoder": ("CLIP_VIT_LARGE", None),
+    "acoustic_encoder": ("HUBERT_LARGE", None),
+    "num_video_query_token": (1, None),
+    "num_audio_query_token": (1, None),
+    "num_multi_query_token": (1, None),
+    "video_fusion_type": ("attention", "qformer"),
+    "audio_fusion_type": ("attention", "qformer"),
+    "multi_fusion_type": ("attention", "attention"),
+    "lora_r": (16, 16),
+}
+# The release's LoRA: rank lora_r (16), alpha 32 and dropout 0.05 written in its code, on these projections
+# of every layer (my_affectgpt/models/affectgpt.py lines 111-117).
+RELEASED_LORA_ALPHA = 32
+RELEASED_LORA_DROPOUT = 0.05
+RELEASED_LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 _LORA_KEY = re.compile(r"^llama_model\.base_model\.model\.model\.layers\.(\d+)\.")
+_LORA_TENSOR = re.compile(r"^llama_model\.base_model\.model\.model\.layers\.(\d+)\.(.+)\.lora_([AB])\.default\.weight$")
 
 
 class ReleasedCheckpointError(InputError):
@@ -94,23 +123,76 @@ def load_released(path: str | Path) -> dict:
 
 
 def visual_stream_of(data: dict, path: str | Path, override: str | None = None) -> str:
-    """``face`` or ``frame``: ``override`` if given, else from the file's config."""
-    if override:
-        if override not in ("face", "frame"):
-            raise ReleasedCheckpointError(f"--visual must be face or frame, got {override!r}")
-        return override
-    cfg = data.get("config")
-    value = ""
+    """``face`` or ``frame``: the file's ``face_or_frame`` (one of :data:`VISUAL_STREAMS`), else ``override``.
+
+    A file naming another setting is refused whatever ``override`` says: its prompt is not one we build.
+    """
+    if override and override not in ("face", "frame"):
+        raise ReleasedCheckpointError(f"--visual must be face or frame, got {override!r}")
+    value = None
     try:
-        value = str(cfg["datasets"]["mercaptionplus"]["face_or_frame"])
+        value = data["config"]["datasets"]["mercaptionplus"]["face_or_frame"]
     except (KeyError, TypeError):
         pass
-    for prefix, stream in VISUAL_STREAMS.items():
-        if value.startswith(prefix):
-            return stream
-    found = f"face_or_frame={value!r}" if value else "no config['datasets']['mercaptionplus']['face_or_frame']"
-    raise ReleasedCheckpointError(f"{path}: the file does not say which visual stream it was trained on ({found}): "
-                                  "pass --visual face or --visual frame")
+    supported = " or ".join(f"{k} ({v})" for k, v in VISUAL_STREAMS.items())
+    if value is not None:
+        stream = VISUAL_STREAMS.get(value) if isinstance(value, str) else None
+        if stream is None:
+            raise ReleasedCheckpointError(f"{path}: face_or_frame={value!r} is not a setting the release ships: "
+                                          f"this importer supports {supported}")
+        if override and override != stream:
+            raise ReleasedCheckpointError(f"{path}: --visual {override} contradicts the file's "
+                                          f"face_or_frame={value!r} ({stream})")
+        return stream
+    if override:
+        return override
+    raise ReleasedCheckpointError(f"{path}: the file does not say which visual stream it was trained on (no "
+                                  "config['datasets']['mercaptionplus']['face_or_frame']): pass --visual face or "
+                                  f"--visual frame ({supported})")
+
+
+def model_config_problems(data: dict) -> list[str]:
+    """How the file's ``config["model"]`` differs from the released architecture (:data:`RELEASED_MODEL`);
+    nothing when the file carries no (or an empty) model section."""
+    cfg = data.get("config")
+    section = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(section, dict) or not section:
+        return []
+    problems = []
+    for key, (want, default) in RELEASED_MODEL.items():
+        got = section.get(key, default)
+        if got != want or type(got) is not type(want):
+            said = f"{key}={got!r}" if key in section else f"no {key} (the release then uses {default!r})"
+            problems.append(f"config['model']: {said}; the released model has {key}={want!r}")
+    return problems
+
+
+def lora_problems(state: dict) -> list[str]:
+    """How the file's LoRA tensors differ from the release's: rank (``lora_r``) and target projections."""
+    ranks: set[int] = set()
+    targets: dict[int, set[str]] = {}
+    for key, t in state.items():
+        m = _LORA_TENSOR.match(key)
+        if not m or not isinstance(t, torch.Tensor) or t.dim() != 2:
+            continue
+        targets.setdefault(int(m.group(1)), set()).add(m.group(2))
+        ranks.add(int(t.shape[0] if m.group(3) == "A" else t.shape[1]))
+    problems = []
+    want_r = RELEASED_MODEL["lora_r"][0]
+    if ranks and ranks != {want_r}:
+        problems.append(f"LoRA rank: the file's lora_A/lora_B tensors have rank {sorted(ranks)}; the released "
+                        f"model has rank {want_r} (lora_alpha {RELEASED_LORA_ALPHA})")
+    want = set(RELEASED_LORA_TARGETS)
+    odd: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+    for layer, found in sorted(targets.items()):
+        if found != want:
+            odd.setdefault((tuple(sorted(found - want)), tuple(sorted(want - found))), []).append(layer)
+    for (extra, missing), layers in odd.items():
+        what = "; ".join(filter(None, [f"extra {list(extra)}" if extra else "",
+                                       f"missing {list(missing)}" if missing else ""]))
+        problems.append(f"LoRA targets of layer(s) {', '.join(map(str, layers))}: {what} (the release's: "
+                        f"{', '.join(RELEASED_LORA_TARGETS)})")
+    return problems
 
 
 def to_released_name(ours: str) -> str:
@@ -133,8 +215,9 @@ def llm_config(llm_dir: str | Path) -> dict:
     return AutoConfig.from_pretrained(str(llm_dir)).to_dict()
 
 
-def expected_model(llm_cfg: dict, visual_dim: int, audio_dim: int, visual_stream: str, *, lora_r: int = 16,
-                   lora_alpha: int = 32, lora_dropout: float = 0.05, llm_path: str = "") -> AffectGPT:
+def expected_model(llm_cfg: dict, visual_dim: int, audio_dim: int, visual_stream: str, *,
+                   lora_r: int = RELEASED_MODEL["lora_r"][0], lora_alpha: int = RELEASED_LORA_ALPHA,
+                   lora_dropout: float = RELEASED_LORA_DROPOUT, llm_path: str = "") -> AffectGPT:
     """Our model on the meta device at the LLM's shapes: its trainable parameters are the import's target."""
     model = build_model("qwen2.5-7b", meta=True, llm_config=llm_cfg, visual_dim=visual_dim, audio_dim=audio_dim,
                         visual_stream=visual_stream, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -211,6 +294,10 @@ def import_released(ckpt: str | Path, llm: str | Path, out: str | Path, visual: 
     data = load_released(ckpt)
     state = data["model"]
     stream = visual_stream_of(data, ckpt, visual)
+    problems = model_config_problems(data) + lora_problems(state)
+    if problems:
+        raise ReleasedCheckpointError(f"{ckpt}: not the released AffectGPT architecture ({len(problems)} "
+                                      "problem(s)):\n  " + "\n  ".join(problems[:40]))
     cfg = llm_config(llm)
     visual_dim, audio_dim = _dims(state)
     model = expected_model(cfg, visual_dim, audio_dim, stream, llm_path=str(llm))

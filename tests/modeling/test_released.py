@@ -25,11 +25,28 @@ MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_att
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-def released_state(llm: Path, seed: int = 7) -> dict[str, torch.Tensor]:
+# config["model"] of the released face model as its train config writes it (train_configs/
+# emercoarse_highlevelfilter4_outputhybird_bestsetup_bestfusion_lz.yaml lines 4-48; no lora_r: the release's
+# default 16, my_affectgpt/models/affectgpt.py line 753), and its datasets section (lines 51-56).
+RELEASED_MODEL_CONFIG = {
+    "arch": "affectgpt", "model_type": "pretrain_vicuna", "frozen_video_proj": False, "frozen_video_Qformer": False,
+    "frozen_audio_Qformer": False, "frozen_audio_proj": False, "frozen_multi_Qformer": False,
+    "frozen_multi_llama_proj": False, "frozen_llm": False, "multi_fusion_type": "attention",
+    "video_fusion_type": "attention", "audio_fusion_type": "attention", "image_fusion_type": "mean", "ckpt": "",
+    "ckpt_2": "", "llama_model": "Qwen25", "acoustic_encoder": "HUBERT_LARGE", "visual_encoder": "CLIP_VIT_LARGE",
+    "num_audio_query_token": 1, "num_video_query_token": 1, "num_multi_query_token": 1, "num_image_query_token": 1,
+    "max_length": 1024,
+}
+RELEASED_CONFIG = {"model": RELEASED_MODEL_CONFIG,
+                   "datasets": {"mercaptionplus": {"data_type": "video", "face_or_frame": "multiface_audio_face_text",
+                                                   "label_type": "hybird"}}}
+
+
+def released_state(llm: Path, seed: int = 7, lora_r: int = 16) -> dict[str, torch.Tensor]:
     """A seeded released-format ``model`` dict at the tiny model's shapes (with the unused image projector)."""
     from modeling.model import build_model
 
-    model = build_model("tiny", llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM)
+    model = build_model("tiny", llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, lora_r=lora_r)
     g = torch.Generator().manual_seed(seed)
     state = {to_released_name(n): torch.randn(p.shape, generator=g) * 0.05
              for n, p in model.named_parameters() if p.requires_grad}
@@ -182,10 +199,74 @@ def test_a_pickle_that_would_run_code_is_refused(released, tiny_models, tmp_path
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+def test_the_release_config_imports_with_the_releases_lora(released, tiny_models, tmp_path):
+    """A file carrying the release's whole config imports; the spec holds the release's LoRA: r 16 (affectgpt.py
+    line 753), alpha 32 and dropout 0.05 (line 116-117) on q/k/v/o/gate/up/down of every layer (lines 112-114)."""
+    ckpt = write_released(tmp_path / "full.pth", released[1], RELEASED_CONFIG)
+    assert import_released(ckpt, tiny_models["llm"], tmp_path / "full").visual_stream == "face"
+    spec = json.loads((tmp_path / "full" / "affectflow_model.json").read_text())
+    assert (spec["lora_r"], spec["lora_alpha"], spec["lora_dropout"]) == (16, 32, 0.05)
+    assert sorted(spec["lora_targets"]) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj",
+                                                   "up_proj"])
+
+
+def _with(config: dict, **model) -> dict:
+    """The release's config with ``model`` keys changed (None: removed)."""
+    section = {k: v for k, v in {**config["model"], **model}.items() if v is not None}
+    return {**config, "model": section}
+
+
+def _face_or_frame(value: str) -> dict:
+    return {**RELEASED_CONFIG, "datasets": {"mercaptionplus": {"face_or_frame": value}}}
+
+
+@pytest.mark.parametrize("config, message", [
+    # Prompts with other tokens (base_dataset.py lines 521-525: multi only; lines 540-546: adds a frame token).
+    (_face_or_frame("multiface_text"),
+     r"face_or_frame='multiface_text' is not a setting the release ships: this importer supports "
+     r"multiface_audio_face_text \(face\) or multiframe_audio_frame_text \(frame\)"),
+    (_face_or_frame("multiface_audio_face_frame_text"), r"face_or_frame='multiface_audio_face_frame_text' is not"),
+    (_with(RELEASED_CONFIG, num_video_query_token=2),
+     r"config\['model'\]: num_video_query_token=2; the released model has num_video_query_token=1"),
+    (_with(RELEASED_CONFIG, multi_fusion_type="qformer"), r"multi_fusion_type='qformer'; the released model has "
+                                                          r"multi_fusion_type='attention'"),
+    # The release's default for a missing fusion type is qformer (affectgpt.py lines 741-742).
+    (_with(RELEASED_CONFIG, audio_fusion_type=None), r"no audio_fusion_type \(the release then uses 'qformer'\)"),
+    (_with(RELEASED_CONFIG, acoustic_encoder="WAVLM_LARGE"), r"acoustic_encoder='WAVLM_LARGE'; the released model "
+                                                             r"has acoustic_encoder='HUBERT_LARGE'"),
+    (_with(RELEASED_CONFIG, visual_encoder="EVA_CLIP_G"), r"visual_encoder='EVA_CLIP_G'"),
+    (_with(RELEASED_CONFIG, lora_r=8), r"lora_r=8; the released model has lora_r=16"),
+])
+def test_a_file_of_another_setting_or_architecture_is_refused_and_nothing_is_written(config, message, released,
+                                                                                     tiny_models, tmp_path):
+    ckpt = write_released(tmp_path / "other.pth", released[1], config)
+    for visual in (None, "face"):
+        with pytest.raises(ReleasedCheckpointError, match=message) as info:
+            import_released(ckpt, tiny_models["llm"], tmp_path / "out", visual=visual)
+        assert str(ckpt) in str(info.value)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pth"]
+
+
+def test_lora_tensors_of_another_rank_or_other_targets_are_refused(released, tiny_models, tmp_path):
+    rank8 = write_released(tmp_path / "rank8.pth", released_state(Path(tiny_models["llm"]), lora_r=8),
+                           RELEASED_CONFIG)
+    with pytest.raises(ReleasedCheckpointError, match=r"LoRA rank: the file's lora_A/lora_B tensors have rank \[8\]; "
+                                                      r"the released model has rank 16"):
+        import_released(rank8, tiny_models["llm"], tmp_path / "out")
+    no_down = {k: v for k, v in released[1].items() if ".mlp.down_proj." not in k}
+    ckpt = write_released(tmp_path / "no_down.pth", no_down, RELEASED_CONFIG)
+    with pytest.raises(ReleasedCheckpointError, match=r"LoRA targets of layer\(s\) 0, 1: missing \['mlp\.down_proj'\]"):
+        import_released(ckpt, tiny_models["llm"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_visual_stream_comes_from_the_file_or_the_flag(released, tiny_models, tmp_path):
     frame = write_released(tmp_path / "frame.pth", released[1],
                            {"datasets": {"mercaptionplus": {"face_or_frame": "multiframe_audio_frame_text"}}})
     assert import_released(frame, tiny_models["llm"], tmp_path / "frame").visual_stream == "frame"
+    with pytest.raises(ReleasedCheckpointError, match=r"--visual face contradicts the file's "
+                                                      r"face_or_frame='multiframe_audio_frame_text' \(frame\)"):
+        import_released(frame, tiny_models["llm"], tmp_path / "frame-as-face", visual="face")
     unknown = write_released(tmp_path / "none.pth", released[1], config={"model": {}})
     with pytest.raises(ReleasedCheckpointError, match=r"none\.pth: the file does not say which visual stream.*--visual"):
         import_released(unknown, tiny_models["llm"], tmp_path / "none")
@@ -224,15 +305,15 @@ def test_cli_imports_and_the_model_runs_infer(released, tiny_models, synth_corpu
                                                one_thread):
     from affectflow.cli import main
     from core.config import load_config
-    from inference.infer import infer
+    from inference.infer import InferRequest, infer
 
     out = tmp_path / "imported"
     assert main(["import-released", str(released[0]), "--llm", str(tiny_models["llm"]), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert str(out) in text and "410" not in text and "46 tensors" in text and "image_llama_proj" in text
     video = synth_corpus / "video" / "sample_00000002.mp4"
-    result = infer(video, None, "I am fine.", str(out), "ov", cfg=load_config(None, ["label.max_new_tokens=4"]),
-                   models=models_dir)
+    result = infer(InferRequest(video, None, "I am fine.", str(out), load_config(None, ["label.max_new_tokens=4"]),
+                                models=models_dir))
     assert result.texts["ov"] and result.model_uri == str(out.resolve())
     bad = write_released(tmp_path / "bad.pth", _bad_state(released[1], "missing key"))
     assert main(["import-released", str(bad), "--llm", str(tiny_models["llm"]), "--out", str(tmp_path / "x")]) == 2
@@ -256,15 +337,16 @@ def test_register_logs_the_imported_model_with_its_source(released, tiny_models,
 
 def test_label_runs_on_the_imported_model(ray_session, imported, synth_corpus, models_dir, tmp_path):
     from core.config import load_config
-    from inference.labeling import label
+    from inference.labeling import LabelRequest, label
     from inference.table import read_table
     from tests.fixtures.pipeline import copy_corpus
 
     names = ["sample_00000000", "sample_00000001", "sample_00000002"]
     corpus = copy_corpus(synth_corpus, tmp_path / "corpus", names)
     out = tmp_path / "labels.parquet"
-    cfg = load_config(None, ["ray.num_cpus=2", "label.max_new_tokens=6", "preprocess.batch_size=4"])
-    summary = label(corpus, str(imported), "both", out, batch_size=3, seed=0, cfg=cfg, models=models_dir)
+    cfg = load_config(None, ["ray.num_cpus=2", "label.max_new_tokens=6", "preprocess.batch_size=4", "label.task=both",
+                             "label.batch_size=3", "seed=0"])
+    summary = label(LabelRequest(corpus, str(imported), out, cfg, models=models_dir))
     df = read_table(out).to_pandas()
     assert (summary.ok, summary.failed) == (2 * len(names), 0)
     assert sorted(set(df["name"])) == names and (df["model_uri"] == str(imported.resolve())).all()
