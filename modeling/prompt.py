@@ -40,14 +40,17 @@ QUESTIONS: dict[str, str] = {
     "sentiment": "Please select the most likely sentiment label that can best describe the person's emotional "
                  "state: positive, negative, neutral.",
 }
-# Closed-set labels over the candidates given (``--labels``), and valence over a range. The release
-# writes "ﬂoating-point" with the U+FB02 ligature; kept, so that the prompt is the released one.
+# Closed-set labels over the candidates given (``--labels``), joined with "," and no space as the release
+# joins its candidates; and valence over a range, whose ends the release prints as Python floats ("-3.0",
+# not "-3"). The release writes "ﬂoating-point" with the U+FB02 ligature; kept, so that the prompt is the
+# released one.
 CLOSED_QUESTION = ("Please select the label that can best describe the person's emotional state from the "
                    "provided candidate labels: {labels}.")
+CLOSED_SEPARATOR = ","
 VALENCE_QUESTION = ("Please identify the overall positive or negative emotional polarity of the main characters. "
-                    "The output should be a \ufb02oating-point number ranging from {low:g} to {high:g}. "
-                    "Here, {low:g} indicates extremely negative emotions, 0 indicates neutral emotions, and "
-                    "{high:g} indicates extremely positive emotions. "
+                    "The output should be a \ufb02oating-point number ranging from {low} to {high}. "
+                    "Here, {low} indicates extremely negative emotions, 0 indicates neutral emotions, and "
+                    "{high} indicates extremely positive emotions. "
                     "Please provide your judgment as a \ufb02oating-point number.")
 # Named tasks, and the task name of a row that asks the user's own question.
 TASKS = ("ov", "description", "sentiment", "valence", "closed")
@@ -106,12 +109,12 @@ def question_for(task: str, labels: Sequence[str] = (), valence_range: tuple[flo
         low, high = valence_range
         if not low < 0 < high:
             raise InputError(f"valence range must be low < 0 < high, got {valence_range}")
-        return VALENCE_QUESTION.format(low=low, high=high)
+        return VALENCE_QUESTION.format(low=float(low), high=float(high))
     if task == "closed":
         words = [w.strip() for w in labels if w and w.strip()]
         if len(words) < 2:
             raise InputError(f"the closed-set task needs at least two candidate labels, got {list(labels)}")
-        return CLOSED_QUESTION.format(labels=", ".join(words))
+        return CLOSED_QUESTION.format(labels=CLOSED_SEPARATOR.join(words))
     raise InputError(f"unknown task {task!r} (known: {', '.join(TASKS)}; or ask your own question)")
 
 

@@ -24,6 +24,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
 # Column holding the subtitle text, in order of preference.
 SUBTITLE_COLUMNS = ("english", "subtitle", "text", "transcript")
+# Cells pandas' read_csv reads as missing by default (its documented na_values, pandas 2.2.3 as the release
+# pins it); the release reads subtitles with read_csv and makes a missing one "" (e.g. mer2023.py lines 53-57),
+# so a subtitle "NA", "None", "null" or "nan" reaches its prompt as an empty subtitle. Matched on the raw cell.
+PANDAS_NA_CELLS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                             "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 @dataclass
@@ -95,10 +100,18 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def subtitle_cell(value: str | None) -> str:
+    """A subtitle cell as the release's prompt receives it: "" for a cell pandas reads as missing
+    (:data:`PANDAS_NA_CELLS`), else the text (stripped)."""
+    if value is None or value in PANDAS_NA_CELLS:
+        return ""
+    return value.strip()
+
+
 def _subtitle_of(row: dict[str, str]) -> str:
     for col in SUBTITLE_COLUMNS:
-        if row.get(col):
-            return row[col].strip()
+        if subtitle_cell(row.get(col)):
+            return subtitle_cell(row[col])
     return ""
 
 
@@ -376,8 +389,7 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
                 f"{transcript_path}: missing column {ds.transcript_column!r} "
                 f"(has {sorted(row)}); {ds.name} reads its subtitle from it"
             )
-        value = row[ds.transcript_column]
-        texts.setdefault(row["name"], ((value or "").strip(), err))
+        texts.setdefault(row["name"], (subtitle_cell(row[ds.transcript_column]), err))
     video_dir = folder / ds.video_folder
     if not video_dir.is_dir():
         raise MissingFileError(f"{ds.name}: video folder {video_dir} does not exist")

@@ -76,6 +76,28 @@ def test_folder_rows(tmp_path, synth_corpus):
 
 
 
+# Subtitle cells as the release's prompt receives them: it reads subtitles with pandas' read_csv and turns a
+# missing cell into "" (my_affectgpt/datasets/datasets/mer2023.py lines 53-57, mercaptionplus_dataset.py lines
+# 62-66); read_csv's default na_values (pandas 2.2.3, environment.yml line 203) make these cells missing, quoted
+# or not, while "na", "Nan" and "none" stay text.
+NA_SUBTITLES = {"a": ("NA", ""), "b": ("None", ""), "c": ("null", ""), "d": ("nan", ""), "e": ("N/A", ""),
+                "f": ("NULL", ""), "g": ("<NA>", ""), "h": ('"NA"', ""), "i": ("na", "na"), "j": ("Nan", "Nan"),
+                "k": ("none", "none"), "l": ("I said NA.", "I said NA.")}
+
+
+def test_na_subtitle_cells_are_empty_subtitles_as_in_the_release(tmp_path):
+    csv_text = "name,english\n" + "".join(f"{n},{cell}\n" for n, (cell, _) in NA_SUBTITLES.items())
+    (tmp_path / "mer").mkdir()
+    (tmp_path / "mer" / "subtitle_chieng.csv").write_text(csv_text)
+    rows = {r.name: r.subtitle for r in read_mer2025(tmp_path / "mer")}
+    assert rows == {n: want for n, (_, want) in NA_SUBTITLES.items()}
+    (tmp_path / "clips").mkdir()
+    for n in NA_SUBTITLES:
+        (tmp_path / "clips" / f"{n}.mp4").write_bytes(b"")
+    (tmp_path / "clips" / "subtitles.csv").write_text(csv_text)
+    assert {r.name: r.subtitle for r in read_folder(tmp_path / "clips")} == rows
+
+
 def test_folder_links_stay_inside_the_root(tmp_path, synth_corpus):
     """A link out of the corpus root is refused (unless follow_symlinks), a dangling one is a failed row."""
     outside = tmp_path / "elsewhere"

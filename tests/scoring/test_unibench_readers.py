@@ -177,3 +177,19 @@ def test_ov_merd_plus_is_read_in_the_mer2025_ov_layout(unibench):
     for r in read_unibench("OVMERDPlus", unibench.root):
         assert r.subtitle == english[r.name].strip() and r.face.endswith(f"openface_face/{r.name}/{r.name}.npy")
         assert Path(r.face).is_file()
+
+
+def test_an_na_transcript_cell_is_an_empty_subtitle_as_in_the_release(unibench, tmp_path):
+    """The release reads the transcript with pandas' read_csv and makes a missing cell "" (e.g.
+    my_affectgpt/datasets/datasets/cmumosi.py lines 53-57): a subtitle "NA" or "null" is no subtitle."""
+    ds = DATASETS["MER2023"]
+    folder = tmp_path / ds.folder
+    shutil.copytree(unibench.root / ds.folder, folder)
+    path = folder / ds.transcript_file
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    first, second = unibench.test_names["MER2023"][:2]
+    df.loc[df["name"] == first, ds.transcript_column] = "NA"
+    df.loc[df["name"] == second, ds.transcript_column] = "null"
+    df.to_csv(path, index=False)
+    rows = {r.name: r.subtitle for r in read_unibench("MER2023", tmp_path)}
+    assert (rows[first], rows[second]) == ("", "") and all(rows[n] for n in unibench.test_names["MER2023"][2:])
