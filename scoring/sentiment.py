@@ -20,11 +20,28 @@ One label's valence (+1, -1, 0, or none when nothing is known about it), first r
    spot_emotions`), which are decided as a list (below).
 6. Otherwise the label has no valence and casts no vote.
 
-A list: labels are counted once each. The list is **positive** when more labels are positive
-than negative, **negative** when more are negative; on a tie between them the **first** label
-with a valence decides (AffectGPT names the leading emotion first); with no positive or negative
-label (only neutral or unknown labels, e.g. ``[calm, surprised]``) or an **empty** list
-(``[]``; the reference's prompt itself maps ``[]`` to neutral) it is **neutral**.
+A list by the rules alone (`SentimentRules.decide`): labels are counted once each. The list is
+**positive** when more labels are positive than negative, **negative** when more are negative; on
+a tie between them the **last** label with a valence decides (on the released outputs' tied lists
+the reference LLM sided with the last polar label 1,353 times, with the first 474 times); with no
+positive or negative label (only neutral or unknown labels, e.g. ``[calm, surprised]``) or an
+**empty** list (``[]``; the reference's prompt itself maps ``[]`` to neutral) it is **neutral**.
+
+The mapping that scores (`SentimentMapping`, ``score.sentiment=rules``) is calibrated on what the
+reference scorer's LLM answered for the released model's own label lists
+(``scoring/calibration/sentiment/``, see its SOURCE.md):
+
+1. **calibration**: a list seen there gets the reference's own answer for it (the LLM gives the
+   same answer to the same list 99.9 % of the time).
+2. **weights**: otherwise each label casts a weight, the sum decides. A label's weight is the sum of
+   small learned weights of what is known about it: the label itself, its wheel base form, its
+   level-1 word on each wheel, its valence by the rules above, and its VADER lexicon valence
+   (``scoring/lexicon/``, MIT). Later labels count more: the i-th of n labels is multiplied by
+   ``1 + i/(n-1)`` (the last twice the first), the reference LLM's recency. **positive** when the
+   positive score is above 0, else **negative** when the negative score is, else **neutral**.
+   Both scores are L2-regularised logistic regressions (positive vs not, negative vs not) fitted
+   by `calibrate`; their weights ship in ``scoring/sentiment_weights.json`` with the agreement they
+   reached on the set they were not fitted on (`cross_set_agreement`).
 """
 
 from __future__ import annotations
@@ -134,7 +151,8 @@ class SentimentDecision:
 
 def normalise(label: str) -> str:
     """Lower case, outer quotes/brackets/punctuation stripped, inner whitespace collapsed."""
-    return " ".join(str(label).lower().replace("’", "'").strip(_STRIP).split())
+    # "positive_emotions" and "lack_of_interest" are written with underscores now and then.
+    return " ".join(str(label).lower().replace("’", "'").replace("_", " ").strip(_STRIP).split())
 
 
 class SentimentRules:
@@ -208,7 +226,7 @@ class SentimentRules:
         return LabelValence(text, None, "unknown")
 
     def decide(self, labels: Iterable[str]) -> SentimentDecision:
-        """The list's sentiment: majority of positive vs negative labels, a tie to the first, else neutral."""
+        """The list's sentiment: majority of positive vs negative labels, a tie to the last, else neutral."""
         items: list[LabelValence] = []
         seen: set[str] = set()
         for label in labels:
@@ -225,6 +243,335 @@ class SentimentRules:
         if pos != neg:
             word = "positive" if pos > neg else "negative"
             return SentimentDecision(word, f"majority: {pos} positive, {neg} negative", tuple(items))
-        first = next(v for v in items if v.valence in (1, -1))
-        return SentimentDecision(WORDS[first.valence], f"tie {pos}:{neg}: the first ({first.label}) decides",
+        last = next(v for v in reversed(items) if v.valence in (1, -1))
+        return SentimentDecision(WORDS[last.valence], f"tie {pos}:{neg}: the last ({last.label}) decides",
                                  tuple(items))
+
+
+# ---------------------------------------------------------------- the calibrated mapping
+
+WEIGHTS_FILE = "sentiment_weights.json"
+LEXICON_FILE = "lexicon/vader.csv"
+CALIBRATION_DIR = "calibration/sentiment"
+# The packaged calibration sets: MER-UniBench dataset name -> file under CALIBRATION_DIR.
+CALIBRATION_SETS = {"CMUMOSI": "cmumosi.csv", "SIMS": "sims.csv"}
+CALIBRATION_COLUMNS = ("dataset", "checkpoint", "name", "openset", "llm_sentiment")
+INTERCEPT = "(intercept)"
+# L2 strength of the two regressions (sklearn's C) and the scale of the shared features: a larger
+# scale is a weaker penalty, so the valence by the rules (x3) carries a word the calibration never
+# saw, and the five wheel words (x0.5 each) weigh about as much as the label itself.
+REGULARISATION_C = 0.3
+VALENCE_SCALE = 3.0
+WHEEL_SCALE = 0.5
+
+
+def _package_file(name: str) -> Path:
+    return Path(str(resources.files("scoring") / name))
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One released label list and what the reference scorer's LLM answered for it."""
+
+    dataset: str
+    checkpoint: str
+    name: str
+    openset: str
+    llm_sentiment: str
+
+    @property
+    def answer(self) -> str:
+        """The answer as the reference metric reads it: anything but positive/negative is neutral."""
+        return reference_word(self.llm_sentiment)
+
+
+def reference_word(answer: str) -> str:
+    """positive / negative as given, anything else neutral (how the reference scorer reads the LLM's
+    answer: AffectGPT ``evaluation.py`` ``calculate_dimension_zeroshot``, lines 174-183)."""
+    word = str(answer).strip().lower()
+    return word if word in ("positive", "negative") else "neutral"
+
+
+def read_calibration(path: str | Path) -> list[CalibrationRow]:
+    """The rows of one calibration CSV (columns ``CALIBRATION_COLUMNS``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"sentiment calibration file {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in CALIBRATION_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"sentiment calibration file {path}: missing column(s) {missing} "
+                             f"(has {reader.fieldnames})")
+        rows = []
+        for row, rec in enumerate(reader, start=2):
+            if not (rec["llm_sentiment"] or "").strip():
+                raise InputError(f"sentiment calibration file {path} row {row}: empty llm_sentiment")
+            rows.append(CalibrationRow(*(rec[c] or "" for c in CALIBRATION_COLUMNS)))
+    return rows
+
+
+def packaged_calibration() -> dict[str, list[CalibrationRow]]:
+    """The calibration sets shipped in ``scoring/calibration/sentiment/``, by dataset name."""
+    return {ds: read_calibration(_package_file(f"{CALIBRATION_DIR}/{f}")) for ds, f in CALIBRATION_SETS.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def read_lexicon(path: str | None = None) -> dict[str, float]:
+    """Word -> mean valence (-4..4) of the packaged VADER lexicon (or the CSV ``word,valence`` at ``path``)."""
+    path = Path(path) if path else _package_file(LEXICON_FILE)
+    if not path.is_file():
+        raise MissingFileError(f"valence lexicon {path} does not exist")
+    out: dict[str, float] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row, rec in enumerate(csv.DictReader(fh), start=2):
+            try:
+                out[rec["word"].strip().lower()] = float(rec["valence"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise InputError(f"valence lexicon {path} row {row}: expected word,valence, got {rec}") from None
+    return out
+
+
+def list_key(labels: Iterable[str]) -> tuple[str, ...]:
+    """A list as the calibration lookup matches it: its labels normalised, in order."""
+    return tuple(t for t in (normalise(x) for x in labels) if t)
+
+
+def reference_answers(rows: Iterable[CalibrationRow]) -> dict[tuple[str, ...], tuple[str, int]]:
+    """List key -> (the reference's most frequent answer for it, how many rows gave that list)."""
+    from features.labels import parse_openset
+
+    seen: dict[tuple[str, ...], dict[str, int]] = {}
+    for r in rows:
+        counts = seen.setdefault(list_key(parse_openset(r.openset)), {})
+        counts[r.answer] = counts.get(r.answer, 0) + 1
+    # Most frequent answer; a tie (3 lists of 8,001 rows) goes to the alphabetically first word.
+    return {k: (min(c, key=lambda w: (-c[w], w)), sum(c.values())) for k, c in seen.items() if k}
+
+
+@dataclass(frozen=True)
+class SentimentWeights:
+    """The two regressions' weights by feature name, the sets they were fitted on and, when
+    measured, the agreement reached on the other set (``{"A->B": {...}}``)."""
+
+    positive: dict[str, float]
+    negative: dict[str, float]
+    calibrated_on: tuple[str, ...]
+    agreement: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "SentimentWeights":
+        """Read the weights at ``path`` (default: the packaged ``scoring/sentiment_weights.json``)."""
+        import json
+
+        path = Path(path) if path else _package_file(WEIGHTS_FILE)
+        if not path.is_file():
+            raise MissingFileError(f"sentiment weights {path} do not exist")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            weights = data["weights"]
+            return cls({f: float(w[0]) for f, w in weights.items()}, {f: float(w[1]) for f, w in weights.items()},
+                       tuple(data["calibrated_on"]), data.get("agreement", {}))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise InputError(f"sentiment weights {path}: expected {{'calibrated_on', 'agreement', 'weights': "
+                             f"{{feature: [positive, negative]}}}}: {exc!r}") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON, one feature a line, sorted (diffs show what a recalibration moved)."""
+        import json
+
+        path = Path(path)
+        names = sorted(set(self.positive) | set(self.negative))
+        lines = [f"  {json.dumps(n)}: [{self.positive.get(n, 0.0)}, {self.negative.get(n, 0.0)}]" for n in names]
+        head = {"method": "logistic regressions, positive vs not and negative vs not (scoring.sentiment)",
+                "calibrated_on": list(self.calibrated_on), "agreement": self.agreement}
+        text = json.dumps(head, indent=1, sort_keys=True)[:-2] + ',\n "weights": {\n' + ",\n".join(lines) + "\n }\n}\n"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+class SentimentMapping:
+    """Label list -> sentiment as calibrated on the reference's answers (the module docstring)."""
+
+    def __init__(self, wheel: EmotionWheel, weights: SentimentWeights | None = None,
+                 answers: dict[tuple[str, ...], tuple[str, int]] | None = None, *,
+                 table: ValenceTable | None = None, lexicon: dict[str, float] | None = None):
+        """``weights`` default to the packaged ones and ``answers`` to the packaged calibration
+        sets' (pass ``{}`` for the weights alone)."""
+        self.rules = SentimentRules(wheel, table)
+        self.weights = weights or SentimentWeights.load()
+        if answers is None:
+            answers = reference_answers(r for rows in packaged_calibration().values() for r in rows)
+        self.answers = answers
+        self.lexicon = read_lexicon() if lexicon is None else lexicon
+        self._memo: dict[str, dict[str, float]] = {}
+
+    def label_features(self, item: LabelValence) -> dict[str, float]:
+        """What is known about one label, as weighted features (before its position weight)."""
+        found = self._memo.get(item.label)
+        if found is not None:
+            return found
+        text, wheel = item.label, self.rules.wheel
+        feats = {f"label:{text}": 1.0,
+                 f"valence:{WORDS.get(item.valence, 'unknown') if item.valence is not None else 'unknown'}":
+                     VALENCE_SCALE}
+        bases = wheel.form2bases.get(text)
+        if bases:
+            feats[f"base:{bases[0]}"] = 1.0
+            for k in range(1, wheel.n_wheels + 1):
+                level1 = wheel.map_label(text, k)
+                if level1:
+                    feats[f"wheel{k}:{level1}"] = WHEEL_SCALE
+        value = self._lexicon_valence(text, bases or [])
+        if value is None:
+            feats["lexicon:none"] = 1.0
+        else:
+            feats["lexicon"] = value
+        self._memo[text] = feats
+        return feats
+
+    def _lexicon_valence(self, text: str, bases: list[str]) -> float | None:
+        for word in [text, *bases]:
+            if word in self.lexicon:
+                return self.lexicon[word]
+        words = [self.lexicon[w] for w in re.split(r"[\s\-]+", text) if w in self.lexicon]
+        return sum(words) / len(words) if words else None
+
+    def items(self, labels: Iterable[str]) -> list[LabelValence]:
+        """The list's labels as the rules read them, each once, in order."""
+        items: list[LabelValence] = []
+        seen: set[str] = set()
+        for label in labels:
+            item = self.rules.valence(label)
+            if item.label and item.label not in seen:
+                seen.add(item.label)
+                items.append(item)
+        return items
+
+    def features(self, items: list[LabelValence]) -> list[tuple[float, dict[str, float]]]:
+        """Each label's position weight (1 for the first, 2 for the last) and its features."""
+        n = len(items)
+        return [(1.0 + (i / (n - 1) if n > 1 else 1.0), self.label_features(v)) for i, v in enumerate(items)]
+
+    def decide(self, labels: Iterable[str]) -> SentimentDecision:
+        """The list's sentiment: the reference's own answer for a calibration list, else the weights."""
+        labels = list(labels)
+        items = self.items(labels)
+        if not items:
+            return SentimentDecision("neutral", "empty list", ())
+        known = self.answers.get(list_key(labels))
+        if known is not None:
+            return SentimentDecision(known[0], f"calibration: the reference's answer for this list "
+                                               f"({known[1]} row{'s' if known[1] > 1 else ''})", tuple(items))
+        feats = self.features(items)
+        pos = self._score(self.weights.positive, feats)
+        if pos[0] > 0:
+            return SentimentDecision("positive", self._why("positive", pos, items), tuple(items))
+        neg = self._score(self.weights.negative, feats)
+        word = "negative" if neg[0] > 0 else "neutral"
+        return SentimentDecision(word, self._why(word, pos, items, neg), tuple(items))
+
+    @staticmethod
+    def _score(weights: dict[str, float], feats) -> tuple[float, list[float]]:
+        parts = [w * sum(weights.get(f, 0.0) * x for f, x in fx.items()) for w, fx in feats]
+        return weights.get(INTERCEPT, 0.0) + sum(parts), parts
+
+    @staticmethod
+    def _why(word, pos, items, neg=None) -> str:
+        def top(score):
+            ranked = sorted(zip(score[1], items), key=lambda p: -abs(p[0]))[:3]
+            return ", ".join(f"{v.label} {c:+.2f}" for c, v in ranked)
+
+        text = f"weights: positive score {pos[0]:+.2f} ({top(pos)})"
+        if neg is not None:
+            text += f"; negative score {neg[0]:+.2f} ({top(neg)})"
+        return text
+
+
+def calibrate(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,
+              table: ValenceTable | None = None, lexicon: dict[str, float] | None = None) -> SentimentWeights:
+    """Fit the two regressions on every row of ``sets`` (dataset -> rows); deterministic."""
+    import numpy as np
+    from scipy import sparse
+    from sklearn.linear_model import LogisticRegression
+
+    from features.labels import parse_openset
+
+    mapping = SentimentMapping(wheel, SentimentWeights({}, {}, ()), {}, table=table, lexicon=lexicon)
+    # An empty list is neutral by rule (the reference prompt's own example), not by the weights.
+    lists = [(items, r) for name in sorted(sets) for r in sets[name]
+             if (items := mapping.items(parse_openset(r.openset)))]
+    if not lists:
+        raise InputError("sentiment calibration: no rows with labels to calibrate on")
+    rows = [r for _, r in lists]
+    vocab: dict[str, int] = {}
+    data, cols, ptr = [], [], [0]
+    for items, _ in lists:
+        summed: dict[str, float] = {}
+        for w, fx in mapping.features(items):
+            for f, x in fx.items():
+                summed[f] = summed.get(f, 0.0) + w * x
+        for f in sorted(summed):
+            cols.append(vocab.setdefault(f, len(vocab)))
+            data.append(summed[f])
+        ptr.append(len(cols))
+    x = sparse.csr_matrix((data, cols, ptr), shape=(len(rows), len(vocab)))
+    answers = np.array([r.answer for r in rows])
+    names = sorted(vocab, key=vocab.get)
+    fitted = {}
+    for word in ("positive", "negative"):
+        y = answers == word
+        model = LogisticRegression(C=REGULARISATION_C, max_iter=10000).fit(x, y)
+        weights = {n: round(float(c), 4) for n, c in zip(names, model.coef_[0]) if round(float(c), 4)}
+        weights[INTERCEPT] = round(float(model.intercept_[0]), 4)
+        fitted[word] = weights
+    return SentimentWeights(fitted["positive"], fitted["negative"], tuple(sorted(sets)))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often a mapping gave what the reference LLM gave: positive vs not (what the metric uses)
+    and the three words, over ``rows`` rows."""
+
+    rows: int
+    positive: int
+    three_class: int
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positive / self.rows if self.rows else 0.0
+
+    @property
+    def three_class_rate(self) -> float:
+        return self.three_class / self.rows if self.rows else 0.0
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "positive_vs_not": round(self.positive_rate, 4),
+                "three_class": round(self.three_class_rate, 4)}
+
+
+def agreement(decide, rows: Iterable[CalibrationRow]) -> Agreement:
+    """``decide(labels) -> SentimentDecision`` against the reference's answers for ``rows``."""
+    from features.labels import parse_openset
+
+    n = pos = three = 0
+    for r in rows:
+        word = decide(parse_openset(r.openset)).sentiment
+        n += 1
+        pos += (word == "positive") == (r.answer == "positive")
+        three += word == r.answer
+    return Agreement(n, pos, three)
+
+
+def cross_set_agreement(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,
+                        lookup: bool = True) -> dict[str, Agreement]:
+    """For each ordered pair of sets: calibrate on the first alone (weights, and with ``lookup`` its
+    answers too) and measure on the second. Keys ``"A->B"``."""
+    out = {}
+    for a in sorted(sets):
+        weights = calibrate({a: sets[a]}, wheel)
+        mapping = SentimentMapping(wheel, weights, reference_answers(sets[a]) if lookup else {})
+        for b in sorted(sets):
+            if b != a:
+                out[f"{a}->{b}"] = agreement(mapping.decide, sets[b])
+    return out
