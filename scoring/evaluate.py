@@ -236,11 +236,11 @@ def evaluate(
                 rows[n].update(sentiment=answer, sentiment_from="llm")
             n_llm += len(todo)
         elif todo:
-            from scoring.sentiment import SentimentRules
+            from scoring.sentiment import SentimentMapping
 
-            rules = SentimentRules(wheel)
+            mapping = SentimentMapping(wheel)
             for n in todo:
-                decision = rules.decide(rows[n]["labels"])
+                decision = mapping.decide(rows[n]["labels"])
                 words[n] = decision.sentiment
                 rows[n].update(sentiment=decision.sentiment, sentiment_from="rules",
                                sentiment_rule=decision.rule)
@@ -292,8 +292,10 @@ def extraction_notes(result: dict) -> list[str]:
         notes.append(f"{labels['llm']} free-text outputs were listed by the LLM extractor")
     sentiment = ext.get("sentiment", {})
     if sentiment.get("rules"):
-        notes.append(f"{sentiment['rules']} label lists were mapped to a sentiment by the valence rules "
-                     "(no LLM)")
+        from scoring.sentiment import agreement_note
+
+        notes.append(f"{sentiment['rules']} label lists were mapped to a sentiment by the valence rules and "
+                     f"calibrated weights ({agreement_note()})")
     if sentiment.get("llm"):
         notes.append(f"{sentiment['llm']} label lists were mapped to a sentiment by the LLM extractor")
     return notes

@@ -104,8 +104,10 @@ def markdown(scores: dict) -> str:
     if scores.get("sentiment") == "rules" and any(
         DATASET_METRICS.get(ds) == "sentiment" for ds in scores["datasets"] if ds not in scores.get("skipped", {})
     ):
-        notes.append("Sentiment sets: label lists mapped to positive/negative/neutral by the valence rules "
-                     "(score.sentiment=rules, no LLM).")
+        from scoring.sentiment import agreement_note
+
+        notes.append("Sentiment sets: label lists mapped to positive/negative/neutral by the valence rules and "
+                     f"calibrated weights ({agreement_note()}).")
     if multi:
         notes.append("best: per dataset, the best of the checkpoints above "
                      "(`select_best_checkpoint`, ties to the earliest).")
@@ -306,6 +308,8 @@ def results_markdown(summary: dict) -> str:
     for d in summary.get("missing_best", []):
         notes.append(f"- {d}: no checkpoint of epochs {min(epochs)}–{max(epochs)} (use --all-epochs)")
     if summary.get("sentiment") == "rules" and any(DATASET_METRICS[d] == "sentiment" for d in datasets):
+        from scoring.sentiment import agreement_note
+
         notes.append("- Sentiment sets: the release's label lists mapped to positive/negative/neutral by the "
-                     "valence rules (score.sentiment=rules, no LLM).")
+                     f"valence rules and calibrated weights ({agreement_note()}).")
     return "\n".join(lines + notes) + "\n"

@@ -399,10 +399,8 @@ class SentimentMapping:
         """``weights`` default to the packaged ones and ``answers`` to the packaged calibration
         sets' (pass ``{}`` for the weights alone)."""
         self.rules = SentimentRules(wheel, table)
-        self.weights = weights or SentimentWeights.load()
-        if answers is None:
-            answers = reference_answers(r for rows in packaged_calibration().values() for r in rows)
-        self.answers = answers
+        self.weights = weights or _packaged_weights()
+        self.answers = _packaged_answers() if answers is None else answers
         self.lexicon = read_lexicon() if lexicon is None else lexicon
         self._memo: dict[str, dict[str, float]] = {}
 
@@ -422,7 +420,8 @@ class SentimentMapping:
                 level1 = wheel.map_label(text, k)
                 if level1:
                     feats[f"wheel{k}:{level1}"] = WHEEL_SCALE
-        value = self._lexicon_valence(text, bases or [])
+        # A lexicon knows single words: "not happy" would read as happy.
+        value = None if item.rule == "negated" or _NEGATION.match(text) else self._lexicon_valence(text, bases or [])
         if value is None:
             feats["lexicon:none"] = 1.0
         else:
@@ -486,6 +485,26 @@ class SentimentMapping:
         if neg is not None:
             text += f"; negative score {neg[0]:+.2f} ({top(neg)})"
         return text
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_weights() -> SentimentWeights:
+    return SentimentWeights.load()
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged_answers() -> dict[tuple[str, ...], tuple[str, int]]:
+    return reference_answers(r for rows in packaged_calibration().values() for r in rows)
+
+
+def agreement_note() -> str:
+    """What ``score.sentiment=rules`` is and how far it agrees with the reference's LLM, as measured
+    cross-set when the packaged weights were made (for reports)."""
+    rates = sorted(r["with_calibration_answers"]["positive_vs_not"] for r in _packaged_weights().agreement.values())
+    measured = (f"; it gives the reference LLM's positive-or-not on {100 * rates[0]:.1f}–{100 * rates[-1]:.1f} % "
+                "of released outputs it was not calibrated on" if rates else "")
+    return ("score.sentiment=rules, no LLM: calibrated on the reference LLM's answers, an approximation of the "
+            f"reference's way, score.sentiment=llm{measured}")
 
 
 def calibrate(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,

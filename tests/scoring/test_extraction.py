@@ -66,7 +66,7 @@ def test_evaluate_records_each_rows_path(mosi, wheel_dir):
     rows = {r["name"]: r for r in result["rows"]}
     assert rows["a"] == {"name": "a", "labels": ["happy", "excited"], "labels_from": "template",
                          "sentiment": "positive", "sentiment_from": "rules",
-                         "sentiment_rule": "majority: 2 positive, 0 negative"}
+                         "sentiment_rule": "calibration: the reference's answer for this list (9 rows)"}
     assert rows["b"]["labels"] == ["confused", "anxious", "helpless"] and rows["b"]["labels_from"] == "runon"
     assert rows["b"]["sentiment"] == "negative"
     assert rows["c"]["labels_from"] == "given" and rows["c"]["sentiment"] == "positive"
