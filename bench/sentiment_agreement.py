@@ -18,6 +18,7 @@ then the disagreement kinds of the last line, with counts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections import Counter
 
 from features.labels import parse_openset
@@ -27,10 +28,11 @@ from scoring.sentiment import (
     agreement,
     calibrate,
     cross_set_agreement,
+    default_weights_path,
     packaged_calibration,
     reference_answers,
 )
-from scoring.wheel import EmotionWheel, default_wheel_dir
+from scoring.wheel import EmotionWheel
 
 
 def kind(decision) -> str:
@@ -87,12 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {n:4d}  {k}; {said}")
 
     if args.write:
-        path = default_wheel_dir().parent / "sentiment_weights.json"
-        weights = calibrate(sets, wheel)
         record = {pair: {"weights_alone": weights_only[pair].as_dict(), "with_calibration_answers": a.as_dict()}
                   for pair, a in shipped.items()}
-        type(weights)(weights.positive, weights.negative, weights.calibrated_on, record).save(path)
-        print(f"\nwrote {path} (calibrated on {', '.join(weights.calibrated_on)})")
+        path = dataclasses.replace(calibrate(sets, wheel), agreement=record).save(default_weights_path())
+        print(f"\nwrote {path} (calibrated on {', '.join(sorted(sets))})")
     return 0
 
 

@@ -269,6 +269,11 @@ def _package_file(name: str) -> Path:
     return Path(str(resources.files("scoring") / name))
 
 
+def default_weights_path() -> Path:
+    """The calibrated weights shipped inside this package (``scoring/sentiment_weights.json``)."""
+    return _package_file(WEIGHTS_FILE)
+
+
 @dataclass(frozen=True)
 class CalibrationRow:
     """One released label list and what the reference scorer's LLM answered for it."""
@@ -364,7 +369,7 @@ class SentimentWeights:
         """Read the weights at ``path`` (default: the packaged ``scoring/sentiment_weights.json``)."""
         import json
 
-        path = Path(path) if path else _package_file(WEIGHTS_FILE)
+        path = Path(path) if path else default_weights_path()
         if not path.is_file():
             raise MissingFileError(f"sentiment weights {path} do not exist")
         try:

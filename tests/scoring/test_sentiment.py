@@ -23,6 +23,7 @@ from scoring.sentiment import (
     SentimentRules,
     SentimentWeights,
     ValenceTable,
+    calibrate,
     cross_set_agreement,
     default_valence_table,
     packaged_calibration,
@@ -284,9 +285,14 @@ def test_cross_set_agreement_floor(calibration, wheel_dir, report_line):
     assert {p: r["with_calibration_answers"] for p, r in recorded.items()} == {p: a.as_dict() for p, a in both.items()}
 
 
-def test_packaged_answers_and_weights_cover_both_sets(calibration, mapping):
+def test_packaged_answers_and_weights_cover_both_sets(calibration, mapping, wheel_dir):
     weights = SentimentWeights.load()
     assert weights.calibrated_on == ("CMUMOSI", "SIMS")
+    # The shipped weights are what calibrating on both packaged sets gives (bench --write).
+    refit = calibrate(calibration, EmotionWheel.load(wheel_dir))
+    for shipped, fresh in ((weights.positive, refit.positive), (weights.negative, refit.negative)):
+        assert set(fresh) <= set(shipped)  # the file lists each feature with both weights
+        assert max(abs(shipped[f] - fresh.get(f, 0.0)) for f in shipped) < 1e-3
     assert mapping.answers == reference_answers(r for rows in calibration.values() for r in rows)
     # The reference LLM answers a repeated list the same way: the lookup keeps its answer.
     agree = sum(mapping.decide(parse_openset(r.openset)).sentiment == r.answer for rows in calibration.values()
