@@ -22,10 +22,11 @@ One label's valence (+1, -1, 0, or none when nothing is known about it), first r
 
 A list by the rules alone (`SentimentRules.decide`): labels are counted once each. The list is
 **positive** when more labels are positive than negative, **negative** when more are negative; on
-a tie between them the **last** label with a valence decides (on the released outputs' tied lists
-the reference LLM sided with the last polar label 1,353 times, with the first 474 times); with no
-positive or negative label (only neutral or unknown labels, e.g. ``[calm, surprised]``) or an
-**empty** list (``[]``; the reference's prompt itself maps ``[]`` to neutral) it is **neutral**.
+a tie between them the **last** label with a valence decides (on the 429 tied rows of the
+calibration data below the reference LLM sided with the last polar label 257 times, with the
+first 65 times, and said neither 107 times); with no positive or negative label (only neutral or
+unknown labels, e.g. ``[calm, surprised]``) or an **empty** list (``[]``; the reference's prompt
+itself maps ``[]`` to neutral) it is **neutral**.
 
 The mapping that scores (`SentimentMapping`, ``score.sentiment=rules``) is calibrated on what the
 reference scorer's LLM answered for the released model's own label lists
@@ -40,8 +41,9 @@ reference scorer's LLM answered for the released model's own label lists
    ``1 + i/(n-1)`` (the last twice the first), the reference LLM's recency. **positive** when the
    positive score is above 0, else **negative** when the negative score is, else **neutral**.
    Both scores are L2-regularised logistic regressions (positive vs not, negative vs not) fitted
-   by `calibrate`; their weights ship in ``scoring/sentiment_weights.json`` with the agreement they
-   reached on the set they were not fitted on (`cross_set_agreement`).
+   by `calibrate`. Their weights, fitted on both sets, ship in ``scoring/sentiment_weights.json``
+   with the agreement the mapping reached when calibrated on one set alone and measured on the
+   other (`cross_set_agreement`, ``bench/sentiment_agreement.py``).
 """
 
 from __future__ import annotations
