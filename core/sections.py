@@ -226,9 +226,14 @@ class LabelConfig:
     # and questions 1,200). The prompt budget is separate and never shrinks with it.
     max_new_tokens: int = 0
     max_prompt_tokens: int = 800
-    # greedy (ours), or released: sampling at temperature 1 / top-p 0.9 with the LLM's own top-k and
-    # repetition penalty, up to 1,200 new tokens, seeded per (seed, sample, task) so a rerun repeats.
+    # greedy (ours), or released: sampling as the release's generate call (temperature 1, top-p 0.9,
+    # repetition penalty 1.0, the LLM's own top-k), up to 1,200 new tokens, seeded per (seed, sample, task)
+    # so a rerun repeats.
     decoding: Literal["greedy", "released"] = "greedy"
+    # Precision of the LLM and fusion: auto is what the checkpoint records (fp16 for an imported release on
+    # CUDA, as the release ran: the LLM in fp16, the fusion under fp16 autocast; bf16 for ours on CUDA; fp32
+    # on the CPU), or fp32, bf16, fp16.
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # `affectflow label` exits 1 when more of the output table's rows than this are failed.
     max_failure_rate: float = 0.01
     do_sample: bool = False
@@ -251,7 +256,7 @@ class LabelConfig:
     actors: int = 1
     actor_cpus: float = 0.5
     actor_gpus: float = 0.0
-    # "auto": CUDA (bf16) when the actor sees a GPU, else the CPU (fp32).
+    # "auto": CUDA when the actor sees a GPU, else the CPU.
     device: str = "auto"
     torch_threads: int = 1
 
@@ -262,6 +267,8 @@ class LabelConfig:
             raise ConfigError("actor_cpus and actor_gpus must be >= 0")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"dtype must be auto, fp32, bf16 or fp16, got {self.dtype!r}")
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.batch_size < 1:

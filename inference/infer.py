@@ -123,7 +123,7 @@ def infer(
         batch = WhisperASR(plan_.whisper, **enc)(batch)
         source = "asr" if str(batch["subtitle"][0]) else "none"
     text = str(batch["subtitle"][0])
-    net, resolved = load_model(resolved, device=cfg.label.device)
+    net, resolved = load_model(resolved, device=cfg.label.device, dtype=cfg.label.dtype)
     gen = DecodingSettings.from_config(lc).resolve(net.llm, next(net.fusion.parameters()).device, single=True)
     visual = torch.as_tensor(np.asarray(batch[spec.get("visual_stream", "face")], np.float32))
     audio_feats = torch.as_tensor(np.asarray(batch["audio"], np.float32))

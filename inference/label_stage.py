@@ -61,10 +61,11 @@ class LabelStage:
             # Another node of a cluster: fetch the pinned version into this node's cache.
             res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=tracking_uri,
                                                     llm_path=res.llm_path or None), ref=res.ref)
-        self.model, self.resolved = load_model(res, device=device)
+        settings = DecodingSettings(**decoding)
+        self.model, self.resolved = load_model(res, device=device, dtype=settings.dtype)
         self.asks = {str(t): str(q) for t, q in asks}
         self.tasks = list(self.asks)
-        self.config = DecodingSettings(**decoding).resolve(self.model.llm, next(self.model.fusion.parameters()).device)
+        self.config = settings.resolve(self.model.llm, next(self.model.fusion.parameters()).device)
         self.seed = seed
         self.visual_key = visual_key
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.errors import ModelRefError
+from core.errors import ConfigError, ModelRefError
 
 SPEC_FILE = "affectflow_model.json"
 FUSION_FILE = "fusion.safetensors"
@@ -25,6 +25,11 @@ STATE_FILE = "train_state.json"
 FAILURE_FILE = "run_failed.json"  # in a run folder, beside metrics.jsonl: why and where a run stopped
 DS_DIR = "deepspeed"
 DS_TAG = "state"
+# ModelSpec.source["format"] of weights imported from a released AffectGPT checkpoint_*.pth.
+RELEASED_FORMAT = "affectgpt-released"
+# Inference precisions (``label.dtype``); the torch names are accepted too.
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # What a model needs to load (the DeepSpeed state is for resuming training only).
 MODEL_FILES = (ADAPTER_DIR, FUSION_FILE, SPEC_FILE)
 CHECKPOINT_FILES = (*MODEL_FILES, STATE_FILE)
@@ -63,3 +68,17 @@ def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def pick_dtype(dtype: str, spec: dict, device: str) -> str:
+    """``fp32``, ``bf16`` or ``fp16``: ``dtype`` itself unless ``auto``, which is what the checkpoint records:
+    on CUDA, fp16 for weights imported from the release (its LLM ran in fp16, the fusion under fp16
+    autocast) and bf16 for ours; fp32 on the CPU (the release never ran there: its autocast is off on the CPU)."""
+    dtype = DTYPE_ALIASES.get(dtype, dtype)
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if not str(device).startswith("cuda"):
+        return "fp32"
+    return "fp16" if (spec.get("source") or {}).get("format") == RELEASED_FORMAT else "bf16"

@@ -108,17 +108,19 @@ class MultimodalFusion(nn.Module):
         self.multi_weights = nn.Linear(fuse, 2)
         self.multi_proj = nn.Linear(fuse, hidden)
 
+    # Weighted sums are matmuls, as the released model writes them (affectgpt.py encode_*_attention): under
+    # fp16 autocast a matmul rounds once, after accumulating, where a product-then-sum would round each term.
     def _pool(self, x: torch.Tensor, scorer: nn.Linear) -> torch.Tensor:
         scores = scorer(x)  # [B, T, 1]
         if self.pooling == "softmax":
             scores = scores.softmax(dim=1)
-        return (x * scores).sum(dim=1)  # the released model: raw scores, no normalisation
+        return torch.matmul(x.transpose(1, 2), scores).squeeze(2)  # the released model: raw scores
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         v = self.multi_visual(visual.mean(dim=1))
         a = self.multi_audio(audio.mean(dim=1))
         w = self.multi_weights(self.multi_attention(torch.cat([v, a], dim=-1)))  # [B, 2] raw weights
-        multi = w[:, :1] * v + w[:, 1:] * a
+        multi = torch.matmul(torch.stack([v, a], dim=2), w.unsqueeze(2)).squeeze(2)  # w0 * v + w1 * a
         tokens = [
             self.multi_proj(multi),
             self.audio_proj(self._pool(audio, self.audio_scorer)),
@@ -138,6 +140,8 @@ class AffectGPT(nn.Module):
         self.spec = spec
         self.tokenizer = tokenizer
         ids = placeholder_ids or {}
+        # fp16 as the released model runs: the fusion keeps fp32 weights and runs under fp16 autocast.
+        self.autocast_dtype: torch.dtype | None = None
         vis = visual_token(spec.visual_stream)
         # Splice order = the order of the placeholders in the prompt.
         self.splice_ids = [ids[t] for t in (MULTI_TOKEN, AUDIO_TOKEN, vis)] if ids else []
@@ -147,9 +151,14 @@ class AffectGPT(nn.Module):
         return self.spec.hidden_size
 
     def encode_multimodal(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """``[B,8,Dv], [B,8,Da] -> [B,3,H]`` (multi, audio, visual) in the fusion's dtype."""
+        """``[B,8,Dv], [B,8,Da] -> [B,3,H]`` (multi, audio, visual) in the fusion's dtype, or under
+        ``autocast_dtype`` autocast when it is set (:meth:`load_trainable` in fp16)."""
         dtype = self.fusion.multi_proj.weight.dtype
-        return self.fusion(visual.to(dtype), audio.to(dtype))
+        visual, audio = visual.to(dtype), audio.to(dtype)
+        if self.autocast_dtype is None:
+            return self.fusion(visual, audio)
+        with torch.autocast(visual.device.type, dtype=self.autocast_dtype):
+            return self.fusion(visual, audio)
 
     def inputs_embeds(self, input_ids: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
         """Token embeddings of ``input_ids`` with ``mm[:, k]`` at the k-th placeholder of each row.
@@ -206,7 +215,8 @@ class AffectGPT(nn.Module):
     def load_trainable(cls, ckpt: str | Path, llm_path: str | Path | None = None, *, dtype=torch.float32,
                        device: str | torch.device = "cpu", is_trainable: bool = False) -> "AffectGPT":
         """Rebuild a model from a :meth:`save_trainable` folder on the base LLM at ``llm_path``
-        (default: the path recorded in the spec)."""
+        (default: the path recorded in the spec), the LLM in ``dtype``. The fusion is in ``dtype`` too, but
+        for float16: then, as the released model runs, it keeps float32 weights under fp16 autocast."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -220,10 +230,11 @@ class AffectGPT(nn.Module):
         llm = PeftModel.from_pretrained(base, str(ckpt / ADAPTER_DIR), is_trainable=is_trainable)
         fusion = MultimodalFusion(spec.visual_dim, spec.audio_dim, spec.hidden_size, spec.pooling)
         fusion.load_state_dict(load_file(str(ckpt / FUSION_FILE)))
-        fusion.to(dtype)
+        fusion.to(torch.float32 if dtype == torch.float16 else dtype)
         fusion.requires_grad_(is_trainable)
         spec.llm_path = str(path)
         model = cls(llm, fusion, spec, tok, ids).to(device)
+        model.autocast_dtype = torch.float16 if dtype == torch.float16 else None
         return model if is_trainable else model.eval()
 
     def parameter_counts(self) -> dict[str, int]:

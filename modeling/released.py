@@ -40,6 +40,7 @@ import torch
 
 from core.errors import InputError, MissingFileError
 from core.paths import require_writable
+from modeling.checkpoint import RELEASED_FORMAT
 from modeling.model import RELEASED_NAMES, AffectGPT, build_model
 
 RELEASED_LLM_PREFIX = "llama_model."  # the released LoRA tensors; ours live under "llm."
@@ -309,7 +310,7 @@ def import_released(ckpt: str | Path, llm: str | Path, out: str | Path, visual: 
     # Put the file's tensors in place of the meta parameters (the frozen base stays on meta: only
     # the trainable weights are saved).
     model.load_state_dict({ours: state[k].float() for k, ours in mapping.items()}, strict=False, assign=True)
-    model.spec.source = {"format": "affectgpt-released", "file": ckpt.name, "sha256": sha, "epoch": epoch,
+    model.spec.source = {"format": RELEASED_FORMAT, "file": ckpt.name, "sha256": sha, "epoch": epoch,
                          "dropped": [k for k in DROPPED if k in state]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from core.errors import ConfigError
+from modeling.checkpoint import DTYPES
 from modeling.prompt import MAX_PROMPT_TOKENS
 
 
@@ -131,6 +132,8 @@ class DecodingSettings:
     ``decoding``: ``greedy`` (ours; ``do_sample``/``temperature``/``top_p`` apply) or ``released`` (the
     release's sampling, :func:`released_config`; an explicit ``max_new_tokens`` still caps its 1,200).
     ``max_new_tokens`` 0: each task's own budget. ``backend`` ``auto``: static on CUDA, hf elsewhere.
+    ``dtype``: the precision the model is loaded in (``modeling.checkpoint.pick_dtype``; ``auto``: what the
+    checkpoint records).
     """
 
     decoding: str = "greedy"
@@ -142,6 +145,7 @@ class DecodingSettings:
     backend: str = "auto"
     cache_rows: int = 64
     cache_tokens: int = 0
+    dtype: str = "auto"
 
     @classmethod
     def from_config(cls, label) -> DecodingSettings:
@@ -166,6 +170,8 @@ class DecodingSettings:
             raise ConfigError(f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
         if self.max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, got {self.max_new_tokens}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.resolve(None, device="cpu").validate()
         return self
 

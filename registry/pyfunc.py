@@ -23,8 +23,10 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
     ``text`` and ``labels``.
 
     Params (:func:`signature`): the decoding settings of ``label`` (``decoding``, ``max_new_tokens``
-    0 = each task's own budget, ``do_sample``, ``temperature``, ``top_p``, ``backend`` ...) with the same
-    defaults, and ``seed`` (sampling seeds per name+task), so a served model answers as ``label`` does.
+    0 = each task's own budget, ``do_sample``, ``temperature``, ``top_p``, ``backend``, ``dtype`` ...) with the
+    same defaults, and ``seed`` (sampling seeds per name+task), so a served model answers as ``label`` does.
+    The model is loaded in ``model_config={"dtype": ...}`` (default ``auto``), which a request's ``dtype``
+    ``auto`` keeps; a request asking for another precision loads it again in that one.
     """
 
     def load_context(self, context):
@@ -33,8 +35,20 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         if BUNDLE_ARTIFACT in arts and Path(arts[BUNDLE_ARTIFACT]).is_file():
             bundle = json.loads(Path(arts[BUNDLE_ARTIFACT]).read_text(encoding="utf-8"))
         base = os.environ.get(ENV_BASE_LLM) or arts.get(BASE_ARTIFACT) or bundle.get("base_llm_path", "")
-        resolved = ResolvedModel("pyfunc", "pyfunc", "", arts[CKPT_ARTIFACT], str(base or ""))
-        self.model, _ = load_model(resolved)
+        self.resolved = ResolvedModel("pyfunc", "pyfunc", "", arts[CKPT_ARTIFACT], str(base or ""))
+        self.dtype = ""
+        self.default_dtype = str((getattr(context, "model_config", None) or {}).get("dtype", "auto"))
+        self._load(self.default_dtype)
+
+    def _load(self, dtype: str) -> None:
+        """Hold the model in ``dtype`` (as ``modeling.checkpoint.pick_dtype`` resolves it), loading it if needed."""
+        from modeling.checkpoint import pick_device, pick_dtype, read_spec
+
+        want = pick_dtype(dtype, read_spec(self.resolved.checkpoint), pick_device("auto"))
+        if want != self.dtype:
+            self.model = None  # one copy at a time
+            self.model, _ = load_model(self.resolved, dtype=want)
+            self.dtype = want
 
     def predict(self, context, model_input, params=None):
         import numpy as np
@@ -48,8 +62,10 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
 
         params = dict(params or {})
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        settings = DecodingSettings.from_params(params)
+        self._load(self.default_dtype if settings.dtype == "auto" else settings.dtype)
         device = next(self.model.fusion.parameters()).device
-        cfg = DecodingSettings.from_params(params).resolve(self.model.llm, device)
+        cfg = settings.resolve(self.model.llm, device)
 
         def stack(col):
             return torch.as_tensor(np.stack([np.asarray(np.stack(list(v)) if isinstance(v, (list, np.ndarray))

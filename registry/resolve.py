@@ -24,7 +24,7 @@ from pathlib import Path
 from core.errors import InputError, ModelRefError
 from core.paths import inside_root
 from core.tracking import DEFAULT_CHECK_TIMEOUT_S, short_retries, unreachable
-from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_device
+from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_device, pick_dtype, read_spec
 
 BUNDLE_FILE = "affectflow_bundle.json"
 CKPT_ARTIFACT = "checkpoint"
@@ -184,7 +184,10 @@ def resolve_model(ref: str | Path, *, tracking_uri: str | None = None, llm_path:
 def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = None,
                llm_path: str | Path | None = None, device: str = "auto", dtype: str = "auto",
                cache_dir: str | Path | None = None, merge_lora: bool = True):
-    """``(AffectGPT in eval mode, ResolvedModel)``; bf16 on CUDA and fp32 on the CPU by default.
+    """``(AffectGPT in eval mode, ResolvedModel)`` in ``dtype`` (``auto|fp32|bf16|fp16``, the torch names too):
+    ``auto`` is what the checkpoint records (``modeling.checkpoint.pick_dtype``: fp16 for an imported release
+    on CUDA, bf16 for ours on CUDA, fp32 on the CPU). fp16 runs as the release did: the LLM in fp16, the
+    fusion's fp32 weights under fp16 autocast.
 
     ``merge_lora`` folds the LoRA deltas into the base weights (``merge_and_unload``): the same
     function, without the adapter's extra matmuls per layer — for inference only (the merged
@@ -197,14 +200,14 @@ def load_model(ref: "str | Path | ResolvedModel", *, tracking_uri: str | None = 
     resolved = ref if isinstance(ref, ResolvedModel) else resolve_model(
         ref, tracking_uri=tracking_uri, llm_path=llm_path, cache_dir=cache_dir)
     dev = pick_device(device)
-    if dtype == "auto":
-        dtype = "bfloat16" if dev.startswith("cuda") else "float32"
     base = resolved.llm_path or None
     if base is not None and not (Path(base) / "config.json").is_file():
         raise ModelRefError(f"base LLM {base} for {resolved.ref} not found (config.json missing): pass --llm-path "
                             f"or set ${ENV_BASE_LLM}")
     try:
-        model = AffectGPT.load_trainable(resolved.checkpoint, llm_path=base, dtype=getattr(torch, dtype), device=dev)
+        dtype = pick_dtype(dtype, read_spec(resolved.checkpoint), dev)
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        model = AffectGPT.load_trainable(resolved.checkpoint, llm_path=base, dtype=torch_dtype, device=dev)
     except FileNotFoundError as exc:
         raise ModelRefError(f"cannot load {resolved.ref}: {exc}") from None
     if merge_lora and hasattr(model.llm, "merge_and_unload"):

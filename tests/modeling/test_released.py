@@ -151,6 +151,58 @@ def test_embeddings_and_first_step_logits_equal_a_direct_computation(imported, r
     torch.testing.assert_close(got[0, -1, :vocab], want, rtol=1e-4, atol=1e-4)
 
 
+def test_auto_precision_is_what_the_checkpoint_records():
+    """An imported release runs in fp16 on CUDA: the release loads its LLM with torch_dtype=torch.float16
+    (my_affectgpt/models/affectgpt.py lines 93-96) and runs the fusion under fp16 autocast on a GPU
+    (my_affectgpt/models/blip2.py lines 36-45); ours in bf16 on CUDA; everything in fp32 on the CPU (where the
+    release's autocast is off, blip2.py line 39). An explicit precision wins."""
+    from core.errors import ConfigError
+    from modeling.checkpoint import pick_dtype
+
+    released_spec, ours = {"source": {"format": "affectgpt-released"}}, {"source": {}}
+    assert [pick_dtype("auto", released_spec, d) for d in ("cuda", "cuda:1", "cpu")] == ["fp16", "fp16", "fp32"]
+    assert [pick_dtype("auto", ours, d) for d in ("cuda", "cpu")] == ["bf16", "fp32"]
+    assert (pick_dtype("bf16", released_spec, "cuda"), pick_dtype("float16", ours, "cpu")) == ("bf16", "fp16")
+    with pytest.raises(ConfigError, match="dtype must be one of auto, fp32, bf16, fp16, got 'int8'"):
+        pick_dtype("int8", ours, "cpu")
+
+
+def _release_fusion_fp16(fusion: dict, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """The release's attention fusion as its code writes it, under fp16 autocast with fp32 weights:
+    encode_video_attention (affectgpt.py lines 463-469), encode_audio_attention (lines 558-564) and
+    encode_multi_attention (lines 622-637), each a Linear scorer, a matmul over time and a projector."""
+    lin = lambda x, name: F.linear(x, fusion[f"{name}.weight"], fusion[f"{name}.bias"])  # noqa: E731
+    with torch.autocast("cpu", dtype=torch.float16):
+        video_tok = lin(torch.matmul(visual.transpose(1, 2), lin(visual, "video_attention_mlp")).squeeze(2),
+                        "affectgpt_proj")
+        audio_tok = lin(torch.matmul(audio.transpose(1, 2), lin(audio, "audio_attention_mlp")).squeeze(2),
+                        "audio_llama_proj")
+        v = lin(torch.mean(visual, dim=1), "multi_video_embs")
+        a = lin(torch.mean(audio, dim=1), "multi_audio_embs")
+        attention = lin(lin(torch.cat([v, a], dim=1), "attention_mlp"), "fc_att").unsqueeze(2)
+        multi = lin(torch.matmul(torch.stack([v, a], dim=2), attention).squeeze(2), "multi_llama_proj")
+    return torch.stack([multi, audio_tok, video_tok], dim=1)
+
+
+def test_fp16_runs_as_the_release(imported, released):
+    """label.dtype=fp16: the LLM's weights in fp16 (affectgpt.py line 95), the fusion's in fp32 (plain
+    nn.Linear, moved with .to(device) only: inference_hybird.py line 181) under fp16 autocast, computing the
+    release's ops bit for bit."""
+    from registry.resolve import load_model
+
+    _, state = released
+    model, _ = load_model(str(imported), device="cpu", dtype="fp16")
+    assert {p.dtype for p in model.llm.parameters()} == {torch.float16}
+    assert {p.dtype for p in model.fusion.parameters()} == {torch.float32}
+    g = torch.Generator().manual_seed(3)
+    visual, audio = torch.randn(2, 8, VISUAL_DIM, generator=g), torch.randn(2, 8, AUDIO_DIM, generator=g)
+    with torch.no_grad():
+        ours = model.encode_multimodal(visual, audio)
+        want = _release_fusion_fp16({k: v for k, v in state.items() if not k.startswith("llama_model.")}, visual,
+                                    audio)
+    assert ours.dtype == want.dtype == torch.float16 and torch.equal(ours, want)
+
+
 def _bad_state(state: dict, kind: str) -> dict:
     bad = dict(state)
     if kind == "missing key":

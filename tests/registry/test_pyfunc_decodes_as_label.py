@@ -40,3 +40,36 @@ def test_served_model_gives_label_s_text(ray_session, small_store, tiny_checkpoi
     assert list(zip(df["name"], df["task"])) == list(zip(table["name"], table["task"]))
     assert list(got["text"]) == list(table["text"])
     assert table["text"].str.len().min() > 0
+
+
+def test_served_model_honours_label_dtype(tiny_checkpoint, tmp_path, one_thread):
+    """The precision is label.dtype's: loaded as model_config says (default auto: fp32 on the CPU), and a request
+    asking for fp16 gets the fp16 model (LLM fp16, fusion fp32 under autocast), whose text is load_model's."""
+    import numpy as np
+    import torch
+
+    from modeling.generate import generate
+    from modeling.sampling import DecodingSettings
+    from registry.resolve import load_model
+
+    saved = tmp_path / "pyfunc"
+    mlflow.pyfunc.save_model(saved, python_model=AffectGPTPyfunc(), signature=signature(),
+                             artifacts={CKPT_ARTIFACT: str(tiny_checkpoint),
+                                        BASE_ARTIFACT: read_spec(tiny_checkpoint)["llm_path"]},
+                             model_config={"dtype": "auto"})
+    g = np.random.default_rng(0)
+    df = pd.DataFrame({"name": ["a"], "task": ["ov"], "subtitle": ["I am fine."],
+                       "visual": [g.standard_normal((8, 768)).astype(np.float32)],
+                       "audio": [g.standard_normal((8, 64)).astype(np.float32)]})
+    served = mlflow.pyfunc.load_model(str(saved))
+    held = served.unwrap_python_model()
+    assert held.model.llm.dtype == torch.float32
+    got = served.predict(df, params={"dtype": "fp16", "max_new_tokens": 6})
+    assert (held.model.llm.dtype, held.model.fusion.multi_proj.weight.dtype) == (torch.float16, torch.float32)
+    direct, _ = load_model(str(tiny_checkpoint), device="cpu", dtype="fp16")
+    cfg = DecodingSettings(max_new_tokens=6).resolve(direct.llm, "cpu")
+    want = generate(direct, torch.as_tensor(df["visual"][0])[None], torch.as_tensor(df["audio"][0])[None],
+                    ["I am fine."], ["ov"], cfg, [0])
+    assert list(got["text"]) == want
+    loaded16 = mlflow.pyfunc.load_model(str(saved), model_config={"dtype": "fp16"}).unwrap_python_model()
+    assert loaded16.model.llm.dtype == torch.float16
