@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -87,21 +88,30 @@ def load_video_audio(source: str | Path | bytes, sr: int = 16000, label: str | N
     return _resample(to_mono(np.concatenate(parts, axis=1)), int(native), sr)
 
 
-def clip_audio(y: np.ndarray, sr: int = 16000, num_clips: int = 8, seconds: float = 2.0) -> np.ndarray:
-    """``float32 [num_clips, sr·seconds]``: zero-pad to ≥ ``seconds``, clip i spans [s_i, s_i+seconds), s_i = i·max(D−seconds, 0)/(num_clips−1).
+def clip_bounds(samples: int, sr: int, num_clips: int, seconds: float) -> list[tuple[int, int]]:
+    """``(first, end)`` sample of each clip of a ``samples``-long track, as the release cuts them.
 
-    Samples int(sr·start) to int(sr·end) as the reference; the float rounding can make one
-    slice a sample short or long, so each clip is fixed to exactly sr·seconds (zero-padded).
+    The release's audio loader (ImageBind ``data.py`` ``load_audio``) takes clip times from
+    pytorchvideo 0.1.5's ``ConstantClipsPerVideoSampler(clip_duration=2, clips_per_video=8)``:
+    clip i starts at i·max(D − seconds, 0)/num_clips seconds (D = samples/sr, a float), in exact
+    ``Fraction`` arithmetic, and spans samples int(sr·start) to int(sr·(start + seconds)).
+    """
+    step = Fraction(max(samples / sr - seconds, 0)) / num_clips
+    return [(int(sr * step * i), int(sr * (step * i + Fraction(seconds)))) for i in range(num_clips)]
+
+
+def clip_audio(y: np.ndarray, sr: int = 16000, num_clips: int = 8, seconds: float = 2.0) -> np.ndarray:
+    """``float32 [num_clips, sr·seconds]``: zero-pad to ≥ ``seconds``, then the clips of `clip_bounds`.
+
+    In exact arithmetic every clip is sr·seconds samples long; with a ``seconds`` that is not a
+    whole number of samples a slice can differ by one, so each clip is fixed to that length.
     """
     length = int(round(sr * seconds))
     y = np.asarray(y, np.float32)
     if len(y) < length:
         y = np.pad(y, (0, length - len(y)))
-    duration = len(y) / sr
-    step = max(duration - seconds, 0.0) / max(num_clips - 1, 1)
     out = np.zeros((num_clips, length), np.float32)
-    for i in range(num_clips):
-        start = i * step
-        piece = y[int(sr * start):int(sr * (start + seconds))][:length]
+    for i, (a, b) in enumerate(clip_bounds(len(y), sr, num_clips, seconds)):
+        piece = y[a:b][:length]
         out[i, :len(piece)] = piece
     return out

@@ -301,7 +301,7 @@ def hubert_spec(model_dir: str | Path, sample_rate: int = 16000, num_clips: int 
         dim=int(cfg["hidden_size"]), num_steps=num_clips, dtype=dtype,
         preprocess={
             "sample_rate": str(sample_rate), "mono": "channel mean", "resample": "soxr_hq",
-            "clips": f"{num_clips}x{clip_seconds}s at i*max(D-{clip_seconds},0)/{num_clips - 1}",
+            "clips": f"{num_clips}x{clip_seconds}s at i*max(D-{clip_seconds},0)/{num_clips}",
             "normalize": "joint over the sample's clips" if ext.get("do_normalize") else "none",
             "source": "wav else video track",
         },

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -47,12 +48,10 @@ def direct_features(corpus, models, names):
                 out[key].append(getattr(feats, "pooler_output", feats).numpy())
             y, _ = librosa.load(str(corpus / "audio" / f"{name}.wav"), sr=16000)
             y = np.pad(y, (0, max(0, 32000 - len(y))))
-            d = len(y) / 16000
-            clips = []
-            for i in range(8):
-                s = i * max(d - 2, 0) / 7
-                c = y[int(16000 * s):int(16000 * (s + 2))][:32000]
-                clips.append(np.pad(c, (0, 32000 - len(c))))
+            # The release's clip times: pytorchvideo 0.1.5 ConstantClipsPerVideoSampler(clip_duration=2,
+            # clips_per_video=8), start i * Fraction(max(D - 2, 0)) / 8 (my_affectgpt/models/ImageBind/data.py:180-206).
+            step = Fraction(max(len(y) / 16000 - 2, 0)) / 8
+            clips = [y[int(16000 * step * i):int(16000 * (step * i + 2))] for i in range(8)]
             x = ext(torch.from_numpy(np.stack(clips)), sampling_rate=16000, return_tensors="pt").input_values
             hs = hub(torch.as_tensor(np.asarray(x)).reshape(8, -1), output_hidden_states=True).hidden_states
             out["audio"].append(torch.stack(hs[-4:]).mean(0).mean(1).numpy())
@@ -174,8 +173,6 @@ def test_webdataset_layout_matches_mer2025(reference_store, synth_corpus, models
     assert again.processed == 0
 
 
-@pytest.mark.skipif(bool(__import__("pipelines.faces", fromlist=["x"]).haar_available()),
-                    reason="faces=opencv needs OpenCV's Haar cascades (opencv-python-headless<5)")
 def test_folder_layout_with_opencv_faces(ray_session, synth_corpus, models_dir, tmp_path):
     root = tmp_path / "clips"
     root.mkdir()
