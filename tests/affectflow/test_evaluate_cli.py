@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from scoring.evaluate import NeedsExtractorError, evaluate, load_predictions
 from scoring.unibench import DATASETS, get_dataset, load_gold
 from scoring.wheel import default_wheel_dir
 
-REPO = Path(__file__).resolve().parents[2]
 WHEEL = default_wheel_dir()
 
 
@@ -259,17 +257,9 @@ def test_load_predictions_forms(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory) -> Path:
-    local = REPO / ".affectflow" / "models" / "qwen2"
-    if (local / "config.json").is_file():
-        return local
-    if importlib.util.find_spec("synth.tiny_models") is None:
-        pytest.skip(
-            "no tiny Qwen2 at .affectflow/models/qwen2 and synth.tiny_models is not available"
-        )
-    from synth.tiny_models import build_tiny_models
-
-    return Path(build_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)["llm"])
+def tiny_llm(tiny_models) -> Path:
+    """The session's tiny Qwen2 (built by the tests, never read from the working tree)."""
+    return Path(tiny_models["llm"])
 
 
 def test_llm_extractor_batched_greedy_is_deterministic(tiny_llm):

@@ -101,9 +101,11 @@ def test_templated_outputs_score_as_the_strict_parse(mosi, wheel_dir, tmp_path):
     pd.DataFrame({"name": ["s1", "s2"], "openset": ["[happy, sad]", "[angry]"]}).to_csv(gt, index=False)
     texts = {"s1": T.format("joyful and sad"), "s2": T.format("angry")}
     by_text = evaluate("OVMERDPlus", gt, {n: Prediction(text=t) for n, t in texts.items()}, wheel_dir)
-    by_list = evaluate("OVMERDPlus", gt, {n: Prediction(openset="[" + ", ".join(parse_template(t)) + "]")
-                                          for n, t in texts.items()}, wheel_dir)
+    # The lists the template states, written by hand: "joyful and sad" is two labels.
+    lists = {"s1": "[joyful, sad]", "s2": "[angry]"}
+    by_list = evaluate("OVMERDPlus", gt, {n: Prediction(openset=v) for n, v in lists.items()}, wheel_dir)
     assert by_text["scores"] == by_list["scores"]
+    assert by_text["extraction"]["labels"] == {"template": 2}
 
 
 def test_write_rows(tmp_path):

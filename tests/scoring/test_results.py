@@ -86,6 +86,9 @@ def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
     assert sorted(mer) == [p.name for p in sorted((out / "results-mer2023" / MODEL).glob("checkpoint_*_loss_0.500.npz"))]
     assert [mer[c]["score"] for c in sorted(mer)] == pytest.approx([1.0, 0.5, 0.75, 0.25, 0.75])
     best = summary["best"]
+    # The release picks with np.argmax over the scores of sorted(glob('*.npz')) (evaluation.py:230-269):
+    # the first maximum, i.e. the earliest epoch of a tie; epochs 30..60 as its test_epochs list.
+    # By hand: MER2023 35 (0.75; 45 ties and comes later), CMU-MOSI 35 (4/4 right), OV-MERD+ 40 (the only one).
     assert best["MER2023"] == {"checkpoint": "checkpoint_000035_loss_0.500.npz", "epoch": 35, "score": 0.75}
     assert best["CMUMOSI"]["epoch"] == 35 and best["CMUMOSI"]["score"] == pytest.approx(1.0)
     assert best["OVMERDPlus"]["epoch"] == 40
@@ -101,11 +104,6 @@ def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
     # The choice is select_best_checkpoint's, the function `affectflow benchmark` calls.
     assert results.select_best_checkpoint is metrics.select_best_checkpoint
     assert inference.benchmark.select_best_checkpoint is metrics.select_best_checkpoint
-    by_ckpt = {}
-    for d, entry in summary["datasets"].items():
-        for c, r in entry["checkpoints"].items():
-            by_ckpt.setdefault(c, {})[d] = r["score"]
-    assert metrics.select_best_checkpoint(by_ckpt) == best
 
 
 def test_sentiment_llm_takes_the_release_sentiment_file(release, wheel_dir):

@@ -76,26 +76,31 @@ def test_packaged_wheel_files_load():
     assert EmotionWheel.load("") is wheel and EmotionWheel.load(root) is wheel
     assert wheel.n_wheels == N_WHEELS == 5
     assert all(len(g) > 10 for g in wheel.groupings)
+    # Literals from the release's own mapping (my_affectgpt/evaluation/wheel.py: func_backward_case3, lines
+    # 371-383, over read_format2raws 209-229 and read_candidate_synonym_merge 87-130) run on these files.
     assert [wheel.map_label("happy", k) for k in range(1, 6)] == [
         "happy", "happy", "joyful", "joy", "powerful"
     ]
 
 
 def test_each_wheel_level_maps_to_its_level1_word(wheel):
-    # wheel1: "mad" is a level-1 word, "aggressive" a level-2 child, "hostile" a level-3 leaf.
+    # wheel1.xlsx rows 2-5: "Mad" (level1), "Aggressive" (level2, row 4), "Hostile" (level3, row 5, blank
+    # level1/level2 cells repeat the row above); row 38 starts "Happy"... the release gives the same (wheel.py:338-360).
     assert wheel.map_label("mad", 1) == "mad"
     assert wheel.map_label("aggressive", 1) == "mad"
     assert wheel.map_label("hostile", 1) == "mad"
     assert wheel.map_label("sad", 1) == "sad"
+    assert [wheel.map_label("hostile", k) for k in range(1, 6)] == ["mad", "angry", "mad", "anger", "mad"]  # release
 
 
 def test_first_sorted_synonym_target_decides(wheel):
-    # "offended" sits under "mad" in wheel1, but the rule takes the alphabetically first
-    # synonym target present in the wheel, whatever subtree that is in.
-    grouping = wheel.groupings[0]
-    targets = sorted(t for base in wheel.form2bases["offended"] for t in wheel.synonym2words[base])
-    first = next(t for t in targets if t in grouping)
-    assert wheel.map_label("offended", 1) == grouping[first] == "disgusted"
+    # "offended" sits under "Mad" in wheel1 (wheel1.xlsx row 2, a level-2 word), but the release takes the
+    # alphabetically first synonym target present in the wheel (wheel.py:378-382): format.csv lines 807-808
+    # give the bases offended and offensive; synonym.xlsx row 154 lists "offended" among the synonyms of
+    # "disgusted" (runs 2, 5, 7), so "disgusted" is a target, and it is the first sorted target in wheel1
+    # ("detestable" sorts first but is in no wheel1 row), a level-1 word there (wheel1.xlsx row 18).
+    # The release's code gives disgusted, disgusted, mad, sad, mad over wheels 1-5.
+    assert [wheel.map_label("offended", k) for k in range(1, 6)] == ["disgusted", "disgusted", "mad", "sad", "mad"]
 
 
 def test_synonyms_and_forms_map_together(wheel):
