@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || run $(PYTHON) -m venv $(VENV); \
 	run $(PIP) install -q --upgrade "pip>=24" setuptools wheel; \
 	run $(PIP) install -q torch==2.13.0 $(TORCH_PIP_ARGS); \
-	run $(PIP) install -q -c constraints.txt -e ".[dev]"
+	run $(PIP) install -q -c constraints.txt -e ".[dev,review]"
 	@# torch goes first and pinned (above), so that no dependency can pull a multi-GB CUDA build
 	@$(PY) -c "import torch, ray, deepspeed, zarr, mlflow, decord, transformers, peft; print('installed: torch', torch.__version__, 'ray', ray.__version__, 'transformers', transformers.__version__)" >> $(INSTALL_LOG) 2>&1 && tail -n 1 $(INSTALL_LOG)
 	@touch $(STAMP)

@@ -21,13 +21,13 @@ import argparse
 import sys
 from typing import Sequence
 
-from affectflow.commands import benchmark, demo, evaluate, label, preprocess, released, setup, store, train
+from affectflow.commands import benchmark, demo, evaluate, label, preprocess, released, review, setup, store, train
 from affectflow.options import add_verbose_option
 from core.console import command_console
 from core.errors import AffectFlowError
 
 # The command families, in the order they appear in --help.
-COMMANDS = (setup, demo, preprocess, store, train, released, label, evaluate, benchmark)
+COMMANDS = (setup, demo, preprocess, store, train, released, label, evaluate, benchmark, review)
 
 
 def build_parser() -> argparse.ArgumentParser:
