@@ -4,10 +4,23 @@ relative paths read from files we do not trust, which must stay under their root
 
 from __future__ import annotations
 
+import os
+import reprlib
 import tempfile
 from pathlib import Path
 
 from core.errors import InputError
+
+
+def absolute(path: str | Path | None) -> Path | str | None:
+    """``path`` made absolute once, where a job's request is built (Ray workers run in other
+    directories); an fsspec URL (``s3://...``) stays as given, None and "" give None. Links are
+    not followed: a corpus root that is a link stays the root its rows are checked against."""
+    if path is None or str(path) == "":
+        return None
+    if "://" in str(path):
+        return str(path)
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def require_writable(path: str | Path, what: str, *, folder: bool) -> None:
@@ -46,10 +59,15 @@ def name_problem(name: object) -> str:
     outer spaces, not empty. ``..`` anywhere is refused (``..x`` too), as the readers always did.
     """
     if not isinstance(name, str) or not name.strip():
-        return f"empty sample name {name!r}"
+        return f"empty sample name {reprlib.repr(name)}"
     if "/" in name or "\\" in name or ".." in name or "\x00" in name or name != name.strip():
-        return f"sample name {name!r} has a path separator, '..', NUL or outer spaces"
+        return f"sample name {_short(name)} has a path separator, '..', NUL or outer spaces"
     return ""
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``repr(text)``, cut in the middle past ``limit`` characters (a name may come from a huge cell)."""
+    return repr(text) if len(text) <= limit else repr(text[: limit // 2]) + "…" + repr(text[-limit // 2:])
 
 
 def inside_root(root: str | Path, relative: str, what: str) -> Path:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -71,8 +73,15 @@ def unique_by_name(rows: Iterable) -> list:
     return out
 
 
+# The longest cell a manifest CSV may hold (Python's csv module refuses longer ones by default
+# and raised out of the reader, ending the job); a longer cell fails its row only.
+MAX_CSV_FIELD_CHARS = 131_072
+_CSV_LIMIT = threading.Lock()  # csv.field_size_limit is process-wide
+
+
 def read_csv_rows(path: Path | str, data: bytes | None = None) -> list[tuple[int, dict[str, str], str]]:
-    """``(line, row, error)`` for each data row; a cell that is not UTF-8 gives that row an error.
+    """``(line, row, error)`` for each data row; a cell that is not UTF-8, or longer than
+    ``MAX_CSV_FIELD_CHARS``, gives that row an error (the long cell is dropped).
 
     ``data``: the file's bytes when it is not on local disk (``path`` then only names it).
 
@@ -82,22 +91,40 @@ def read_csv_rows(path: Path | str, data: bytes | None = None) -> list[tuple[int
     data = Path(path).read_bytes() if data is None else data
     text = data.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None or "name" not in reader.fieldnames:
-        raise InputError(f"{path}: expected a header row with a 'name' column, got {reader.fieldnames}")
+    with _CSV_LIMIT:
+        # Parse cells of any length (the file is in memory already); each row's are checked below.
+        saved = csv.field_size_limit(max(len(text) + 1, MAX_CSV_FIELD_CHARS))
+        try:
+            fieldnames = reader.fieldnames
+            parsed = [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:  # not raised by the default dialect with the limit above
+            raise InputError(f"{path} line {reader.line_num}: not a CSV row ({exc})") from None
+        finally:
+            csv.field_size_limit(saved)
+    if fieldnames is None or "name" not in fieldnames:
+        raise InputError(f"{path}: expected a header row with a 'name' column, got {fieldnames}")
     out = []
-    for row in reader:
-        line = reader.line_num
+    for line, row in parsed:
         bad = [k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)]
         error = f"subtitle/not-utf8: {path} line {line}: column(s) {bad} are not valid UTF-8" if bad else ""
         clean = {k: (v if isinstance(v, str) else "") for k, v in row.items() if k is not None}
+        long = [k for k, v in clean.items() if len(v) > MAX_CSV_FIELD_CHARS]
+        if long:
+            error = (f"manifest/field-too-large: {path} line {line}: column(s) {long} hold over "
+                     f"{MAX_CSV_FIELD_CHARS:,} characters")
+            # A long name is kept cut (the row fails under it); other long cells are dropped.
+            clean = {k: (v[:80] + "…" if k == "name" else "") if k in long else v for k, v in clean.items()}
         if bad:
             clean = {k: v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for k, v in clean.items()}
         out.append((line, clean, error))
     return out
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")  # the bytes surrogateescape could not decode
+
+
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def subtitle_cell(value: str | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from features.labels import LABEL_COLUMNS, openset_to_store, reason_to_store
-from pipelines.audio import clip_audio, load_video_audio, load_wav
+from pipelines.audio import load_clips
 from pipelines.errors import SampleError
 from pipelines.faces import HaarFaces, PyFeatFaces, detect_faces, load_face_stack, sample_faces
 from pipelines.frames import decode_frames
@@ -117,24 +117,30 @@ class AudioStage:
     def __init__(self, sample_rate: int = 16000, num_clips: int = 8, clip_seconds: float = 2.0,
                  keep_waveform_s: float = 0.0):
         self.sr, self.num_clips, self.seconds = sample_rate, num_clips, clip_seconds
-        self.keep = int(keep_waveform_s * sample_rate)
+        self.keep_s = keep_waveform_s
 
     def __call__(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         wav, wav_label = _source(row, "audio")
         if wav_label:
-            y = load_wav(wav, self.sr, label=wav_label)
+            source, kind, label = wav, "wav", wav_label
         else:
-            video, video_label = _source(row, "video")
-            y = load_video_audio(video, self.sr, label=video_label)
-        waveform = y[: self.keep] if self.keep else np.zeros(0, np.float32)
-        return clip_audio(y, self.sr, self.num_clips, self.seconds), waveform
+            (source, label), kind = _source(row, "video"), "video"
+        # Bounded: the header is checked first and a long track is read only where the clips lie.
+        return load_clips(source, kind, self.sr, self.num_clips, self.seconds, self.keep_s, label=label)
+
+
+# The longest subtitle stored, in characters: four times what a 1,024-token prompt holds of English
+# (~4 characters a token). A prompt keeps at most that budget of the subtitle anyway, and a
+# 20 MB subtitle tokenized whole before it was shortened took 3.9 GiB and a minute.
+MAX_SUBTITLE_CHARS = 16_384
 
 
 def clean_subtitle(text: Any) -> str:
-    """The subtitle as stored: a string with outer whitespace stripped (NaN/None -> "")."""
+    """The subtitle as stored: a string with outer whitespace stripped (NaN/None -> ""), cut to
+    ``MAX_SUBTITLE_CHARS`` before anything tokenizes it."""
     if text is None or (isinstance(text, float) and text != text):
         return ""
-    return str(text).strip()
+    return str(text).strip()[:MAX_SUBTITLE_CHARS]
 
 
 class DecodeStage:

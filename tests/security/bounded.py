@@ -2,7 +2,9 @@
 
 A test of bounded memory cannot measure in its own process (its peak includes every earlier
 test). The child gets an address-space limit (so a regression fails with MemoryError instead of
-taking the shared machine's memory), and its peak RSS comes back from the kernel (``wait4``).
+taking the shared machine's memory). Its peak RSS is the kernel's high-water mark of the child's
+own address space (``VmHWM`` in ``/proc/<pid>/status``), which the child reports at exit and the
+parent polls meanwhile (``wait4``'s ``ru_maxrss`` would count the forked test process too).
 """
 
 from __future__ import annotations
@@ -33,6 +35,32 @@ class ChildRun:
                 f"stdout {self.out.strip()[-300:]!r}; stderr tail {tail}")
 
 
+_REPORT = """
+import atexit as _atexit, sys as _sys
+def _affectflow_hwm():
+    with open('/proc/self/status') as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith('VmHWM'))
+    _sys.stderr.write('\\n@@VmHWM %d\\n' % kb)
+_atexit.register(_affectflow_hwm)
+"""
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _exec_done(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[1:2] == [b"-c"]
+    except OSError:
+        return True
+
+
 def run_child(code: str, *, address_space_mb: int = 3072, timeout_s: float = 120.0) -> ChildRun:
     """Run ``code`` with ``python -c`` in the repo, address space capped at ``address_space_mb``."""
     limit = address_space_mb * 2**20
@@ -42,16 +70,40 @@ def run_child(code: str, *, address_space_mb: int = 3072, timeout_s: float = 120
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, preexec_fn=cap,
+    proc = subprocess.Popen([sys.executable, "-c", _REPORT + code], cwd=REPO, env=env, preexec_fn=cap,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    polled = [0]
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set() and not _exec_done(proc.pid):  # before the exec it is the test's own image
+            time.sleep(0.005)
+        while not done.is_set():
+            polled[0] = max(polled[0], _hwm_kb(proc.pid))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=poll, daemon=True)]
+    out_parts: list[str] = []
+    threads.append(threading.Thread(target=lambda: out_parts.append(proc.stdout.read()), daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        err = _read_err(proc, timeout_s)
+    finally:
+        done.set()
+    threads[1].join()
+    reported = [int(line.split()[1]) for line in err.splitlines() if line.startswith("@@VmHWM ")]
+    err = "\n".join(line for line in err.splitlines() if not line.startswith("@@VmHWM "))
+    peak_kb = max([polled[0], *reported])
+    return ChildRun(proc.returncode, "".join(out_parts), err, peak_kb / 1024, time.perf_counter() - t0)
+
+
+def _read_err(proc: subprocess.Popen, timeout_s: float) -> str:
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
-    out_parts: list[str] = []
-    reader = threading.Thread(target=lambda: out_parts.append(proc.stdout.read()), daemon=True)
-    reader.start()
-    err = proc.stderr.read()
-    reader.join()
-    _, status, usage = os.wait4(proc.pid, 0)
-    timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ChildRun(proc.returncode, "".join(out_parts), err, usage.ru_maxrss / 1024, time.perf_counter() - t0)
+    try:
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+    return err
