@@ -190,3 +190,16 @@ def test_clear_errors_name_the_missing_file(released, tmp_path):
     (copy / "label.npz").unlink()
     with pytest.raises(FileNotFoundError, match="label.npz"):
         read_unibench("MELD", copy.parent)
+
+
+def test_an_na_transcript_cell_is_an_empty_subtitle_as_in_the_release(released, tmp_path):
+    """The release reads the transcript with pandas' read_csv and makes a missing cell "" (mer2023.py lines
+    53-57); read_csv's default na_values make "NA" and "null" missing, so those rows have no subtitle."""
+    layout = LAYOUTS["MER2023"]
+    folder = tmp_path / layout.folder
+    shutil.copytree(released / layout.folder, folder)
+    with open(folder / layout.transcript, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["name", "chinese", "english"], ["sample_00000003", "中文", "NA"],
+                                 ["sample_00000007", "中文", "null"]])
+    assert {r.name: r.subtitle for r in read_unibench("MER2023", tmp_path)} == {"sample_00000003": "",
+                                                                             "sample_00000007": ""}
