@@ -253,6 +253,63 @@ def read_state(folder: str | Path) -> dict:
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         raise MissingFileError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
+# What DeepSpeed's resume state may hold besides tensors and plain data: its ZeRO stage enum,
+# loss scaler and fragment addresses (found by torch.serialization.get_unsafe_globals_in_checkpoint
+# on ZeRO-2/3 checkpoints). Anything else in these pickles could only be a payload: a planted
+# `mp_rank_00_model_states.pt` ran os.system when loaded with weights_only=False, as DeepSpeed does.
+RESUME_GLOBALS = (
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
+def resume_globals() -> list:
+    """The classes of :data:`RESUME_GLOBALS`, for ``torch.serialization.safe_globals``."""
+    import importlib
+
+    return [getattr(importlib.import_module(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1])
+            for name in RESUME_GLOBALS]
+
+
+def check_resume_files(folder: str | Path) -> None:
+    """Refuse a run or checkpoint folder whose DeepSpeed state names anything outside
+    :data:`RESUME_GLOBALS`, before anything is loaded or started (``TrainingError`` naming the file).
+
+    Reads only each file's pickle opcodes (``get_unsafe_globals_in_checkpoint``): nothing is built.
+    Run folders may sit on shared storage that others can write.
+    """
+    for path in sorted(Path(folder).rglob("*.pt")):
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as exc:  # noqa: BLE001 - not a zip checkpoint, truncated, garbled
+            raise TrainingError(f"refused to resume from {path}: not a torch checkpoint this run wrote "
+                                f"({type(exc).__name__}: {str(exc)[:200]})") from None
+        unknown = [n for n in names if n not in RESUME_GLOBALS]
+        if unknown:
+            raise TrainingError(f"refused to resume from {path}: it names {', '.join(unknown[:3])}, which a "
+                                "training checkpoint never holds (a planted pickle?); nothing was loaded")
+
+
+def weights_only_engine(config):
+    """A DeepSpeed checkpoint engine that saves as DeepSpeed does but loads with ``weights_only=True``
+    (tensors, plain data and :data:`RESUME_GLOBALS` only): a payload in the file raises instead of running."""
+    import pickle
+
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location=None):
+            try:
+                with torch.serialization.safe_globals(resume_globals()):
+                    return torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError as exc:
+                raise TrainingError(f"refused to resume from {path}: {str(exc).splitlines()[0][:300]}") from None
+
+    return WeightsOnlyCheckpointEngine(config)
+
+
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -360,6 +417,9 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                 loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of micro losses, tokens]
                 for micro in range(accum):
                     batch = {k: v.to(device) for k, v in next(it).items()}
+        check_resume_files(Path(hooks.resume_from) / DS_DIR)
+        # DeepSpeed's own engine loads with weights_only=False; this one refuses any code in the files.
+        engine.checkpoint_engine = weights_only_engine(engine._config)
                     torch.manual_seed(_micro_seed(cfg.seed, step, micro * world + rank))
                     out = engine(**batch)
                     engine.backward(out.loss)

@@ -327,6 +327,10 @@ def train(
         raise InputError(f"{out} already holds a training run: pass --resume to continue it, or choose a new --out")
     if resume and not run_dir.exists():
         raise InputError(f"nothing to resume in {out}: no run at {run_dir}")
+    if resume:  # before Ray starts or anything loads: a run folder on shared storage may hold a planted pickle
+        from training.loop import check_resume_files
+
+        check_resume_files(run_dir)
     llm_path = resolve_llm_path(cfg.model, models or cfg.paths.models).resolve()
     features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
