@@ -65,7 +65,7 @@ def main() -> int:
     from core.config import load_config
     from synth.tiny_models import build_tiny_models
     from features.reader import FeatureDataset
-    from inference.labeling import label
+    from inference.labeling import LabelRequest, label
     from inference.table import read_table
     from registry.resolve import load_model
     from training.data import SyntheticFeatures, write_synthetic_store
@@ -91,12 +91,13 @@ def main() -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     cfg = load_config(None, [f"label.max_new_tokens={args.max_new_tokens}", f"label.actors={args.actors}",
-                             f"label.backend={args.backend}"])
+                             f"label.backend={args.backend}", "label.task=ov", f"label.batch_size={args.batch_size}",
+                             "seed=0"])
     out = work / "labels.parquet"
     out.unlink(missing_ok=True)
     stamps: list[tuple[float, int]] = []
     t0 = time.perf_counter()
-    summary = label(store, model_ref, "ov", out, batch_size=args.batch_size, seed=0, cfg=cfg,
+    summary = label(LabelRequest(store, model_ref, out, cfg),
                     on_batch=lambda rows: stamps.append((time.perf_counter(), rows)))
     ours = summary.ok / (time.perf_counter() - t0)
     first = stamps[0][0] - t0 if stamps else float("nan")  # job + actor start-up + the first batch

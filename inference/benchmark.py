@@ -1,7 +1,8 @@
 """``affectflow benchmark``: label every MER-UniBench test set with one or more models and score it.
 
-For each model and dataset: `read_unibench` gives the test rows, a labeler (by default the
-Ray Data batch labeling of `inference.labeling`, OV task) writes the label table, the outputs
+A run is a :class:`BenchmarkRequest` (built by the command from the config and its flags). For
+each model and dataset: `read_unibench` gives the test rows, a labeler (by default the Ray Data
+batch labeling of `inference.labeling`, OV task) writes the label table, the outputs
 are scored with `inference.evaluate.evaluate`, and `scores.json` (sorted keys, no timings or
 output paths, so the same inputs and seed give the same bytes), ``scores.md`` and
 ``report.html`` are written. Each model labels all datasets in one job, into
@@ -28,18 +29,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core.config import Config, load_config
+from core.errors import BenchmarkError, MissingFileError
+from core.paths import absolute, require_writable
+from features.labels import parse_openset
+from inference.labeling import LabelRequest
+from modeling.prompt import QUESTION_TASK
+from pipelines.manifest import read_unibench
 from scoring.evaluate import Prediction, evaluate, write_rows
 from scoring.metrics import select_best_checkpoint
 from scoring.parse import template_items
 from scoring.unibench import DATASETS, UniBenchDataset, dataset_folder, get_dataset, is_synthetic
-from pipelines.manifest import read_unibench
-from features.labels import parse_openset
-from core.errors import BenchmarkError, MissingFileError
-from core.paths import require_writable
-from modeling.prompt import QUESTION_TASK
 
 TASK = "ov"
 NAME_SEPARATOR = "::"  # dataset::name in the label tables (names may not hold "/")
@@ -50,9 +54,35 @@ CONFUSION_RULE = (
     "the same word, else by the same level-1 word on emotion wheel 1; anything else is 'other'"
 )
 
-# labeler(rows, model, out_table, batch_size=, seed=, task=, **options) -> a table (DataFrame,
-# records or a path) with name, text, status, error: `label_rows` by default.
-Labeler = Callable[..., Any]
+# labeler(request, progress) -> a table (DataFrame, records or a path) with name, task, text, status,
+# error for the request's rows (`LabelRequest.rows`, named dataset::name): `label_table` by default.
+Labeler = Callable[[LabelRequest, Any], Any]
+
+
+@dataclass(frozen=True)
+class BenchmarkRequest:
+    """One benchmark run, as the command built it from the config and its flags (paths made absolute here).
+
+    ``cfg`` gives the labeling (``label.*`` but the task, which is OV or ``label.question``; ``seed``,
+    ``preprocess.*``, ``ray.*``) and the scoring (``score.wheel_dir``, ``score.sentiment``,
+    ``score.extract``); the fields say the rest.
+    """
+
+    models: tuple[str, ...]  # checkpoints, run folders or MLflow URIs; several compete per dataset
+    unibench_root: Path  # the folder holding the *-process dataset folders
+    out: Path  # scores.json, scores.md, report.html, labels/, rows/
+    cfg: Config = field(default_factory=load_config)
+    datasets: tuple[str, ...] = ()  # names or aliases; empty: every folder found under the root
+    extractor: Any = None  # a local Qwen2.5-Instruct folder or an `LLMExtractor`, for free text
+    encoders: Path | None = None  # the clip/ + hubert/ folder for raw media (as `affectflow label --models`)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        models = [self.models] if isinstance(self.models, (str, Path)) else self.models
+        put(self, "models", tuple(str(m) for m in models))
+        put(self, "datasets", tuple(self.datasets or ()))
+        for name in ("unibench_root", "out", "encoders"):
+            put(self, name, absolute(getattr(self, name)))
 
 
 def qualify(dataset: str, name: str) -> str:
@@ -78,30 +108,14 @@ def discover(unibench_root: str | Path) -> list[str]:
     return found
 
 
-def label_rows(rows: Sequence, model: str, out: Path, *, batch_size: int, seed: int,
-               task: str = TASK, **options):
-    """Label manifest rows with the batch-labeling job (`inference.labeling.label_rows`);
-    returns its table. ``options`` go to the job (``cfg``, ``models`` = the encoder folder).
+def label_table(request: LabelRequest, progress=None):
+    """The default labeler: the batch-labeling job (`inference.labeling.label`) over the request's
+    manifest rows (the UniBench layouts are not corpus layouts the job reads by path); its table (pandas)."""
+    from inference.labeling import label
+    from inference.table import read_table
 
-    The UniBench layouts are not corpus layouts the job reads by path, hence the rows entry.
-    """
-    try:
-        from inference import labeling
-    except ModuleNotFoundError as exc:
-        if exc.name != "inference.labeling":
-            raise
-        raise BenchmarkError(
-            "batch labeling (inference.labeling) is not installed in this checkout; "
-            "the benchmark needs it to label the test sets"
-        ) from None
-    entry = getattr(labeling, "label_rows", None)
-    if entry is None:
-        raise BenchmarkError(
-            "inference.labeling has no label_rows(rows, model, task, out, batch_size, seed) "
-            "entry point for manifest rows; the benchmark cannot label UniBench folders"
-        )
-    return entry(list(rows), model=model, task=task, out=out, batch_size=batch_size, seed=seed,
-                 **options)
+    label(request, progress=progress)
+    return read_table(request.out).to_pandas()
 
 
 def _read_table(table) -> list[dict]:
@@ -198,45 +212,27 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def benchmark(
-    model: str | Sequence[str],
-    unibench_root: str | Path,
-    datasets: Sequence[str] | None,
-    out: str | Path,
-    batch_size: int = 8,
-    seed: int = 42,
-    extractor=None,
-    wheel_dir: str | Path | None = None,
-    labeler: Labeler | None = None,
-    task: str = TASK,
-    cfg=None,
-    encoders: str | Path | None = None,
-    progress=None,
-    sentiment: str | None = None,
-    extract: str | None = None,
-) -> dict:
+def benchmark(request: BenchmarkRequest, *, labeler: Labeler | None = None, progress=None) -> dict:
     """Label and score MER-UniBench with one or more models; write ``scores.json``, ``scores.md``,
     ``report.html`` (+ ``plots/``) and one label table per model (``labels/<NN>-<model>.parquet``)
-    under ``out``. ``wheel_dir`` None reads the packaged emotion wheels. ``extractor`` is a local
-    Qwen dir or an `LLMExtractor`; ``cfg`` (label.*,
-    preprocess.*, ray.*) and ``encoders`` (the clip/ + hubert/ folder for raw media) go to the
-    labeling job, and so does ``progress(n, todo)`` (samples labeled per batch, `inference.labeling.label`).
-    ``sentiment`` (rules|llm) and ``extract`` (llm|rules) default to ``cfg.score``'s, else rules and llm.
+    under ``request.out``. ``labeler`` replaces the batch-labeling job (`label_table`), which gets
+    ``progress(n, todo)`` (samples labeled per batch, `inference.labeling.label`).
     Label tables are resumable: a rerun into the same ``out`` reuses them."""
     from scoring.report import PAPER, write_report
 
+    cfg, out, root = request.cfg, request.out, request.unibench_root
     require_writable(out, "--out", folder=True)
-    asked = QUESTION_TASK if cfg is not None and cfg.label.question.strip() else task
-    models = [model] if isinstance(model, str) else list(model)
+    question = cfg.label.question.strip()
+    asked = QUESTION_TASK if question else TASK
+    models = list(request.models)
     if not models:
         raise BenchmarkError("give at least one model (--model URI)")
     if len(set(models)) != len(models):
         raise BenchmarkError(f"a model is listed twice: {models}")
-    root = Path(unibench_root)
-    named = datasets is not None and len(datasets) > 0
-    names = [get_dataset(d).name for d in datasets] if named else discover(root)
-    sentiment = sentiment or (cfg.score.sentiment if cfg is not None else "rules")
-    extract = extract or (cfg.score.extract if cfg is not None else "llm")
+    named = len(request.datasets) > 0
+    names = [get_dataset(d).name for d in request.datasets] if named else discover(root)
+    sentiment, extract, wheel_dir = cfg.score.sentiment, cfg.score.extract, cfg.score.wheel_dir or None
+    extractor = request.extractor
     skipped: dict[str, str] = {}
     if extractor is None and sentiment == "llm":
         sentiment_sets = [d for d in names if DATASETS[d].metric == "sentiment"]
@@ -252,11 +248,12 @@ def benchmark(
     # Read every dataset before labeling anything: a missing folder fails fast.
     manifests = {d: read_unibench(d, root) for d in todo}
     extractor = _load_extractor(extractor)
-    labeler = labeler or label_rows
-    options = {k: v for k, v in (("cfg", cfg), ("models", encoders), ("progress", progress)) if v is not None}
+    labeler = labeler or label_table
+    per_job = progress
     if progress is not None and len(models) > 1:  # one line over every model's job (each labels the same rows)
-        options["progress"] = lambda n, todo: progress(n, None if todo is None else todo * len(models))
-    out = Path(out)
+        def per_job(n: int, todo: int | None) -> None:
+            progress(n, None if todo is None else todo * len(models))
+    label_cfg = dataclasses.replace(cfg, label=dataclasses.replace(cfg.label, task=TASK))
     results: dict[str, dict] = {}
     # One labeling job per model over every dataset's rows (one actor-pool start-up, and the
     # model stays busy across datasets); names are qualified since datasets share names.
@@ -264,8 +261,8 @@ def benchmark(
     for i, m in enumerate(models):
         table_path = out / "labels" / f"{model_key(i, m)}.parquet"
         table_path.parent.mkdir(parents=True, exist_ok=True)
-        records = _read_table(labeler(all_rows, m, table_path, batch_size=batch_size, seed=seed,
-                                      task=task, **options))
+        job = LabelRequest(None, m, table_path, label_cfg, rows=tuple(all_rows), models=request.encoders)
+        records = _read_table(labeler(job, per_job))
         # A reused table can hold other tasks' rows (a run with --question, then one without):
         # score only the answers to what this run asked.
         records = [r for r in records if str(r.get("task", asked)) == asked]
@@ -297,11 +294,11 @@ def benchmark(
         "sentiment": sentiment,
         "extract": extract,
         "mean": {"best": _mean([best[d]["score"] for d in todo])},
-        "task": task,
-        "question": (cfg.label.question.strip() if cfg is not None else "") or "",
-        "decoding": cfg.label.decoding if cfg is not None else "greedy",
-        "seed": seed,
-        "batch_size": batch_size,
+        "task": TASK,
+        "question": question,
+        "decoding": cfg.label.decoding,
+        "seed": cfg.seed,
+        "batch_size": cfg.label.batch_size,
     }
     if not synthetic:  # the paper's numbers are on the real sets; synthetic scores are not set beside them
         scores["paper"] = {d: PAPER[d] / 100 for d in names}

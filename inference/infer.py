@@ -12,7 +12,32 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
+from core.paths import absolute
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One video to run the model on, as the command built it from the config and its flags.
+
+    ``cfg`` says what to ask and how to decode (``label.*``), the ``seed``, the MLflow URI
+    (``mlflow.*``) and the media settings (``preprocess.*``; ``preprocess.asr`` transcribes a
+    video given without a subtitle); the fields say the rest.
+    """
+
+    video: Path
+    audio: Path | None = None  # a wav; None: the video's own track
+    subtitle: str | None = None  # what is said; None: none, or ASR with preprocess.asr
+    model: str | Path = "models:/affectgpt@latest"  # a checkpoint or run folder, or an MLflow model URI
+    cfg: Config = field(default_factory=load_config)
+    models: Path | None = None  # encoders (clip/, hubert/[, whisper/]); None: as `plan_encoders`
+    face_npy: Path | None = None  # an OpenFace face stack; None: faces detected in the frames
+    llm_path: Path | None = None  # the base LLM of a model logged without it
+
+    def __post_init__(self) -> None:
+        for name in ("video", "audio", "models", "face_npy", "llm_path"):
+            object.__setattr__(self, name, absolute(getattr(self, name)))
 
 
 @dataclass
@@ -55,30 +80,14 @@ def _check_file(path: str | Path | None, what: str) -> Path | None:
     return p
 
 
-def infer(
-    video: str | Path,
-    audio: str | Path | None = None,
-    subtitle: str | None = None,
-    model: str | Path = "models:/affectgpt@latest",
-    task: str = "ov",
-    *,
-    cfg=None,
-    models: str | Path | None = None,
-    face_npy: str | Path | None = None,
-    asr: bool | None = None,
-    tracking_uri: str | None = None,
-    llm_path: str | Path | None = None,
-    seed: int | None = None,
-    question: str | None = None,
-) -> InferResult:
-    """Run the model on one video; ``task`` is a named task, ``both`` or a comma list, ``question``
-    your own (see ``inference.label_stage.resolve_asks``); decoding as ``label.*`` says. Raises
-    ``InputError`` / ``MissingFileError`` naming the file for missing or unreadable media, or for a
-    prompt that cannot fit; ``ModelRefError`` for a model that cannot be resolved."""
+def infer(request: InferRequest) -> InferResult:
+    """Run the model on one video; ``label.task`` is a named task, ``both`` or a comma list,
+    ``label.question`` your own (see ``inference.label_stage.resolve_asks``); decoding as ``label.*``
+    says. Raises ``InputError`` / ``MissingFileError`` naming the file for missing or unreadable media,
+    or for a prompt that cannot fit; ``ModelRefError`` for a model that cannot be resolved."""
     import numpy as np
     import torch
 
-    from core.config import load_config
     from inference.label_stage import resolve_asks
     from modeling.generate import clean_output, generate_raw
     from modeling.sampling import DecodingSettings, sample_seed
@@ -90,25 +99,24 @@ def infer(
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
     from pipelines.stages import OK, DecodeStage, decode_kwargs, stack_samples
 
-    cfg = cfg if cfg is not None else load_config()
-    video_path = _check_file(video, "video")
-    audio_path = _check_file(audio, "audio file")
-    face_path = _check_file(face_npy, "face stack")
+    cfg = request.cfg
+    video_path = _check_file(request.video, "video")
+    audio_path = _check_file(request.audio, "audio file")
+    face_path = _check_file(request.face_npy, "face stack")
     lc = cfg.label
-    asks = resolve_asks(task or lc.task, lc.question if question is None else question, lc.labels, lc.valence_range)
+    asks = resolve_asks(lc.task, lc.question, lc.labels, lc.valence_range)
     tasks = [t for t, _ in asks]
-    seed = cfg.seed if seed is None else seed
-    given = (subtitle or "").strip()
-    want_asr = (cfg.preprocess.asr if asr is None else asr) and not given
+    given = (request.subtitle or "").strip()
+    want_asr = cfg.preprocess.asr and not given
     p = dataclasses.replace(cfg.preprocess, layout="folder", asr=bool(want_asr),
                             faces="openface" if face_path else ("opencv" if cfg.preprocess.faces == "openface"
                                                                 else cfg.preprocess.faces))
-    resolved = resolve_model(model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri, tracking_uri),
-                             llm_path=llm_path, check_timeout=cfg.mlflow.check_timeout_s)
+    resolved = resolve_model(request.model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri),
+                             llm_path=request.llm_path, check_timeout=cfg.mlflow.check_timeout_s)
     spec = read_spec(resolved.checkpoint)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
     plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")
-                                               if face_path else p), models, spec)
+                                               if face_path else p), request.models, spec)
     row = {"name": video_path.stem, "video": str(video_path), "audio": str(audio_path or ""),
            "face": str(face_path or ""), "subtitle": given, "error": ""}
     sample = DecodeStage(**decode_kwargs(p)).decode(row)
@@ -129,7 +137,7 @@ def infer(
     audio_feats = torch.as_tensor(np.asarray(batch["audio"], np.float32))
     n = len(tasks)
     raws, decoded = generate_raw(net, visual.expand(n, -1, -1), audio_feats.expand(n, -1, -1), [text] * n, tasks,
-                                 gen, [sample_seed(seed, video_path.stem, t) for t in tasks],
+                                 gen, [sample_seed(cfg.seed, video_path.stem, t) for t in tasks],
                                  questions=[q for _, q in asks])
     if any(d.finish == "prompt-too-long" for d in decoded):
         raise InputError(f"the question does not fit the {gen.max_prompt_tokens}-token prompt even without the "

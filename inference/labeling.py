@@ -1,9 +1,10 @@
 """Batch labeling: a feature store or raw media -> a table of model outputs, on Ray Data.
 
-Inputs: a feature store (features read back, no encoders run), or raw media — a MER2025-layout
-corpus, a folder of videos, WebDataset shards, or manifest rows (:func:`label_rows`, used by the
-benchmark) — which go through the preprocessing operators (decode, faces, audio, CLIP, HuBERT
-[, Whisper]) in the same streaming job, no store written. An actor pool of
+A job is a :class:`LabelRequest` (built by the command from the config and its flags). Inputs: a
+feature store (features read back, no encoders run), or raw media — a MER2025-layout corpus, a
+folder of videos, WebDataset shards, or manifest rows (``LabelRequest.rows``, the benchmark's) —
+which go through the preprocessing operators (decode, faces, audio, CLIP, HuBERT [, Whisper]) in
+the same streaming job, no store written. An actor pool of
 `inference.label_stage.LabelStage` holds the model and generates batched (``modeling.generate``).
 
 Output (parquet or CSV): one row per (name, task), `inference.table` (columns, parts, merge).
@@ -23,13 +24,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Sequence
 
+from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
-from core.paths import require_writable
+from core.paths import absolute, require_writable
 from inference.label_stage import LabelStage, resolve_asks
 from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
+from modeling.checkpoint import read_spec
 from pipelines import operators
 from pipelines.summary import JobSummary
-from modeling.checkpoint import read_spec
+
+KINDS = ("store", "mer2025", "folder", "webdataset", "rows")
+
+
+@dataclass(frozen=True)
+class LabelRequest:
+    """One labeling job, as the command built it from the config and its flags (paths made absolute here).
+
+    ``cfg`` says what to ask and how to decode (``label.*``: task, question, batch size, decoding),
+    the ``seed``, the MLflow URI (``mlflow.*``), the media settings (``preprocess.*``) and Ray
+    (``ray.*``); the fields say the rest.
+    """
+
+    input: str | Path | None  # a store, a MER2025 corpus root, a folder of videos or WebDataset shards
+    model: str | Path  # a checkpoint or run folder, or an MLflow model URI (`registry.resolve`)
+    out: Path = Path("labels.parquet")  # the table: .parquet or .csv (resumable)
+    cfg: Config = field(default_factory=load_config)
+    rows: tuple | None = None  # manifest rows (`ManifestRow`s or dicts) instead of ``input``
+    layout: str | None = None  # the input's kind (store, mer2025, folder, webdataset); None: detected
+    models: Path | None = None  # encoders (clip/, hubert/[, whisper/]) for raw media; None: as `plan_encoders`
+    faces: str | None = None  # face source for raw media; None: preprocess.faces (opencv for a folder)
+    limit: int | None = None  # label at most this many samples
+    llm_path: Path | None = None  # the base LLM of a model logged without it
+    retry_failed: bool = False  # redo rows that failed in an earlier run
+
+    def __post_init__(self) -> None:
+        if (self.input is None) == (self.rows is None):
+            raise ValueError("a LabelRequest takes an input path or manifest rows, not both or neither")
+        put = object.__setattr__
+        put(self, "input", absolute(self.input))
+        put(self, "out", absolute(self.out))
+        put(self, "models", absolute(self.models))
+        put(self, "llm_path", absolute(self.llm_path))
+        if self.rows is not None:
+            put(self, "rows", tuple(self.rows))
 
 
 @dataclass(kw_only=True)
@@ -140,195 +177,196 @@ def _gpus(lc) -> float:
 # ---- the job -----------------------------------------------------------------------------------
 
 
-def label(
-    input: str | Path | None,
-    model: str | Path,
-    task: str = "ov",
-    out: str | Path = "labels.parquet",
-    batch_size: int | None = None,
-    seed: int | None = None,
-    *,
-    cfg=None,
-    rows: Sequence | None = None,
-    layout: str | None = None,
-    models: str | Path | None = None,
-    faces: str | None = None,
-    limit: int | None = None,
-    tracking_uri: str | None = None,
-    llm_path: str | Path | None = None,
-    retry_failed: bool = False,
-    on_batch: Callable[[int], None] | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    question: str | None = None,
-) -> LabelSummary:
-    """Label ``input`` (or manifest ``rows``) with ``model`` into ``out`` (.parquet or .csv); resumable.
+def label(request: LabelRequest, *, progress: Callable[[int, int | None], None] | None = None,
+          on_batch: Callable[[int], None] | None = None) -> LabelSummary:
+    """Label ``request.input`` (or its ``rows``) with its model into ``request.out``; resumable. Joins or starts Ray.
 
-    ``model``: a checkpoint or run folder, or an MLflow model URI (``registry.resolve``).
-    ``models``: the folder holding the ``clip/``/``hubert/`` encoders for raw media (default:
-    ``preprocess.*_model``, ``paths.models``, or the tiny-models folder beside the base LLM).
-    ``task``: a named task, ``both`` or a comma list; ``question`` asks your own instead (both
-    default to ``label.task`` / ``label.question``). Unset arguments come from ``cfg`` (``label.*``,
-    ``seed``). Joins or starts Ray.
-    ``on_batch(rows)`` is called after each block of output rows is written (benches);
-    ``progress(n, todo)`` then too, with ``n`` samples labeled in it and ``todo`` the samples this
-    run labels (None while streaming WebDataset shards).
+    ``progress(n, todo)`` is called after each block of output rows is written, with ``n`` samples
+    labeled in it and ``todo`` the samples this run labels (None while streaming WebDataset shards);
+    ``on_batch(rows)`` then too, with the block's row count (benches).
     """
     import ray
 
-    from core.config import load_config
-    from registry.resolve import resolve_model
-    from core.errors import ModelRefError
-    from core.tracking import tracking_uri as resolve_uri
     from core.runtime import init_ray
-    from pipelines.manifest import unique_by_name
 
-    t0 = time.perf_counter()
-    cfg = cfg if cfg is not None else load_config()
-    lc = dataclasses.replace(cfg.label, task=task or cfg.label.task,
-                             question=cfg.label.question if question is None else question,
-                             batch_size=batch_size or cfg.label.batch_size)
-    lc.validate()
-    seed = cfg.seed if seed is None else seed
-    asks = resolve_asks(lc.task, lc.question, lc.labels, lc.valence_range)
-    tasks, questions = [t for t, _ in asks], dict(asks)
-    out = Path(out)
-    if out.suffix not in (".parquet", ".csv"):
-        raise InputError(f"--out {out}: the output must end in .parquet or .csv")
-    require_writable(out, "--out", folder=False)  # before the model loads or a video is decoded
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kind = "rows" if rows is not None else detect_input(input, layout)
-    if kind not in ("store", "mer2025", "folder", "webdataset", "rows"):
-        raise InputError(f"--layout {kind!r} is not one of store, mer2025, folder, webdataset")
-    uri = resolve_uri(cfg.mlflow.tracking_uri, tracking_uri)
-    try:
-        resolved = resolve_model(model, tracking_uri=uri, llm_path=llm_path, check_timeout=cfg.mlflow.check_timeout_s)
-    except ModelRefError as exc:
-        raise InputError(str(exc)) from None
-    spec = read_spec(resolved.checkpoint)
-    base = Path(resolved.llm_path or spec.get("llm_path") or "")
-    if not (base / "config.json").is_file():  # fail here, not in every actor's constructor
-        raise InputError(f"base LLM {base} of model {model} not found (config.json missing): pass --llm-path DIR "
-                          "or set $AFFECTFLOW_BASE_LLM")
-    summary = LabelSummary(out=str(out), input=str(input if rows is None else f"{len(rows)} rows"), kind=kind,
-                           model_uri=resolved.model_uri, model_version=resolved.version, tasks=tasks,
-                           question=lc.question.strip(), prompt_tokens=lc.max_prompt_tokens)
-    done = done_pairs(existing(out), retry_failed, questions)
-
-    def pending(name: str) -> bool:
-        return any((name, t) not in done for t in tasks)
-
-    from modeling.sampling import DecodingSettings
-
-    decoding = DecodingSettings.from_config(lc)
-    visual_key = "visual" if kind == "store" else spec.get("visual_stream", "face")
-    label_args = (resolved.to_dict(), asks, decoding.to_dict(), seed, visual_key)
-    label_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads)
-    writer = PartWriter(out)
-    init_ray(cfg)
+    run = _LabelRun(request)  # every check before Ray starts, a model loads or a video is decoded
+    init_ray(request.cfg)
     ctx = ray.data.DataContext.get_current()
     saved_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # same batches every run, so seeded outputs repeat
     try:
-        ds = None
-        if kind == "store":
-            ds = _store_source(input, spec, questions, done, pending, writer, summary, limit, label_args,
-                               label_kwargs, lc, resolved)
-        else:
-            p = dataclasses.replace(cfg.preprocess, layout=kind if kind != "rows" else cfg.preprocess.layout,
-                                    faces=faces or ("opencv" if kind == "folder" else cfg.preprocess.faces))
-            p.validate()
-            plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=p), models, spec)
-            if kind == "webdataset":
-                from pipelines.manifest import read_webdataset
-
-                source = read_webdataset(input)
-                if limit is not None:
-                    source = source.limit(limit)
-                skip = {n for n, _ in done if not pending(n)}
-                if skip:  # a fraction of a CPU: whole-CPU tasks stall beside the actor pools on 2 cores
-                    source = source.filter(lambda row: row["name"] not in skip, num_cpus=0.1)
-                summary.total = -1
-            else:
-                if rows is None:
-                    from pipelines.manifest import read_manifest
-
-                    rows = read_manifest(Path(input), kind, follow_symlinks=p.follow_symlinks)
-                items = [r.to_dict() if hasattr(r, "to_dict") else dict(r)
-                         for r in unique_by_name(rows)][: limit if limit is not None else None]
-                summary.total = len(items)
-                items = [r for r in items if pending(r["name"])]
-                summary.skipped = summary.total - len(items)
-                source = operators.source(items, lc.batch_size) if items else None
-            if source is not None:  # decode -> CLIP -> HuBERT [-> Whisper] -> label, no store
-                ds = operators.decode(source, plan_.cfg, lc.batch_size)
-                ds = operators.encode(ds, plan_, lc.batch_size)
-                ds = operators.label(ds, LabelStage, label_args, label_kwargs, lc, _gpus(lc))
-        seen: set[str] = set()
-        if ds is not None:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                keep = [i for i, (n, t) in enumerate(zip(batch["name"], batch["task"])) if (str(n), str(t)) not in done]
-                cols = {c: [batch[c][i] for i in keep] for c in COLUMNS}
-                writer.write(cols)
-                if cols["name"]:
-                    summary.first_part(len(set(cols["name"])), t0)
-                summary.count(cols["status"], cols["error"])
-                summary.shortened += sum(1 for c in cols["subtitle_cut"] if int(c) > 0)
-                seen.update(cols["name"])
-                if on_batch is not None:
-                    on_batch(len(cols["name"]))
-                if progress is not None:
-                    progress(len(set(cols["name"])), summary.total - summary.skipped if summary.total >= 0 else None)
+        ds = run.dataset()
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy") if ds is not None else ():
+            samples, rows = run.write(batch)
+            if on_batch is not None:
+                on_batch(rows)
+            if progress is not None:
+                progress(samples, run.todo())
     finally:
         ctx.execution_options.preserve_order = saved_order
-    if summary.total < 0:  # streamed input: counted while streaming
-        summary.skipped = len({n for n, _ in done if not pending(n)})
-        summary.total = summary.skipped + len(seen)
-    summary.rows = finish(out)
-    status = read_table(out).column("status").to_pylist()
-    summary.state_ok, summary.state_failed = status.count("ok"), len(status) - status.count("ok")
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return run.finish()
 
 
-def _store_source(store, spec, questions, done, pending, writer, summary, limit, label_args, label_kwargs, lc,
-                  resolved):
-    """The store path: failed samples become failed rows here; ok ones stream to the actor pool."""
-    from features.store import FeatureStore
-    from core.errors import StoreError
+class _LabelRun:
+    """One labeling run, resolved: the asks, the model, what the table already holds, the writer and the summary."""
 
-    fs = FeatureStore(str(store))
-    try:
-        visual, audio = fs.resolve([spec.get("visual_stream", "face"), "audio"])
-    except StoreError as exc:
-        raise InputError(str(exc)) from None
-    for s, want in ((visual, spec["visual_dim"]), (audio, spec["audio_dim"])):
-        if s.dim != want:
-            raise InputError(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
-    ok = sorted(fs.done_names([visual, audio]))
-    failed = fs.failed([visual, audio])
-    names = sorted(set(ok) | set(failed))[: limit if limit is not None else None]
-    summary.total = len(names)
-    todo = [n for n in names if pending(n)]
-    summary.skipped = summary.total - len(todo)
-    bad = [n for n in todo if n in failed]
-    if bad:
-        rows = [(n, t) for n in bad for t in questions if (n, t) not in done]
-        cols = {"name": [n for n, _ in rows], "task": [t for _, t in rows], "question": [questions[t] for _, t in rows],
-                "subtitle_cut": [0] * len(rows), "text": [""] * len(rows),
-                "labels": [None] * len(rows), "model_uri": [resolved.model_uri] * len(rows),
-                "model_version": [resolved.version] * len(rows), "status": [FAILED] * len(rows),
-                "error": [failed[n] for n, _ in rows]}
-        writer.write(cols)
-        summary.count(cols["status"], cols["error"])
-    good = [n for n in todo if n not in failed]
-    if not good:
-        return None
-    ds = operators.read_store(fs, visual=visual.modality, specs=[visual, audio], names=good)
-    return operators.label(ds, LabelStage, label_args, label_kwargs, lc, _gpus(lc))
+    def __init__(self, request: LabelRequest):
+        from core.errors import ModelRefError
+        from core.tracking import tracking_uri
+        from modeling.sampling import DecodingSettings
+        from registry.resolve import resolve_model
 
+        self.t0 = time.perf_counter()
+        self.request = req = request
+        cfg = req.cfg
+        self.lc = lc = cfg.label
+        lc.validate()
+        asks = resolve_asks(lc.task, lc.question, lc.labels, lc.valence_range)
+        self.tasks, self.questions = [t for t, _ in asks], dict(asks)
+        out = req.out
+        if out.suffix not in (".parquet", ".csv"):
+            raise InputError(f"--out {out}: the output must end in .parquet or .csv")
+        require_writable(out, "--out", folder=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.kind = "rows" if req.rows is not None else detect_input(req.input, req.layout)
+        if self.kind not in KINDS:
+            raise InputError(f"--layout {self.kind!r} is not one of store, mer2025, folder, webdataset")
+        uri = tracking_uri(cfg.mlflow.tracking_uri)
+        try:
+            self.resolved = resolve_model(req.model, tracking_uri=uri, llm_path=req.llm_path,
+                                          check_timeout=cfg.mlflow.check_timeout_s)
+        except ModelRefError as exc:
+            raise InputError(str(exc)) from None
+        self.spec = read_spec(self.resolved.checkpoint)
+        base = Path(self.resolved.llm_path or self.spec.get("llm_path") or "")
+        if not (base / "config.json").is_file():  # fail here, not in every actor's constructor
+            raise InputError(f"base LLM {base} of model {req.model} not found (config.json missing): pass "
+                              "--llm-path DIR or set $AFFECTFLOW_BASE_LLM")
+        self.summary = LabelSummary(out=str(out), input=str(req.input if req.rows is None else f"{len(req.rows)} rows"),
+                                    kind=self.kind, model_uri=self.resolved.model_uri,
+                                    model_version=self.resolved.version, tasks=self.tasks,
+                                    question=lc.question.strip(), prompt_tokens=lc.max_prompt_tokens)
+        self.done = done_pairs(existing(out), req.retry_failed, self.questions)
+        visual_key = "visual" if self.kind == "store" else self.spec.get("visual_stream", "face")
+        decoding = DecodingSettings.from_config(lc).to_dict()
+        self.stage_args = (self.resolved.to_dict(), asks, decoding, cfg.seed, visual_key)
+        self.stage_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads)
+        self.writer = PartWriter(out)
+        self.seen: set[str] = set()
 
-def label_rows(rows: Sequence, model: str | Path, task: str = "ov", out: str | Path = "labels.parquet",
-               batch_size: int | None = None, seed: int | None = None, **kwargs):
-    """Label manifest rows (e.g. ``scoring.unibench.read_unibench``); returns the output table (pandas)."""
-    label(None, model, task, out, batch_size, seed, rows=rows, **kwargs)
-    return read_table(out).to_pandas()
+    def pending(self, name: str) -> bool:
+        """Whether ``name`` has a task this run asks that the table does not hold yet."""
+        return any((name, t) not in self.done for t in self.tasks)
+
+    def finished_names(self) -> set[str]:
+        """The names the resume filter drops: every task asked is in the table already."""
+        return {n for n, _ in self.done if not self.pending(n)}
+
+    def todo(self) -> int | None:
+        return self.summary.total - self.summary.skipped if self.summary.total >= 0 else None
+
+    def dataset(self):
+        """The input as a stream of output rows, None when nothing is left to label: one branch per input kind."""
+        req, kind, limit = self.request, self.kind, self.request.limit
+        if kind == "store":
+            return self._from_store()
+        plan_ = self._plan()  # the encoders are checked before any media is read
+        if kind == "webdataset":
+            from pipelines.manifest import read_webdataset
+
+            source = read_webdataset(req.input)
+            source = source.limit(limit) if limit is not None else source
+            self.summary.total = -1  # counted while streaming
+            return self._from_media(operators.skip_names(source, self.finished_names(), plan_.cfg.read_cpus), plan_)
+        if kind == "rows":
+            rows = req.rows
+        else:  # mer2025, folder
+            from pipelines.manifest import read_manifest
+
+            rows = read_manifest(Path(req.input), kind, follow_symlinks=plan_.cfg.follow_symlinks)
+        return self._from_rows(rows, plan_)
+
+    def _plan(self):
+        cfg, req = self.request.cfg, self.request
+        p = cfg.preprocess
+        p = dataclasses.replace(p, layout=self.kind if self.kind != "rows" else p.layout,
+                                faces=req.faces or ("opencv" if self.kind == "folder" else p.faces))
+        p.validate()
+        return plan_encoders(dataclasses.replace(cfg, preprocess=p), req.models, self.spec)
+
+    def _from_rows(self, rows: Sequence, plan_):
+        from pipelines.manifest import unique_by_name
+
+        limit = self.request.limit
+        items = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in unique_by_name(rows)]
+        items = items[: limit if limit is not None else None]
+        self.summary.total = len(items)
+        items = operators.skip_names(items, self.finished_names(), plan_.cfg.read_cpus)
+        self.summary.skipped = self.summary.total - len(items)
+        return self._from_media(operators.source(items, self.lc.batch_size), plan_) if items else None
+
+    def _from_media(self, source, plan_):
+        """decode -> CLIP -> HuBERT [-> Whisper] -> label, no store."""
+        ds = operators.decode(source, plan_.cfg, self.lc.batch_size)
+        ds = operators.encode(ds, plan_, self.lc.batch_size)
+        return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
+
+    def _from_store(self):
+        """The store path: failed samples become failed rows here; ok ones stream to the actor pool."""
+        from core.errors import StoreError
+        from features.store import FeatureStore
+
+        store, spec, limit = self.request.input, self.spec, self.request.limit
+        fs = FeatureStore(str(store))
+        try:
+            visual, audio = fs.resolve([spec.get("visual_stream", "face"), "audio"])
+        except StoreError as exc:
+            raise InputError(str(exc)) from None
+        for s, want in ((visual, spec["visual_dim"]), (audio, spec["audio_dim"])):
+            if s.dim != want:
+                raise InputError(f"{store}: the {s.label()} features are {s.dim}-d but the model expects {want}-d")
+        failed = fs.failed([visual, audio])
+        names = sorted(set(fs.done_names([visual, audio])) | set(failed))[: limit if limit is not None else None]
+        self.summary.total = len(names)
+        todo = [n for n in names if self.pending(n)]
+        self.summary.skipped = self.summary.total - len(todo)
+        rows = [(n, t) for n in todo if n in failed for t in self.questions if (n, t) not in self.done]
+        if rows:
+            n_rows = len(rows)
+            cols = {"name": [n for n, _ in rows], "task": [t for _, t in rows],
+                    "question": [self.questions[t] for _, t in rows], "subtitle_cut": [0] * n_rows,
+                    "text": [""] * n_rows, "labels": [None] * n_rows,
+                    "model_uri": [self.resolved.model_uri] * n_rows, "model_version": [self.resolved.version] * n_rows,
+                    "status": [FAILED] * n_rows, "error": [failed[n] for n, _ in rows]}
+            self.writer.write(cols)
+            self.summary.count(cols["status"], cols["error"])
+        good = [n for n in todo if n not in failed]
+        if not good:
+            return None
+        ds = operators.read_store(fs, visual=visual.modality, specs=[visual, audio], names=good)
+        return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
+
+    def write(self, batch: dict) -> tuple[int, int]:
+        """Write one block of output rows (the tasks the table lacks) as a part; ``(samples, rows)`` in it."""
+        keep = [i for i, (n, t) in enumerate(zip(batch["name"], batch["task"])) if (str(n), str(t)) not in self.done]
+        cols = {c: [batch[c][i] for i in keep] for c in COLUMNS}
+        self.writer.write(cols)
+        samples = len(set(cols["name"]))
+        if samples:
+            self.summary.first_part(samples, self.t0)
+        self.summary.count(cols["status"], cols["error"])
+        self.summary.shortened += sum(1 for c in cols["subtitle_cut"] if int(c) > 0)
+        self.seen.update(cols["name"])
+        return samples, len(cols["name"])
+
+    def finish(self) -> LabelSummary:
+        """Merge the parts into the table and fill in the summary's counts and the table's state."""
+        s, out = self.summary, self.request.out
+        if s.total < 0:  # streamed input: counted while streaming
+            s.skipped = len(self.finished_names())
+            s.total = s.skipped + len(self.seen)
+        s.rows = finish(out)
+        status = read_table(out).column("status").to_pylist()
+        s.state_ok, s.state_failed = status.count("ok"), len(status) - status.count("ok")
+        s.seconds = time.perf_counter() - self.t0
+        return s

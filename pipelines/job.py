@@ -1,9 +1,10 @@
 """The preprocessing job: manifest -> decode -> CLIP -> HuBERT [-> ASR] -> feature store, one Ray Data stream.
 
-The stream is chained from `pipelines.operators`. Resume: the specs of this run are computed
-up front, `FeatureStore.pending` drops samples already stored (or failed, unless
-``retry_failed``), and each written batch is one part that becomes visible only when
-complete, so a killed run loses at most its in-flight batches.
+A job is a :class:`PreprocessRequest` (built by the command from the config and its flags). The
+stream is chained from `pipelines.operators`. Resume: the specs of this run are computed up front,
+`FeatureStore.pending` names the samples already stored (or failed, unless ``retry_failed``),
+`operators.skip_names` drops them, and each written batch is one part that becomes visible only
+when complete, so a killed run loses at most its in-flight batches.
 """
 
 from __future__ import annotations
@@ -16,11 +17,35 @@ from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 
+from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
-from core.paths import require_writable
+from core.paths import absolute, require_writable
 from core.runtime import init_ray
 from pipelines import operators
 from pipelines.summary import JobSummary
+
+
+@dataclass(frozen=True)
+class PreprocessRequest:
+    """One preprocessing job, as the command built it from the config and its flags (paths made absolute here).
+
+    ``cfg`` gives the media and encoder settings (``preprocess.*``), the store's dtype (``store.*``),
+    ``paths.models`` and Ray (``ray.*``); ``layout``/``faces`` given here win over ``preprocess.*``.
+    """
+
+    corpus: str | Path  # corpus root (mer2025/folder), or WebDataset shards (a folder, a .tar or a URL)
+    store: str | Path  # the feature store: a path or an fsspec URL (s3://bucket/store.zarr)
+    cfg: Config = field(default_factory=load_config)
+    layout: str | None = None  # mer2025, folder or webdataset; None: preprocess.layout
+    models: Path | None = None  # holds clip/, hubert/ (and whisper/ with preprocess.asr); None: paths.models
+    faces: str | None = None  # openface, opencv or pyfeat; None: preprocess.faces
+    limit: int | None = None  # only the first N manifest rows
+    retry_failed: bool = False  # redo samples recorded as failed
+    storage_options: dict | None = None  # fsspec options for the store (and a URL corpus)
+
+    def __post_init__(self) -> None:
+        for name in ("corpus", "store", "models"):
+            object.__setattr__(self, name, absolute(getattr(self, name)))
 
 
 @dataclass(kw_only=True)
@@ -136,29 +161,24 @@ def _tally(summary: PreprocessSummary, batches: Iterable[dict[str, np.ndarray]],
             progress(len(b["status"]), todo)
 
 
-def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None, models: str | Path | None = None,
-               faces: str | None = None, limit: int | None = None, cfg=None, retry_failed: bool = False,
-               storage_options: dict | None = None,
+def preprocess(request: PreprocessRequest,
                progress: Callable[[int, int | None], None] | None = None) -> PreprocessSummary:
-    """Preprocess ``corpus`` into the feature store at ``store``; resumable, per-sample failures recorded.
-
-    ``layout``/``faces`` override ``cfg.preprocess``; ``models`` holds ``clip/``, ``hubert/``
-    (and ``whisper/`` with ``preprocess.asr``). Joins or starts Ray (`init_ray`).
+    """Preprocess ``request.corpus`` into the feature store at ``request.store``; resumable, per-sample
+    failures recorded. Joins or starts Ray (`init_ray`).
     ``progress(n, todo)`` is called after each written part: ``n`` samples done in it, ``todo`` the
     samples this run processes (None while streaming WebDataset shards, whose count is unknown).
     """
-    from core.config import load_config
     from features.store import FeatureStore
     from pipelines.manifest import read_manifest, read_webdataset, unique_by_name
 
-    cfg = cfg if cfg is not None else load_config()
-    p = cfg.preprocess
-    p = dataclasses.replace(p, layout=layout or p.layout, faces=faces or p.faces)
+    corpus, limit, storage_options = request.corpus, request.limit, request.storage_options
+    p = request.cfg.preprocess
+    p = dataclasses.replace(p, layout=request.layout or p.layout, faces=request.faces or p.faces)
     p.validate()
-    cfg = dataclasses.replace(cfg, preprocess=p)
-    require_writable(store, "--store", folder=True)  # before any decoding
-    plan_ = plan(cfg, models)
-    store = str(store)
+    cfg = dataclasses.replace(request.cfg, preprocess=p)
+    require_writable(request.store, "--store", folder=True)  # before any decoding
+    plan_ = plan(cfg, request.models)
+    store = str(request.store)
     fs = FeatureStore(store, storage_options)
     summary = PreprocessSummary(store=store)
     t0 = time.perf_counter()
@@ -170,11 +190,10 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
             source = source.limit(limit)
         # Names are known only while streaming: skip stored ones in the stream.
         skip = fs.done_names(plan_.specs)
-        if not retry_failed:
+        if not request.retry_failed:
             skip |= set(fs.failed(plan_.specs))
         summary.total = -1
-        if skip:
-            source = source.filter(lambda row: row["name"] not in skip, num_cpus=p.read_cpus)
+        source = operators.skip_names(source, skip, p.read_cpus)
         todo = plan_
     else:
         # An fsspec URL corpus (s3://...) shares the store's storage_options.
@@ -187,7 +206,7 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         rows = unique_by_name(rows)
         summary.total = len(rows)
         names = [r.name for r in rows]
-        specs, pending = _select_specs(fs, names, plan_.specs, retry_failed)
+        specs, pending = _select_specs(fs, names, plan_.specs, request.retry_failed)
         summary.skipped = len(rows) - len(pending)
         summary.specs = [s.label() for s in specs]
         if not pending:
@@ -197,13 +216,12 @@ def preprocess(corpus: str | Path, store: str | Path, layout: str | None = None,
         todo = dataclasses.replace(plan_, specs=specs)
         # Parts left uncommitted by a killed run are garbage once we start writing again.
         fs.vacuum()
-        keep = set(pending)
-        items = [r.to_dict() for r in rows if r.name in keep]
+        items = operators.skip_names([r.to_dict() for r in rows], set(names) - set(pending), p.read_cpus)
         init_ray(cfg)
         source = operators.source(items, p.batch_size)
         # The rows now live in the object store: the driver's copies (~1 KB a row, 100+ MB at
         # 132k rows) would only sit in its memory for the whole run.
-        del rows, names, pending, keep, items
+        del rows, names, pending, items
     summary.specs = [s.label() for s in todo.specs]
     ds = build_dataset(source, todo, store, storage_options)
     _tally(summary, ds.iter_batches(batch_size=None, batch_format="numpy"), t0, progress)

@@ -23,6 +23,20 @@ def source(items: list[dict], batch_size: int):
     return ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
 
 
+def skip_names(source, names: set[str], num_cpus: float):
+    """The resume filter of every job: ``source`` without the rows whose ``name`` is in ``names``.
+
+    ``source`` is a list of row dicts (a manifest, known up front) or a Ray Dataset of rows
+    (WebDataset shards, whose names are known only while streaming); ``num_cpus`` is the filter
+    task's share of a CPU there: whole-CPU tasks stall beside the actor pools on 2 cores.
+    """
+    if not names:
+        return source
+    if isinstance(source, list):
+        return [row for row in source if row["name"] not in names]
+    return source.filter(lambda row: row["name"] not in names, num_cpus=num_cpus)
+
+
 def object_store_budget(mb: int) -> None:
     """Cap the object-store bytes Ray Data keeps in flight (decoded frames queue between stages); 0 = Ray's default."""
     if not mb:

@@ -11,7 +11,7 @@ from core.console import echo, progress
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from inference.benchmark import benchmark
+    from inference.benchmark import BenchmarkRequest, benchmark
 
     extra = [f"score.wheel_dir={args.wheel}"] if args.wheel else []
     if args.batch_size is not None:
@@ -24,12 +24,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         extra.append(f"label.decoding={args.decoding}")
     cfg = config_from_args(args, extra + scoring_overrides(args))
     datasets = [d for item in args.datasets or [] for d in item.split(",") if d.strip()]
+    request = BenchmarkRequest(tuple(args.model), args.unibench_root, args.out, cfg, datasets=tuple(datasets),
+                               extractor=args.extractor, encoders=args.models)
     with progress("label MER-UniBench", unit="samples") as bar:
-        scores = benchmark(
-            args.model, args.unibench_root, datasets or None, args.out,
-            batch_size=cfg.label.batch_size, seed=cfg.seed, wheel_dir=cfg.score.wheel_dir,
-            extractor=args.extractor, cfg=cfg, encoders=args.models, progress=bar,
-        )
+        scores = benchmark(request, progress=bar)
     from scoring.report import markdown
 
     echo(markdown(scores), end="")

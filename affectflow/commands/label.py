@@ -31,25 +31,23 @@ def _label_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from inference.labeling import label
+    from inference.labeling import LabelRequest, label
 
     cfg = config_from_args(args, _label_overrides(args))
+    request = LabelRequest(args.input, args.model, args.out, cfg, layout=args.layout, models=args.models,
+                           faces=args.faces, limit=args.limit, llm_path=args.llm_path, retry_failed=args.retry_failed)
     with progress("label", unit="samples") as bar:
-        summary = label(args.input, args.model, cfg.label.task, args.out, cfg.label.batch_size, cfg.seed, cfg=cfg,
-                        layout=args.layout, models=args.models, faces=args.faces, limit=args.limit,
-                        tracking_uri=args.mlflow_uri, llm_path=args.llm_path, retry_failed=args.retry_failed,
-                        progress=bar)
+        summary = label(request, progress=bar)
     echo(summary.format())
     return failure_gate(summary, cfg.label.max_failure_rate, "label")
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from inference.infer import infer
+    from inference.infer import InferRequest, infer
 
-    cfg = config_from_args(args, _label_overrides(args))
-    result = infer(args.video, args.audio, args.subtitle, args.model, cfg.label.task, cfg=cfg, models=args.models,
-                   face_npy=args.face_npy, asr=True if args.asr else None, tracking_uri=args.mlflow_uri,
-                   llm_path=args.llm_path, seed=cfg.seed)
+    cfg = config_from_args(args, _label_overrides(args) + (["preprocess.asr=true"] if args.asr else []))
+    result = infer(InferRequest(args.video, args.audio, args.subtitle, args.model, cfg, models=args.models,
+                                face_npy=args.face_npy, llm_path=args.llm_path))
     if args.json:
         echo(json.dumps(result.__dict__, indent=2, sort_keys=True))
     else:

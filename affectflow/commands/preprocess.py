@@ -11,7 +11,7 @@ from core.console import echo, progress
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from core.errors import InputError
     from affectflow.options import config_from_args, failure_gate
-    from pipelines.job import preprocess
+    from pipelines.job import PreprocessRequest, preprocess
 
     extra = []
     if args.max_failure_rate is not None:
@@ -27,10 +27,11 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
             raise InputError(f"--storage-options: not JSON ({exc}): {args.storage_options!r}") from None
         if not isinstance(options, dict):
             raise InputError(f"--storage-options: expected a JSON object, got {args.storage_options!r}")
+    request = PreprocessRequest(args.corpus, args.store, cfg, layout=args.layout, models=args.models,
+                                faces=args.faces, limit=args.limit, retry_failed=args.retry_failed,
+                                storage_options=options or None)
     with progress("preprocess", unit="videos") as bar:
-        summary = preprocess(args.corpus, args.store, layout=args.layout, models=args.models, faces=args.faces,
-                             limit=args.limit, cfg=cfg, retry_failed=args.retry_failed,
-                             storage_options=options or None, progress=bar)
+        summary = preprocess(request, progress=bar)
     echo(summary.format())
     return failure_gate(summary, cfg.preprocess.max_failure_rate, "preprocess")
 

@@ -1,14 +1,12 @@
 """`affectflow benchmark` end to end on synthetic MER-UniBench folders, and reference-file interop.
 
-The labeler is a stand-in until batch labeling lands: it recovers each sample's emotion from
-its OpenFace stack (the synthetic faces are tinted per emotion), so a perfect score also proves
-that the readers hand the right media to the labeler. The test through the real labeling API
-skips, saying why, while `inference.labeling.label_rows` does not exist.
+Most tests use a stand-in labeler: it recovers each sample's emotion from its OpenFace stack
+(the synthetic faces are tinted per emotion), so a perfect score also proves that the readers
+hand the right media to the labeler. One test runs the real batch labeling.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from pathlib import Path
@@ -20,7 +18,8 @@ import pytest
 from affectflow import cli as affectflow_cli
 from synth.corpus import EMOTIONS, MAIN_WORD, crop_faces, render_video
 from synth.unibench import write_unibench
-from inference.benchmark import benchmark
+from core.config import load_config
+from inference.benchmark import BenchmarkRequest, benchmark
 from core.errors import BenchmarkError
 from scoring.report import PAPER
 from scoring.unibench import DATASETS, load_gold
@@ -44,10 +43,17 @@ def _reference_colour(emotion: str) -> np.ndarray:
     return _REFERENCE_FACES[emotion]
 
 
-def tint_labeler(rows, model, out, *, batch_size, seed, task, **options):
+def bench_request(models, root, out, wheel_dir, *overrides: str, **fields) -> BenchmarkRequest:
+    """A benchmark of ``models`` on ``root`` into ``out``, scored with ``wheel_dir`` and the config ``overrides``."""
+    cfg = load_config(None, [f"score.wheel_dir={wheel_dir}", *overrides])
+    return BenchmarkRequest(models, root, out, cfg, **fields)
+
+
+def tint_labeler(job, progress=None):
     """Labels from the face stack's mean colour; model "weak" always answers neutral."""
+    model, out, task = job.model, job.out, job.cfg.label.task
     records = []
-    for r in rows:
+    for r in job.rows:
         mean = np.load(r.face).reshape(-1, 3).mean(0)
         emotion = min(EMOTIONS, key=lambda e: float(((_reference_colour(e) - mean) ** 2).sum()))
         if model == "weak":
@@ -67,8 +73,8 @@ def run_cli(*argv) -> int:
 def test_benchmark_report_best_of_and_determinism(unibench, wheel_dir, tmp_path):
     runs = []
     for out in (tmp_path / "a", tmp_path / "b"):
-        scores = benchmark(["weak", "ckpt_epoch_35"], unibench.root, None, out, batch_size=2,
-                           seed=7, wheel_dir=wheel_dir, labeler=tint_labeler)
+        scores = benchmark(bench_request(["weak", "ckpt_epoch_35"], unibench.root, out, wheel_dir,
+                                         "label.batch_size=2", "seed=7"), labeler=tint_labeler)
         runs.append((out, scores))
     (a, scores), (b, _) = runs
     assert (a / "scores.json").read_bytes() == (b / "scores.json").read_bytes()
@@ -139,7 +145,7 @@ def test_report_on_real_folders_sets_the_paper_beside(unibench, wheel_dir, tmp_p
         folder = DATASETS[d].folder
         shutil.copytree(unibench.root / folder, root / folder)
         (root / folder / SYNTHETIC_MARKER).unlink()
-    scores = benchmark("ckpt", root, None, tmp_path / "out", wheel_dir=wheel_dir, labeler=tint_labeler)
+    scores = benchmark(bench_request("ckpt", root, tmp_path / "out", wheel_dir), labeler=tint_labeler)
     assert scores["synthetic"] is False and scores["paper"]["MELD"] == PAPER["MELD"] / 100
     md = (tmp_path / "out" / "scores.md").read_text()
     assert "| MELD | hit rate |" in md and f"{PAPER['MELD']:.2f}" in md
@@ -148,14 +154,13 @@ def test_report_on_real_folders_sets_the_paper_beside(unibench, wheel_dir, tmp_p
 
 
 def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_path):
-    def labeler(rows, model, out, *, batch_size, seed, task, **options):
-        table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
+    def labeler(job, progress=None):
+        table = tint_labeler(job)
         table.loc[0, ["status", "error", "text"]] = ["failed", "video/unreadable: x", ""]
         table.loc[1, "text"] = "In the text, nothing is said."
         return table
 
-    scores = benchmark("m", unibench.root, ["MELD"], tmp_path, wheel_dir=wheel_dir,
-                       labeler=labeler)
+    scores = benchmark(bench_request("m", unibench.root, tmp_path, wheel_dir, datasets=["MELD"]), labeler=labeler)
     meld = scores["models"]["m"]["datasets"]["MELD"]
     assert meld["labeling"] == {"n": N, "failed": 1, "unparsed": 1}
     assert meld["score"] == pytest.approx(1 / 3)
@@ -165,23 +170,23 @@ def test_failed_and_free_text_samples_score_as_empty(unibench, wheel_dir, tmp_pa
 def test_sentiment_sets_with_llm_need_the_extractor(unibench, wheel_dir, tiny_models, tmp_path):
     """score.sentiment=llm keeps the reference's way: the extractor maps each list."""
     with pytest.raises(BenchmarkError, match="CMUMOSI are sentiment sets"):
-        benchmark("m", unibench.root, ["mosi"], tmp_path, wheel_dir=wheel_dir,
-                  labeler=tint_labeler, sentiment="llm")
-    found = benchmark("m", unibench.root, None, tmp_path / "found", wheel_dir=wheel_dir,
-                      labeler=tint_labeler, sentiment="llm")
+        benchmark(bench_request("m", unibench.root, tmp_path, wheel_dir, "score.sentiment=llm", datasets=["mosi"]),
+                  labeler=tint_labeler)
+    found = benchmark(bench_request("m", unibench.root, tmp_path / "found", wheel_dir, "score.sentiment=llm"),
+                      labeler=tint_labeler)
     assert "needs the LLM extractor" in found["skipped"]["CMUMOSI"]
     assert "CMUMOSI skipped" in (tmp_path / "found" / "scores.md").read_text()
     from scoring.parse import LLMExtractor
 
     extractor = LLMExtractor(tiny_models["llm"], batch_size=4, max_new_tokens=3)
 
-    def labeler(rows, model, out, *, batch_size, seed, task, **options):
-        table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
+    def labeler(job, progress=None):
+        table = tint_labeler(job)
         table.loc[0, ["status", "text"]] = ["failed", ""]
         return table
 
-    scores = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path, wheel_dir=wheel_dir,
-                       labeler=labeler, extractor=extractor, sentiment="llm")
+    scores = benchmark(bench_request("m", unibench.root, tmp_path, wheel_dir, "score.sentiment=llm",
+                                     datasets=["CMUMOSI"], extractor=extractor), labeler=labeler)
     mosi = scores["models"]["m"]["datasets"]["CMUMOSI"]
     assert mosi["metric"] == "sentiment" and 0.0 <= mosi["score"] <= 1.0
     # Templated outputs need only the sentiment mapping; the failed sample needs none.
@@ -193,15 +198,15 @@ def test_sentiment_sets_with_llm_need_the_extractor(unibench, wheel_dir, tiny_mo
 def test_sentiment_sets_score_with_rules_without_an_llm(unibench, wheel_dir, tmp_path):
     """The default: every sentiment set found scores by the valence rules; failed, run-on and free
     text rows are recorded as such."""
-    def labeler(rows, model, out, *, batch_size, seed, task, **options):
-        table = tint_labeler(rows, model, out, batch_size=batch_size, seed=seed, task=task)
+    def labeler(job, progress=None):
+        table = tint_labeler(job)
         table.loc[0, ["status", "text"]] = ["failed", ""]
         table.loc[1, "text"] = "In the text, he is happy about the film."
         table.loc[2, "text"] = ("The character's emotional state is " + table.loc[2, "labels"][0]
                                 + ", nodding along while the interviewer keeps talking.")
         return table
 
-    scores = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path, wheel_dir=wheel_dir, labeler=labeler)
+    scores = benchmark(bench_request("m", unibench.root, tmp_path, wheel_dir, datasets=["CMUMOSI"]), labeler=labeler)
     mosi = scores["models"]["m"]["datasets"]["CMUMOSI"]
     assert mosi["counts"]["llm_calls"] == 0 and mosi["labeling"] == {"n": N, "failed": 1, "unparsed": 1}
     assert mosi["extraction"]["labels"] == {"runon": 1, "unparsed": 1}
@@ -213,8 +218,8 @@ def test_sentiment_sets_score_with_rules_without_an_llm(unibench, wheel_dir, tmp
     assert runon["sentiment_from"] == "rules" and runon["sentiment_rule"]
     assert "1 templated outputs ran on" in (tmp_path / "scores.md").read_text()
     # --extract rules: the free text's emotion words are spotted instead of scoring it empty.
-    spotted = benchmark("m", unibench.root, ["CMUMOSI"], tmp_path / "s", wheel_dir=wheel_dir, labeler=labeler,
-                        extract="rules")
+    spotted = benchmark(bench_request("m", unibench.root, tmp_path / "s", wheel_dir, "score.extract=rules",
+                                datasets=["CMUMOSI"]), labeler=labeler)
     ext = spotted["models"]["m"]["datasets"]["CMUMOSI"]["extraction"]
     assert ext["labels"] == {"runon": 1, "spotted": 1} and ext["extract"] == "rules"
     assert "spotted in the text (--extract rules)" in (tmp_path / "s" / "scores.md").read_text()
@@ -227,7 +232,7 @@ def _emotion_of(name: str, unibench) -> str:
 def test_cli(unibench, wheel_dir, tmp_path, monkeypatch, capsys):
     import inference.benchmark as bm
 
-    monkeypatch.setattr(bm, "label_rows", tint_labeler)
+    monkeypatch.setattr(bm, "label_table", tint_labeler)
     out = tmp_path / "out"
     code = run_cli("benchmark", "--model", "a", "--model", "b", "--unibench-root",
                    str(unibench.root), "--datasets", "MER2023,MELD", "--out", str(out),
@@ -297,23 +302,14 @@ def test_reference_result_files_rescore(unibench, wheel_dir, tmp_path, capsys):
 
 def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_path):
     """The real batch labeling with a tiny untrained model: runs, scores, and is deterministic."""
-    try:
-        labeling = importlib.import_module("inference.labeling")
-    except ModuleNotFoundError:
-        pytest.skip("inference.labeling (batch labeling) is not in this checkout")
-    if not hasattr(labeling, "label_rows"):
-        pytest.skip("inference.labeling has no label_rows(rows, model=, task=, out=, batch_size=, "
-                    "seed=) entry point for manifest rows, which the benchmark adapter calls")
-    from core.config import load_config
-
     tiny = request.getfixturevalue("tiny_models")
     model = str(_tiny_affectgpt(tiny, tmp_path))
     request.getfixturevalue("ray_session")  # one local Ray for the session
-    cfg = load_config(None, ["label.max_new_tokens=8"])
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        scores = benchmark(model, unibench.root, ["MER2023", "OVMERDPlus"], out, batch_size=2,
-                           seed=0, wheel_dir=wheel_dir, cfg=cfg, encoders=Path(tiny["clip"]).parent)
+        scores = benchmark(bench_request(model, unibench.root, out, wheel_dir, "label.max_new_tokens=8",
+                                         "label.batch_size=2", "seed=0", datasets=["MER2023", "OVMERDPlus"],
+                                         encoders=Path(tiny["clip"]).parent))
     assert (outs[0] / "scores.json").read_bytes() == (outs[1] / "scores.json").read_bytes()
     tables = sorted(p.relative_to(outs[0]) for p in (outs[0] / "labels").rglob("*.parquet"))
     assert len(tables) == 1  # one labeling job per model, all datasets
@@ -336,14 +332,15 @@ def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
 def test_only_the_asked_task_is_scored_from_a_reused_table(unibench, wheel_dir, tmp_path):
     """A table that also holds another question's rows (an earlier run with --question) scores the OV ones."""
 
-    def two_tasks(rows, model, out, *, task, **kwargs):
-        good = tint_labeler(rows, model, out, task=task, **kwargs)
+    def two_tasks(job, progress=None):
+        good = tint_labeler(job)
         other = good.assign(task="question", text="Nothing to see here.", labels=[[] for _ in range(len(good))])
         return pd.concat([good, other]).sort_values(["name", "task"])
 
-    mixed = benchmark(["ckpt"], unibench.root, ["MER2023"], tmp_path / "mixed", batch_size=2, seed=7,
-                      wheel_dir=wheel_dir, labeler=two_tasks)
-    plain = benchmark(["ckpt"], unibench.root, ["MER2023"], tmp_path / "plain", batch_size=2, seed=7,
-                      wheel_dir=wheel_dir, labeler=tint_labeler)
+    one = ["label.batch_size=2", "seed=7"]
+    mixed = benchmark(bench_request(["ckpt"], unibench.root, tmp_path / "mixed", wheel_dir, *one, datasets=["MER2023"]),
+                      labeler=two_tasks)
+    plain = benchmark(bench_request(["ckpt"], unibench.root, tmp_path / "plain", wheel_dir, *one, datasets=["MER2023"]),
+                      labeler=tint_labeler)
     assert mixed["models"]["ckpt"]["datasets"]["MER2023"]["score"] == plain["models"]["ckpt"]["datasets"]["MER2023"]["score"]
     assert plain["models"]["ckpt"]["datasets"]["MER2023"]["score"] == pytest.approx(1.0)

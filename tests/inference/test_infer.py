@@ -5,19 +5,23 @@ from __future__ import annotations
 import pytest
 
 from core.config import load_config
-from inference.infer import infer
+from inference.infer import InferRequest, infer
 
 
 NAME = "sample_00000002"
 
 
+def config(*overrides: str):
+    return load_config(None, ["label.max_new_tokens=8", *overrides])
+
+
 def test_infer_with_and_without_the_wav(synth_corpus, models_dir, tiny_checkpoint, one_thread):
-    cfg = load_config(None, ["label.max_new_tokens=8"])
     video, wav = synth_corpus / "video" / f"{NAME}.mp4", synth_corpus / "audio" / f"{NAME}.wav"
-    with_wav = infer(video, wav, "I am fine.", str(tiny_checkpoint), "both", cfg=cfg, models=models_dir)
+    with_wav = infer(InferRequest(video, wav, "I am fine.", str(tiny_checkpoint), config("label.task=both"),
+                                  models=models_dir))
     assert set(with_wav.texts) == {"ov", "description"} and all(with_wav.texts.values())
     assert with_wav.subtitle_source == "given" and with_wav.model_uri == str(tiny_checkpoint.resolve())
-    from_track = infer(video, None, None, str(tiny_checkpoint), "ov", cfg=cfg, models=models_dir)
+    from_track = infer(InferRequest(video, None, None, str(tiny_checkpoint), config(), models=models_dir))
     assert from_track.subtitle_source == "none" and from_track.texts["ov"]
     assert "[ov]" in from_track.format()
 
@@ -27,14 +31,14 @@ def test_missing_and_unreadable_files(synth_corpus, models_dir, tiny_checkpoint,
     from core.errors import InputError
 
     with pytest.raises(FileNotFoundError, match="nope.mp4 does not exist"):
-        infer(tmp_path / "nope.mp4", model=str(tiny_checkpoint), models=models_dir)
+        infer(InferRequest(tmp_path / "nope.mp4", model=str(tiny_checkpoint), models=models_dir))
     video = synth_corpus / "video" / f"{NAME}.mp4"
     with pytest.raises(FileNotFoundError, match="audio file .*nope.wav does not exist"):
-        infer(video, tmp_path / "nope.wav", model=str(tiny_checkpoint), models=models_dir)
+        infer(InferRequest(video, tmp_path / "nope.wav", model=str(tiny_checkpoint), models=models_dir))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(video.read_bytes()[:800])
     with pytest.raises(InputError, match="broken.mp4"):
-        infer(broken, model=str(tiny_checkpoint), models=models_dir)
+        infer(InferRequest(broken, model=str(tiny_checkpoint), models=models_dir))
     assert main(["infer", str(tmp_path / "gone.mp4"), "--model", str(tiny_checkpoint)]) == 2
     assert "gone.mp4 does not exist" in capsys.readouterr().err
 
@@ -45,12 +49,13 @@ def test_infer_asks_any_question_and_decodes_as_the_release(synth_corpus, models
     from modeling.prompt import question_for
 
     video = synth_corpus / "video" / f"{NAME}.mp4"
-    cfg = load_config(None, ["label.max_new_tokens=6", "label.labels=happy,sad,angry"])
-    named = infer(video, None, "I am fine.", str(tiny_checkpoint), "sentiment,closed", cfg=cfg, models=models_dir)
+    asks = ["label.max_new_tokens=6", "label.labels=happy,sad,angry"]
+    named = infer(InferRequest(video, None, "I am fine.", str(tiny_checkpoint),
+                               config(*asks, "label.task=sentiment,closed"), models=models_dir))
     assert set(named.texts) == {"sentiment", "closed"}
     assert named.questions["closed"] == question_for("closed", ["happy", "sad", "angry"])
-    own = infer(video, None, "I am fine.", str(tiny_checkpoint), cfg=cfg, models=models_dir,
-                question="Is the person tired?")
+    own = infer(InferRequest(video, None, "I am fine.", str(tiny_checkpoint),
+                             config(*asks, "label.question=Is the person tired?"), models=models_dir))
     assert list(own.texts) == ["question"] and own.questions["question"] == "Is the person tired?"
     assert "[question question] Is the person tired?" in own.format()
 
@@ -68,11 +73,11 @@ def test_infer_through_the_static_cache(synth_corpus, models_dir, tiny_checkpoin
     from core.errors import InputError
 
     video = synth_corpus / "video" / f"{NAME}.mp4"
-    hf = infer(video, None, "I am fine.", str(tiny_checkpoint), "both",
-               cfg=load_config(None, ["label.max_new_tokens=8"]), models=models_dir)
-    static = infer(video, None, "I am fine.", str(tiny_checkpoint), "both", models=models_dir,
-                   cfg=load_config(None, ["label.max_new_tokens=8", "label.backend=static"]))
+    hf = infer(InferRequest(video, None, "I am fine.", str(tiny_checkpoint), config("label.task=both"),
+                            models=models_dir))
+    static = infer(InferRequest(video, None, "I am fine.", str(tiny_checkpoint),
+                                config("label.task=both", "label.backend=static"), models=models_dir))
     assert static.texts == hf.texts and all(static.texts.values())
     with pytest.raises(InputError, match="label.cache_tokens=40"):
-        infer(video, None, "I am fine.", str(tiny_checkpoint), "ov", models=models_dir,
-              cfg=load_config(None, ["label.max_new_tokens=8", "label.backend=static", "label.cache_tokens=40"]))
+        infer(InferRequest(video, None, "I am fine.", str(tiny_checkpoint),
+                           config("label.backend=static", "label.cache_tokens=40"), models=models_dir))

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.config import load_config
-from inference.labeling import label
+from inference.labeling import LabelRequest, label
 from inference.table import COLUMNS, read_table
 from tests.fixtures.inference import STORE_NAMES as NAMES
 from tests.fixtures.pipeline import copy_corpus
@@ -26,8 +26,8 @@ def small_corpus(synth_corpus, tmp_path_factory):
 
 def test_raw_corpus_end_to_end_and_resume(ray_session, small_corpus, models_dir, tiny_checkpoint, tmp_path):
     out = tmp_path / "labels.parquet"
-    summary = label(small_corpus, str(tiny_checkpoint), "both", out, batch_size=2, seed=0, cfg=label_config(),
-                    models=models_dir)
+    cfg = label_config("label.task=both", "label.batch_size=2", "seed=0")
+    summary = label(LabelRequest(small_corpus, str(tiny_checkpoint), out, cfg, models=models_dir))
     assert (summary.kind, summary.total, summary.skipped) == ("mer2025", len(NAMES), 0)
     assert (summary.ok, summary.failed, summary.rows) == (8, 2, 10)
     df = read_table(out).to_pandas()
@@ -41,16 +41,16 @@ def test_raw_corpus_end_to_end_and_resume(ray_session, small_corpus, models_dir,
     assert not (tmp_path / "labels.parquet.parts").exists()
 
     before = out.read_bytes()
-    again = label(small_corpus, str(tiny_checkpoint), "both", out, batch_size=2, seed=0, cfg=label_config(),
-                  models=models_dir)
+    again = label(LabelRequest(small_corpus, str(tiny_checkpoint), out, cfg, models=models_dir))
     assert (again.skipped, again.ok, again.failed) == (len(NAMES), 0, 0)
     assert out.read_bytes() == before
 
 
 def test_store_input_is_deterministic_and_resumes(ray_session, small_store, tiny_checkpoint, tmp_path):
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    sa = label(small_store, str(tiny_checkpoint), "ov", a, batch_size=2, seed=3, cfg=label_config())
-    sb = label(small_store, str(tiny_checkpoint), "ov", b, batch_size=2, seed=3, cfg=label_config())
+    cfg = label_config("label.batch_size=2", "seed=3")
+    sa = label(LabelRequest(small_store, str(tiny_checkpoint), a, cfg))
+    sb = label(LabelRequest(small_store, str(tiny_checkpoint), b, cfg))
     assert sa.kind == "store" and sa.ok == sb.ok == len(NAMES) and sa.failed == 0
     assert a.read_bytes() == b.read_bytes()
     meta = pq.ParquetFile(a).metadata
@@ -60,7 +60,7 @@ def test_store_input_is_deterministic_and_resumes(ray_session, small_store, tiny
     # than the first time, and the table comes out byte-identical.
     full = read_table(a)
     pq.write_table(full.slice(0, 3), a)
-    sc = label(small_store, str(tiny_checkpoint), "ov", a, batch_size=4, seed=3, cfg=label_config())
+    sc = label(LabelRequest(small_store, str(tiny_checkpoint), a, label_config("label.batch_size=4", "seed=3")))
     assert (sc.skipped, sc.ok) == (3, 2)
     assert a.read_bytes() == b.read_bytes()
 
@@ -88,29 +88,31 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     from modeling.prompt import QUESTION_TASK, question_for
 
     out = tmp_path / "asks.parquet"
-    cfg = label_config("label.valence_range=[-3,3]")
-    s = label(small_store, str(tiny_checkpoint), "sentiment,valence", out, batch_size=5, seed=0, cfg=cfg)
+    asks = ["label.valence_range=[-3,3]", "label.batch_size=5", "seed=0"]
+    s = label(LabelRequest(small_store, str(tiny_checkpoint), out, label_config(*asks, "label.task=sentiment,valence")))
     df = read_table(out).to_pandas()
     assert (s.ok, s.failed) == (2 * len(NAMES), 0) and set(df["task"]) == {"sentiment", "valence"}
     want = {"sentiment": question_for("sentiment"), "valence": question_for("valence", valence_range=(-3, 3))}
     assert all(q == want[t] for t, q in zip(df["task"], df["question"])) and (df["subtitle_cut"] == 0).all()
 
     mine = "How loud is the person speaking?"
-    s = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine)
+    s = label(LabelRequest(small_store, str(tiny_checkpoint), out, label_config(*asks, f"label.question={mine}")))
     df = read_table(out).to_pandas()
     asked = df[df["task"] == QUESTION_TASK]
     assert s.ok == len(NAMES) and len(asked) == len(NAMES) and (asked["question"] == mine).all()
     assert f"tasks: question ({mine!r})" in s.format()
     # Another question is asked again (and replaces the rows), the same one is skipped.
-    other = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine + " Why?")
-    same = label(small_store, str(tiny_checkpoint), "ov", out, batch_size=5, seed=0, cfg=cfg, question=mine + " Why?")
+    why = label_config(*asks, f"label.question={mine} Why?")
+    other = label(LabelRequest(small_store, str(tiny_checkpoint), out, why))
+    same = label(LabelRequest(small_store, str(tiny_checkpoint), out, why))
     assert (other.skipped, other.ok, same.skipped, same.ok) == (0, len(NAMES), len(NAMES), 0)
     assert (read_table(out).to_pandas().query("task == 'question'")["question"] == mine + " Why?").all()
 
     tight = tmp_path / "tight.parquet"
     long_q = "Please describe, in great detail, every emotion you can see or hear in this video. " * 6
-    s = label(small_store, str(tiny_checkpoint), "ov", tight, batch_size=5, seed=0,
-              cfg=label_config("label.max_prompt_tokens=150"), question=long_q)
+    s = label(LabelRequest(small_store, str(tiny_checkpoint), tight,
+                           label_config("label.batch_size=5", "seed=0", "label.max_prompt_tokens=150",
+                                        f"label.question={long_q}")))
     t = read_table(tight).to_pandas()
     assert s.failed == len(NAMES) and set(s.failures) == {"prompt/too-long"}
     assert t["error"].str.startswith("prompt/too-long: the prompt is over 150 tokens").all()
@@ -121,8 +123,8 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     model, _ = load_model(str(tiny_checkpoint), device="cpu")
     bare = len(model.tokenizer(build_prompt("", question_for("ov")), add_special_tokens=False)["input_ids"])
     cut = tmp_path / "cut.parquet"
-    s = label(small_store, str(tiny_checkpoint), "ov", cut, batch_size=5, seed=0,
-              cfg=label_config(f"label.max_prompt_tokens={bare + 2}"))
+    s = label(LabelRequest(small_store, str(tiny_checkpoint), cut,
+                           label_config("label.batch_size=5", "seed=0", f"label.max_prompt_tokens={bare + 2}")))
     c = read_table(cut).to_pandas()
     assert s.failed == 0 and s.shortened == (c["subtitle_cut"] > 0).sum() > 0
     assert f"subtitles shortened to fit the {bare + 2}-token prompt: {s.shortened} rows" in s.format()
@@ -132,14 +134,16 @@ def test_the_static_backend_labels_byte_identical_to_hf(ray_session, small_store
     """Greedy labeling through the static cache (3 slots, refilled within each actor batch of 4 samples x 2
     tasks) writes the hf backend's table byte for byte; a row over an explicit cache length is a failed row."""
     hf, static = tmp_path / "hf.parquet", tmp_path / "static.parquet"
-    a = label(small_store, str(tiny_checkpoint), "both", hf, batch_size=4, seed=0, cfg=label_config("label.backend=hf"))
-    b = label(small_store, str(tiny_checkpoint), "both", static, batch_size=4, seed=0,
-              cfg=label_config("label.backend=static", "label.cache_rows=3"))
+    both = ["label.task=both", "label.batch_size=4", "seed=0"]
+    a = label(LabelRequest(small_store, str(tiny_checkpoint), hf, label_config(*both, "label.backend=hf")))
+    b = label(LabelRequest(small_store, str(tiny_checkpoint), static,
+                           label_config(*both, "label.backend=static", "label.cache_rows=3")))
     assert a.ok == b.ok == 2 * len(NAMES) and hf.read_bytes() == static.read_bytes()
 
     tight = tmp_path / "tight.parquet"
-    s = label(small_store, str(tiny_checkpoint), "ov", tight, batch_size=5, seed=0,
-              cfg=label_config("label.backend=static", "label.cache_tokens=20"))
+    s = label(LabelRequest(small_store, str(tiny_checkpoint), tight,
+                           label_config("label.batch_size=5", "seed=0", "label.backend=static",
+                                        "label.cache_tokens=20")))
     t = read_table(tight).to_pandas()
     assert s.failed == len(NAMES) and set(s.failures) == {"cache/too-long"}
     assert t["error"].str.startswith("cache/too-long: the prompt and the 8-token answer budget exceed").all()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from features.store import FeatureStore
-from pipelines.job import preprocess
+from pipelines.job import PreprocessRequest, preprocess
 from tests.fixtures.pipeline import BAD_CASES, GOOD, copy_corpus, pipeline_config
 from tests.pipelines.test_manifest import write_shards
 
@@ -94,7 +94,7 @@ def test_labels_are_stored_with_the_samples(reference_store, synth_corpus):
 
 
 def test_rerun_is_a_no_op(reference_store, synth_corpus, models_dir):
-    summary = preprocess(synth_corpus, reference_store[0], models=models_dir, cfg=pipeline_config())
+    summary = preprocess(PreprocessRequest(synth_corpus, reference_store[0], pipeline_config(), models=models_dir))
     assert summary.skipped == 24 and summary.processed == 0
 
 
@@ -116,7 +116,7 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
     for name, (kind, word) in BAD_CASES.items():
         assert failed[name].startswith(kind) and word in failed[name], (name, failed.get(name))
     # Failed samples are not retried unless asked; with --retry-failed they are (and fail again).
-    again = preprocess(bad_corpus, store, models=models_dir, cfg=pipeline_config())
+    again = preprocess(PreprocessRequest(bad_corpus, store, pipeline_config(), models=models_dir))
     assert again.processed == 0
     # ... and the rerun's summary still tells the store's whole state, earlier failures included.
     assert (again.failed, again.state_ok, again.state_failed) == (0, len(GOOD), len(BAD_CASES))
@@ -127,7 +127,7 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
     assert main(["preprocess", "--corpus", str(bad_corpus), "--store", str(store), "--models", str(models_dir)]) == 1
     out = capsys.readouterr().out
     assert "processed" in out and "exceeds --max-failure-rate" in out and "--retry-failed" in out
-    again = preprocess(bad_corpus, store, models=models_dir, cfg=pipeline_config(), retry_failed=True)
+    again = preprocess(PreprocessRequest(bad_corpus, store, pipeline_config(), models=models_dir, retry_failed=True))
     assert again.processed == len(BAD_CASES) and again.failed == len(BAD_CASES)
     assert main(["preprocess", "--corpus", str(bad_corpus), "--store", str(tmp_path / "b2.zarr"), "--models",
                  str(models_dir), "--max-failure-rate", "0.9"]) == 0
@@ -139,7 +139,7 @@ def test_second_encoder_version_beside_the_first(reference_store, synth_corpus, 
     fs = FeatureStore(str(store))
     first = {s.modality: s for s in fs.specs()}
     before = fs.read(list(first.values()))
-    summary = preprocess(synth_corpus, store, models=models_v2, cfg=pipeline_config())
+    summary = preprocess(PreprocessRequest(synth_corpus, store, pipeline_config(), models=models_v2))
     assert summary.ok == 24
     # Only the new CLIP ran: its frame and face groups are new, the audio group (same HuBERT) was skipped.
     assert sorted(s.split("/")[0] for s in summary.specs) == ["face", "frame"]
@@ -159,8 +159,8 @@ def test_webdataset_layout_matches_mer2025(reference_store, synth_corpus, models
     shards = write_shards(tmp_path / "shards", synth_corpus, names)
     store = tmp_path / "wds.zarr"
     # A pool per encoder here (the reference run fused them): the features must not depend on it.
-    summary = preprocess(shards, store, layout="webdataset", models=models_dir,
-                         cfg=pipeline_config("preprocess.encoder_pools=separate"))
+    summary = preprocess(PreprocessRequest(shards, store, pipeline_config("preprocess.encoder_pools=separate"),
+                                           layout="webdataset", models=models_dir))
     assert summary.ok == 4, summary.format()
     got = FeatureStore(str(store)).read(["frame", "face", "audio"], dtype=np.float32)
     ref = FeatureStore(str(reference_store[0])).read(["frame", "face", "audio"], names=names, dtype=np.float32)
@@ -169,7 +169,7 @@ def test_webdataset_layout_matches_mer2025(reference_store, synth_corpus, models
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-3, atol=1e-3, err_msg=key)
     stored = FeatureStore(str(store)).samples(columns=["openset", "reason"])
     assert list(stored["openset"]) == ["[happy]"] * 4 and list(stored["reason"]) == [""] * 4  # as the shards' json say
-    again = preprocess(shards, store, layout="webdataset", models=models_dir, cfg=pipeline_config())
+    again = preprocess(PreprocessRequest(shards, store, pipeline_config(), layout="webdataset", models=models_dir))
     assert again.processed == 0
 
 
@@ -179,8 +179,8 @@ def test_folder_layout_with_opencv_faces(ray_session, synth_corpus, models_dir, 
     for i in range(3):
         shutil.copy(synth_corpus / "video" / f"sample_{i:08d}.mp4", root / f"clip{i}.mp4")
     (root / "subtitles.csv").write_text("name,english\nclip0,hello\n")
-    summary = preprocess(root, tmp_path / "f.zarr", layout="folder", faces="opencv", models=models_dir,
-                         cfg=pipeline_config())
+    summary = preprocess(PreprocessRequest(root, tmp_path / "f.zarr", pipeline_config(), layout="folder",
+                                           faces="opencv", models=models_dir))
     assert summary.ok == 3, summary.format()
     fs = FeatureStore(str(tmp_path / "f.zarr"))
     assert fs.samples().set_index("name").loc["clip0", "subtitle"] == "hello"
@@ -192,7 +192,7 @@ def test_asr_fills_missing_subtitles(ray_session, synth_corpus, models_dir, whis
     root = copy_corpus(synth_corpus, tmp_path / "c", names)
     (root / "subtitle_chieng.csv").write_text(f"name,english\n{names[0]},given\n")  # the second has none
     cfg = pipeline_config("preprocess.asr=true", f"preprocess.whisper_model={whisper_model}")
-    summary = preprocess(root, tmp_path / "asr.zarr", models=models_dir, cfg=cfg)
+    summary = preprocess(PreprocessRequest(root, tmp_path / "asr.zarr", cfg, models=models_dir))
     assert summary.ok == 2, summary.format()
     subs = FeatureStore(str(tmp_path / "asr.zarr")).samples().set_index("name")["subtitle"]
     assert subs[names[0]] == "given" and len(subs[names[1]]) > 0

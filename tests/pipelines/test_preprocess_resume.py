@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from features.store import FeatureStore
-from pipelines.job import preprocess
+from pipelines.job import PreprocessRequest, preprocess
 from tests.fixtures.pipeline import pipeline_config
 
 # The shared fixtures (session-scoped: built once however many modules use them).
@@ -57,7 +57,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(ray_session, reference_store, sy
             last, stable_since = now, time.monotonic()
     assert last < 24
 
-    summary = preprocess(synth_corpus, store, models=models_dir, cfg=pipeline_config())
+    summary = preprocess(PreprocessRequest(synth_corpus, store, pipeline_config(), models=models_dir))
     assert summary.skipped == last and summary.ok == 24 - last and summary.failed == 0
 
     got = fs.read(specs, dtype=np.float32)

@@ -50,20 +50,20 @@ def test_preprocess_s3_corpus_to_s3_store_and_read_batches(ray_session, s3_serve
     from features.labels import read_corpus_labels
     from features.reader import FeatureDataset
     from features.store import FeatureStore
-    from pipelines.job import preprocess
+    from pipelines.job import PreprocessRequest, preprocess
     from pipelines.operators import read_store
 
     corpus, missing = s3_corpus
     store = f"s3://{BUCKET}/stores/mer.zarr"
     opts = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
-    summary = preprocess(corpus, store, models=models_dir, limit=LIMIT, cfg=pipeline_config(),
-                         storage_options=opts)
+    request = PreprocessRequest(corpus, store, pipeline_config(), models=models_dir, limit=LIMIT, storage_options=opts)
+    summary = preprocess(request)
     assert (summary.ok, summary.failed) == (LIMIT - 1, 1), summary.format()
     assert summary.failures == {"face/missing": 1}
     assert f"{corpus}/openface_face/{missing}/{missing}.npy does not exist" in summary.examples["face/missing"]
 
     # Rerun = resume: nothing left (the failed sample stays failed without --retry-failed).
-    again = preprocess(corpus, store, models=models_dir, limit=LIMIT, cfg=pipeline_config(), storage_options=opts)
+    again = preprocess(request)
     assert (again.skipped, again.processed) == (LIMIT, 0)
 
     report = FeatureStore(store).inspect()  # environment credentials from here on

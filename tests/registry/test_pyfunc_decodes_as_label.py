@@ -9,7 +9,7 @@ import pytest
 
 from core.config import load_config
 from features.store import FeatureStore
-from inference.labeling import label
+from inference.labeling import LabelRequest, label
 from inference.table import read_table
 from registry.pyfunc import AffectGPTPyfunc, signature
 from registry.resolve import BASE_ARTIFACT, CKPT_ARTIFACT
@@ -18,9 +18,10 @@ from modeling.checkpoint import read_spec
 
 @pytest.mark.parametrize("decoding", ["greedy", "released"])
 def test_served_model_gives_label_s_text(ray_session, small_store, tiny_checkpoint, tmp_path, decoding):
-    cfg = load_config(None, ["ray.num_cpus=2", f"label.decoding={decoding}", "seed=7"])
+    cfg = load_config(None, ["ray.num_cpus=2", f"label.decoding={decoding}", "seed=7", "label.task=ov,sentiment",
+                             "label.batch_size=2"])
     out = tmp_path / "labels.parquet"
-    summary = label(small_store, str(tiny_checkpoint), "ov,sentiment", out, batch_size=2, seed=7, cfg=cfg)
+    summary = label(LabelRequest(small_store, str(tiny_checkpoint), out, cfg))
     assert summary.failed == 0
     table = read_table(out).to_pandas().sort_values(["name", "task"]).reset_index(drop=True)
 

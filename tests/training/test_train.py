@@ -170,7 +170,7 @@ def preprocessed(ray_session, synth_corpus, models_dir, tmp_path_factory):
     with an empty list (neutral), and the first has a second track-2 row (the first row wins)."""
     import pandas as pd
 
-    from pipelines.job import preprocess
+    from pipelines.job import PreprocessRequest, preprocess
     from tests.fixtures.pipeline import copy_corpus, pipeline_config
 
     root = copy_corpus(synth_corpus, tmp_path_factory.mktemp("labelled") / "corpus", LABELLED)
@@ -180,7 +180,7 @@ def preprocessed(ray_session, synth_corpus, models_dir, tmp_path_factory):
     t2[t2["name"] != LABELLED[5]].to_csv(root / TRACK2, index=False)
     t3[t3["name"] != LABELLED[5]].to_csv(root / TRACK3, index=False)
     store = root.parent / "store.zarr"
-    summary = preprocess(root, store, models=models_dir, cfg=pipeline_config())
+    summary = preprocess(PreprocessRequest(root, store, pipeline_config(), models=models_dir))
     assert summary.ok == len(LABELLED), summary.format()
     return root, store
 

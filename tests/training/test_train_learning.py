@@ -55,11 +55,11 @@ def test_tiny_model_learns_the_emotion_from_the_synthetic_corpus_store(tiny_mode
     from synth.corpus import EMOTIONS, MAIN_WORD, write_corpus
     from features.labels import read_corpus_labels
     from features.reader import FeatureDataset
-    from pipelines.job import preprocess
+    from pipelines.job import PreprocessRequest, preprocess
 
     models = Path(tiny_models["llm"]).parent
     write_corpus(tmp_path / "corpus", n=N_CORPUS, seed=0)
-    preprocess(tmp_path / "corpus", tmp_path / "store.zarr", models=models, cfg=load_config())
+    preprocess(PreprocessRequest(tmp_path / "corpus", tmp_path / "store.zarr", load_config(), models=models))
     labels = read_corpus_labels(str(tmp_path / "corpus"))
     names = sorted(labels["name"])
     split = N_CORPUS * 3 // 4
