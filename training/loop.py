@@ -380,6 +380,9 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
             raise ConfigError(
                 f"checkpoint {hooks.resume_from} was written by {state.get('world')} workers at ZeRO "
                 f"{state.get('zero_stage')}; resuming needs the same (got {world}, {tc.zero_stage})")
+        check_resume_files(Path(hooks.resume_from) / DS_DIR)
+        # DeepSpeed's own engine loads with weights_only=False; this one refuses any code in the files.
+        engine.checkpoint_engine = weights_only_engine(engine._config)
         engine.load_checkpoint(str(Path(hooks.resume_from) / DS_DIR), tag=DS_TAG, load_module_strict=False,
                                load_optimizer_states=True, load_lr_scheduler_states=True)
         step = resumed_from = int(state["step"])
@@ -417,9 +420,6 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                 loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of micro losses, tokens]
                 for micro in range(accum):
                     batch = {k: v.to(device) for k, v in next(it).items()}
-        check_resume_files(Path(hooks.resume_from) / DS_DIR)
-        # DeepSpeed's own engine loads with weights_only=False; this one refuses any code in the files.
-        engine.checkpoint_engine = weights_only_engine(engine._config)
                     torch.manual_seed(_micro_seed(cfg.seed, step, micro * world + rank))
                     out = engine(**batch)
                     engine.backward(out.loss)
