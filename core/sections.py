@@ -172,8 +172,8 @@ class TrainConfig:
     max_bad_steps: int = 3
 
     def validate(self) -> None:
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ConfigError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.zero_stage not in (1, 2, 3):  # stage 0 has no overflow check: a non-finite update would apply
+            raise ConfigError(f"zero_stage must be 1, 2 or 3, got {self.zero_stage}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.lr <= 0:

@@ -39,7 +39,8 @@ _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADD
 class LoopHooks:
     """What the caller plugs in; every field is optional."""
 
-    # report(metrics, checkpoint_dir or None): called by every rank after each logged step/checkpoint.
+    # report(metrics, checkpoint_dir or None): called by every rank at each checkpoint and epoch end, never
+    # per step (Ray Train's report waits on the driver: ~2 s a call). Per-step metrics go to log_metrics.
     report: Callable[[dict, str | None], None] | None = None
     # log_metrics(metrics, step): rank 0 only (MLflow).
     log_metrics: Callable[[dict, int], None] | None = None
@@ -49,8 +50,11 @@ class LoopHooks:
     checkpoint_root: str | None = None
     # A checkpoint folder to resume from (None: start fresh).
     resume_from: str | None = None
-    # rank 0 appends one JSON line per step here (local runs; MLflow holds them on a cluster).
+    # rank 0 appends one JSON line per step here (the run folder, on a cluster too).
     metrics_path: str | None = None
+    # Where the checkpoints written under checkpoint_root end up once reported (the run folder); errors
+    # name them there. None: where they are written.
+    checkpoint_home: str | None = None
 
 
 @dataclass
@@ -331,6 +335,39 @@ def nonfinite(metrics: dict) -> str:
     return ""
 
 
+def nonfinite_weight(model: torch.nn.Module, zero_stage: int) -> str:
+    """The name of the first trainable tensor holding a non-finite value on any rank ("" when none).
+
+    Collective: every rank checks what it holds (its ZeRO-3 partition, else the whole tensor) and
+    the flags are all-reduced, so every rank gets the same answer.
+    """
+    import torch.distributed as dist
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    bad = torch.zeros(len(named), dtype=torch.float32)
+    for i, (_, p) in enumerate(named):
+        held = p.ds_tensor if zero_stage == 3 and hasattr(p, "ds_tensor") else p
+        bad[i] = float(held.numel() > 0 and not bool(torch.isfinite(held.detach()).all()))
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    found = bad.nonzero()
+    return named[int(found[0])][0] if len(found) else ""
+
+
+def checked_loss(engine, batch: dict, world: int) -> float:
+    """The loss of ``batch`` under the current weights, dropout off and no gradient (every rank, the
+    mean over ranks): a checkpoint is written only when its weights give a finite loss on real data."""
+    engine.eval()
+    try:
+        with torch.no_grad():
+            value = torch.tensor([float(engine(**batch).loss.detach().float())], dtype=torch.float64)
+    finally:
+        engine.train()
+    if world > 1:
+        torch.distributed.all_reduce(value)
+    return float(value[0]) / world
+
+
 def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None, *, use_gpu: bool = False,
              build_model: Callable | None = None) -> LoopResult:
     """Train on ``features`` (a map-style dataset of feature items) from ``cfg`` (a full Config).
@@ -388,21 +425,46 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
         step = resumed_from = int(state["step"])
 
     history: list[dict] = []
-    last_ckpt = None
-    bad_run = 0  # consecutive steps with a non-finite loss or gradient norm
+    bad_run = 0  # consecutive steps with a non-finite loss or gradient norm (their updates skipped)
     bar = hooks.progress(total, step) if (hooks.progress and rank == 0) else None
+    if hooks.metrics_path and rank == 0:
+        Path(hooks.metrics_path).parent.mkdir(parents=True, exist_ok=True)
     metrics_file = open(hooks.metrics_path, "a", encoding="utf-8") if (hooks.metrics_path and rank == 0) else None
 
-    def checkpoint(metrics: dict) -> str | None:
+    def home(folder: Path) -> str:
+        """Where ``folder`` is kept once reported (the run folder), so a message names a path that exists."""
+        return str(Path(hooks.checkpoint_home) / folder.name) if hooks.checkpoint_home else str(folder)
+
+    last_ckpt = home(Path(hooks.resume_from)) if hooks.resume_from else None  # the last one known good
+
+    def stop(why: str, reason: str, message: str) -> TrainingError:
+        """The run's failure: recorded beside metrics.jsonl (rank 0), returned to be raised on every rank."""
+        if rank == 0 and hooks.metrics_path:
+            Path(hooks.metrics_path).with_name(FAILURE_FILE).write_text(json.dumps(
+                {"status": "failed", "reason": reason, "step": step, "value": why, "message": message,
+                 "last_checkpoint": last_ckpt}, indent=2) + "\n", encoding="utf-8")
+        return TrainingError(message)
+
+    def checkpoint(metrics: dict, batch: dict) -> str | None:
+        """Write a checkpoint of weights that are finite and give a finite loss on ``batch`` (the step's
+        last micro-batch); weights that do not stop the run: no later step can mend them (each of their
+        updates is skipped), and a checkpoint of them would be registered as good."""
         nonlocal last_ckpt
         if not hooks.checkpoint_root:
             return None
+        bad = nonfinite_weight(model, tc.zero_stage)
+        loss = float("nan") if bad else checked_loss(engine, batch, world)
+        if bad or not math.isfinite(loss):
+            what = f"weight {bad} is not finite" if bad else f"the weights give loss={loss} on a training batch"
+            raise stop(f"weight={bad}" if bad else f"checked_loss={loss}", "non-finite-weights",
+                       f"training stopped at step {step}: {what} (no checkpoint written; last good "
+                       f"checkpoint: {last_ckpt or 'none'}); lower train.lr, or set train.grad_clip")
         state = {"step": step, "epoch": step // per_epoch, "world": world, "zero_stage": tc.zero_stage,
                  "steps_per_epoch": per_epoch, "total_steps": total, "metrics": metrics}
         folder = Path(hooks.checkpoint_root) / f"step_{step:08d}"
         save_checkpoint(engine, model, folder, state, tc.zero_stage, rank)
-        last_ckpt = str(folder)
-        return last_ckpt
+        last_ckpt = home(folder)
+        return str(folder)
 
     try:
         while step < total:
@@ -422,22 +484,32 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                     batch = {k: v.to(device) for k, v in next(it).items()}
                     torch.manual_seed(_micro_seed(cfg.seed, step, micro * world + rank))
                     out = engine(**batch)
-                    engine.backward(out.loss)
+                    loss = out.loss
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        # A non-finite loss makes every gradient NaN (NaN * 0 is NaN too), so the update is
+                        # skipped at the accumulation boundary on every rank: ZeRO's overflow check (the
+                        # loss-scaling skip of AMP) drops a step whose global gradient norm is not finite.
+                        loss = loss * float("nan")
+                    engine.backward(loss)
                     engine.step()
-                    loss_sum[0] += float(out.loss.detach())
+                    loss_sum[0] += value
                     loss_sum[1] += float(batch["attention_mask"].sum())
+                applied = engine.was_step_applied()
                 step += 1
                 if world > 1:
                     torch.distributed.all_reduce(loss_sum)
                 dt = time.perf_counter() - t0
                 metrics = {"loss": float(loss_sum[0]) / (accum * world), "lr": float(lr),
                            "tokens_per_s": float(loss_sum[1]) / dt, "samples_per_s": tc.global_batch_size / dt,
-                           "epoch": step / per_epoch, "step": step}
+                           "epoch": step / per_epoch, "step": step, "time": time.time()}
                 grad_norm = engine.get_global_grad_norm()  # global: the same on every rank (None: not computed)
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)
                 # Every rank sees the same all-reduced loss and global norm, so all stop together.
-                why = nonfinite(metrics)
+                why = nonfinite(metrics) or ("" if applied else "update=skipped")
+                if not applied:
+                    metrics["skipped"] = 1
                 bad_run = bad_run + 1 if why else 0
                 if rank == 0:
                     history.append(metrics)
@@ -445,24 +517,21 @@ def run_loop(cfg, features, llm_path: str | Path, hooks: LoopHooks | None = None
                         metrics_file.write(json_metrics(metrics) + "\n")
                         metrics_file.flush()
                     if hooks.log_metrics and (step % tc.log_every == 0 or step == total):
-                        hooks.log_metrics({k: v for k, v in metrics.items() if k != "step"}, step)
+                        hooks.log_metrics({k: v for k, v in metrics.items() if k not in ("step", "time")}, step)
                     if bar is not None:
                         bar.update(1)
                         if hasattr(bar, "set_postfix"):
                             bar.set_postfix({"loss": f"{metrics['loss']:.4f}"})
                 if bad_run >= tc.max_bad_steps:
-                    message = (f"training stopped at step {step}: {why} for {bad_run} consecutive step(s) "
-                               f"(train.max_bad_steps={tc.max_bad_steps}); last good checkpoint: {last_ckpt or 'none'}")
-                    if rank == 0 and hooks.metrics_path:
-                        Path(hooks.metrics_path).with_name(FAILURE_FILE).write_text(json.dumps(
-                            {"status": "failed", "reason": "non-finite", "step": step, "value": why,
-                             "message": message, "last_checkpoint": last_ckpt}, indent=2) + "\n", encoding="utf-8")
-                    raise TrainingError(message)
+                    raise stop(why, "non-finite", (
+                        f"training stopped at step {step}: {why} for {bad_run} consecutive step(s), each update "
+                        f"skipped (train.max_bad_steps={tc.max_bad_steps}); last good checkpoint: "
+                        f"{last_ckpt or 'none'}"))
                 at_epoch_end = step % per_epoch == 0
                 at_every = tc.checkpoint_every and step % tc.checkpoint_every == 0
-                # A step with non-finite values writes no checkpoint: it would hold NaN weights.
-                ckpt = checkpoint(metrics) if (at_epoch_end or at_every) and not why else None
-                if hooks.report and (ckpt or step % tc.log_every == 0 or step == total):
+                # A skipped step changed no weight: the checkpoint of the step before (if any) stands.
+                ckpt = checkpoint(metrics, batch) if (at_epoch_end or at_every) and not why else None
+                if hooks.report and (ckpt or at_epoch_end or step == total):
                     hooks.report(metrics, ckpt)
                 if (tc.fail_at_step and step == tc.fail_at_step and not resumed_from and rank == tc.fail_rank
                         and _first_failure(hooks, rank)):
