@@ -49,6 +49,31 @@ class TrainingError(AffectFlowError):
     """A training run that cannot go on (e.g. a non-finite loss); the message names the step and value."""
 
 
+def user_error(exc: BaseException | None) -> AffectFlowError | None:
+    """The :class:`AffectFlowError` behind ``exc``: itself, or one raised in a Ray worker and carried
+    across Ray's wrappers (a task's ``RayTaskError`` keeps it as ``cause``, Ray Train's
+    ``WorkerGroupError`` per rank in ``worker_failures``) or chained as a cause; None when none is.
+
+    The worker's own exception comes back, not Ray's copy whose message holds the remote traceback,
+    so the command line prints its one-line message and exits 2 as for an error raised at home.
+    """
+    seen: set[int] = set()
+    todo: list = [exc]
+    while todo:
+        err = todo.pop(0)
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        cause = getattr(err, "cause", None)
+        cause = cause if isinstance(cause, BaseException) else None
+        if isinstance(err, AffectFlowError) and cause is None:
+            return err
+        failures = getattr(err, "worker_failures", None)
+        todo += [cause, *(failures.values() if isinstance(failures, dict) else ()),
+                 getattr(err, "controller_failure", None), err.__cause__, err.__context__]
+    return None
+
+
 def format_error(kind: str, message: str) -> str:
     """The text stored in an ``error`` column: ``kind: message`` (``kind`` is ``stage/what``)."""
     return f"{kind}: {message}"

@@ -34,7 +34,23 @@ def init_ray(cfg, log_to_driver: bool | None = None) -> None:
         if cfg.ray.task_events_max:
             kwargs["_system_config"] = {"task_events_max_num_task_in_gcs": cfg.ray.task_events_max}
     ray.init(**kwargs)
+    global _started
+    _started = True
     _name_session_logs(console)
+
+
+_started = False  # whether init_ray started (or joined) Ray in this process, for shutdown_ray
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray connection init_ray opened in this process (a local instance stops with it)."""
+    global _started
+    if not _started:
+        return
+    import ray
+
+    _started = False
+    ray.shutdown()
 
 
 def _name_session_logs(console) -> None:

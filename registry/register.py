@@ -5,9 +5,12 @@ its open run, and what ``affectflow register CHECKPOINT`` calls later. It logs t
 :class:`registry.pyfunc.AffectGPTPyfunc` model (artifacts: the trainable weights without the
 DeepSpeed optimizer state, the base LLM folder unless ``bundle_base=False`` for a non-tiny
 preset, and a small JSON with the base LLM path), registers it under
-``mlflow.registered_model`` and points ``mlflow.alias`` at the new version. When the tracking
-server cannot be reached, nothing is raised: the checkpoint stays where it is and the exact
-``affectflow register`` command to run later is printed.
+``mlflow.registered_model`` and points ``mlflow.alias`` at the new version. A checkpoint with a
+non-finite weight, or whose forward pass on one sample is not finite, is refused first
+(:func:`check_finite`, naming the tensor). When the tracking server cannot be reached, nothing is
+raised: the checkpoint stays where it is and the exact ``affectflow register`` command to run later
+is printed. Given a training run folder, that command resumes the training run's own MLflow run
+(``training.record``), sends the metrics it lacks, ends it and registers the model there.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from pathlib import Path
 from core.console import echo
 from core.tracking import short_retries, tracking_uri, unreachable
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
-from modeling.checkpoint import SPEC_FILE, find_checkpoint
-from core.errors import AffectFlowError, MissingFileError, TrackingError
+from modeling.checkpoint import ADAPTER_DIR, FAILURE_FILE, FUSION_FILE, SPEC_FILE, find_checkpoint, read_spec
+from core.errors import AffectFlowError, MissingFileError, ModelRefError, TrackingError
+from training.record import CONFIG_FILE, mlflow_metrics, read_history, read_mlflow_run, run_folder_of, upload_missing
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
 # which a fresh registration is, so it needs (and admits) no set_registered_model_alias call.
@@ -69,6 +73,58 @@ def stage_checkpoint(checkpoint: Path, dest: Path) -> Path:
         if not (dest / needed).exists():
             raise MissingFileError(f"{checkpoint} is not a complete AffectFlow checkpoint: {needed} is missing")
     return dest
+
+
+def check_finite(checkpoint: str | Path, llm_path: str | Path | None = None) -> None:
+    """Refuse a checkpoint (``ModelRefError``) with a non-finite trainable weight, naming the tensor, or
+    whose forward pass on one fixed sample gives a non-finite loss or logits, naming the first module
+    whose output is not finite. Weights of about 1e30 are finite, yet answer only ``!!!…`` (the argmax
+    of NaN logits): only the forward pass shows them."""
+    import torch
+    from safetensors.torch import load_file
+
+    from modeling.prompt import QUESTIONS, encode_example, ov_answer
+    from registry.resolve import load_model
+
+    ckpt = Path(checkpoint)
+    for part in (ckpt / FUSION_FILE, ckpt / ADAPTER_DIR / "adapter_model.safetensors"):
+        if not part.is_file():
+            continue
+        for name, tensor in load_file(str(part)).items():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ModelRefError(f"{ckpt} is not registered: weight {name} ({part.relative_to(ckpt)}) holds "
+                                    f"{bad} non-finite value(s) of {tensor.numel()}")
+    spec = read_spec(ckpt)
+    model, _ = load_model(str(ckpt), llm_path=llm_path, merge_lora=False,
+                          dtype="auto" if spec.get("preset") == "tiny" else "bfloat16")
+    device = next(model.fusion.parameters()).device
+    g = torch.Generator().manual_seed(0)
+    visual = torch.randn(1, 8, int(spec["visual_dim"]), generator=g).to(device)
+    audio = torch.randn(1, 8, int(spec["audio_dim"]), generator=g).to(device)
+    ids, labels = encode_example(model.tokenizer, "I never said that.", QUESTIONS["ov"], ov_answer(["happy"]),
+                                 spec.get("visual_stream", "face"), 256)
+    first: list[str] = []
+
+    def watch(name):
+        def hook(_module, _inputs, output):
+            value = output[0] if isinstance(output, tuple) else getattr(output, "logits", output)
+            if not first and torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                first.append(name)
+        return hook
+
+    handles = [m.register_forward_hook(watch(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device),
+                        visual=visual, audio=audio)
+    finally:
+        for h in handles:
+            h.remove()
+    if not (torch.isfinite(out.loss).all() and torch.isfinite(out.logits).all()):
+        where = f"the output of {first[0]} is the first that is not finite" if first else "the logits are not finite"
+        raise ModelRefError(f"{ckpt} is not registered: its forward pass on a sample gives loss={float(out.loss)} "
+                            f"({where}); the weights diverged (train again with a lower train.lr)")
 
 
 def _requirements() -> list[str]:
@@ -118,9 +174,11 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
     """Log + register ``checkpoint_dir``, set the alias and put ``tags`` on the run and the version;
     ``None`` (with instructions printed) when the tracking server cannot be reached. Uses the active
     run if there is one (the trainer's): ``train(..., on_finish=log_and_register)`` is the intended
-    wiring. Given a training run folder outside a run (``affectflow register RUN_DIR``), the new run
-    also gets the folder's config as params and its ``metrics.jsonl`` as metrics (a run trained
-    with ``--no-track``, or whose server went away mid-run)."""
+    wiring. Given a training run folder outside a run (``affectflow register RUN_DIR``): the folder's
+    own MLflow run when it is on this server (resumed, sent the steps of ``metrics.jsonl`` it lacks,
+    ended FINISHED), else a new run with the folder's config as params and ``metrics.jsonl`` as
+    metrics (a run trained with ``--no-track``). A run folder whose run failed is refused (its
+    MLflow run is ended FAILED). The checkpoint is checked first (:func:`check_finite`)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -132,7 +190,13 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
     uri = tracking_uri(mc.tracking_uri, uri)
     name, alias = name or mc.registered_model, alias or mc.alias
     ckpt = find_checkpoint(checkpoint_dir)
-    later = register_command(ckpt, uri, name, alias, bundle_base)
+    folder = run_folder_of(checkpoint_dir) if mlflow.active_run() is None else None
+    later = register_command(folder or ckpt, uri, name, alias, bundle_base)
+    if folder is not None and (folder / FAILURE_FILE).is_file():
+        _end_failed_run(folder, uri)
+        message = json.loads((folder / FAILURE_FILE).read_text(encoding="utf-8")).get("message", "")
+        raise ModelRefError(f"{folder} holds a failed training run, nothing of it is registered: {message}")
+    check_finite(ckpt, llm_path)
     why = unreachable(uri)
     if why:
         _print_later(why, ckpt, later)
@@ -142,15 +206,26 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
             mlflow.set_tracking_uri(uri)
             mlflow.set_registry_uri(uri)
             active = mlflow.active_run()
+            resumed = None
             if active is None:
-                mlflow.set_experiment(experiment or mc.experiment)
-                run_ctx = mlflow.start_run(run_name=f"register-{ckpt.name}")
+                resumed = _own_run(folder, uri)
+                if resumed:  # in its own experiment, whatever mlflow.experiment says now
+                    mlflow.set_experiment(experiment_id=MlflowClient(uri).get_run(resumed).info.experiment_id)
+                    run_ctx = mlflow.start_run(run_id=resumed)
+                else:
+                    mlflow.set_experiment(experiment or mc.experiment)
+                    run_ctx = mlflow.start_run(run_name=f"register-{ckpt.name}")
             else:
                 run_ctx = _nullrun(active)
             with run_ctx as run:
+                if resumed:
+                    sent, steps = upload_missing(MlflowClient(uri), resumed, folder)
+                    echo(f"[register] resumed MLflow run {resumed} of {folder}: sent the {sent} of {steps} steps' "
+                         "metrics it lacked")
+                elif active is None and folder is not None:
+                    upload_run_folder(folder)
                 if active is None:
-                    mlflow.log_param("checkpoint_dir", str(ckpt))
-                    upload_run_folder(Path(checkpoint_dir))
+                    mlflow.set_tag("checkpoint_dir", str(ckpt))
                 info = log_model(ckpt, llm_path=llm_path, bundle_base=bundle_base, registered_model=name)
                 version = str(info.registered_model_version)
                 if alias.lower() != LATEST:
@@ -180,30 +255,49 @@ def upload_run_folder(folder: Path) -> int:
     ``metrics.jsonl`` as metrics (non-finite values, written as null, are left out); the step count."""
     import mlflow
     import yaml
-    from mlflow.entities import Metric
 
     from core.config import flatten
 
-    config, metrics = folder / "train_config.yaml", folder / "metrics.jsonl"
+    config = folder / CONFIG_FILE
     if config.is_file():
         params = flatten(yaml.safe_load(config.read_text(encoding="utf-8")) or {})
         items = [(k, str(v)[:500]) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow takes at most 100 params per call
             mlflow.log_params(dict(items[start:start + 100]))
-    if not metrics.is_file():
-        return 0
-    by_step: dict[int, dict] = {}
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_step[int(record["step"])] = record  # a step replayed after a restart: the last record
+    history = read_history(folder)
     now = int(time.time() * 1000)
-    batch = [Metric(k, float(v), now, step) for step, rec in sorted(by_step.items())
-             for k, v in rec.items() if k not in ("step", "nonfinite") and isinstance(v, (int, float))]
+    batch = [m for rec in history for m in mlflow_metrics(rec, now)]
     client, run_id = mlflow.tracking.MlflowClient(), mlflow.active_run().info.run_id
     for start in range(0, len(batch), 1000):  # MLflow takes at most 1,000 metrics per call
         client.log_batch(run_id, metrics=batch[start:start + 1000])
-    return len(by_step)
+    return len(history)
+
+
+def _own_run(folder: Path | None, uri: str) -> str | None:
+    """The id of the run folder's own MLflow run when it lives on the server at ``uri``, else None."""
+    from mlflow.tracking import MlflowClient
+
+    recorded = read_mlflow_run(folder) if folder is not None else None
+    if not recorded or recorded.get("tracking_uri") != uri:
+        return None
+    try:
+        return MlflowClient(uri).get_run(recorded["run_id"]).info.run_id
+    except Exception:  # noqa: BLE001 - deleted, or another server's store: a new run
+        return None
+
+
+def _end_failed_run(folder: Path, uri: str) -> None:
+    """A failed run folder's own MLflow run, left open by an outage: send what it lacks and end it FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = _own_run(folder, uri) if not unreachable(uri) else None
+    if run_id is None:
+        return
+    with short_retries():
+        client = MlflowClient(uri)
+        upload_missing(client, run_id, folder)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
 
 
 @contextmanager

@@ -104,20 +104,24 @@ def _stop(proc, log) -> None:
     log.close()
 
 
-def start_mlflow(root: Path):
+def start_mlflow(root: Path, port: int | None = None):
     """Start a real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root) under ``root``;
-    returns ``(process, log file, uri)`` once it answers /health."""
+    returns ``(process, log file, uri)`` once it answers /health. ``port``: the one a killed server of
+    the same ``root`` had (a restart), else a free one."""
     import subprocess
     import sys
 
-    port = _free_port()
-    log = open(root / "server.log", "w")
+    port = port or _free_port()
+    log = open(root / "server.log", "a")
     mlflow_bin = Path(sys.executable).with_name("mlflow")
+    # Its own process group (uvicorn runs as a child: kill_mlflow ends both); no job runner (about ten
+    # huey consumer processes, none of which tracking or the registry uses).
     proc = subprocess.Popen(
         [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
          "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -126,6 +130,18 @@ def start_mlflow(root: Path):
         _stop(proc, log)
         raise
     return proc, log, uri
+
+
+def kill_mlflow(proc, log) -> None:
+    """An outage: SIGKILL to the server's process group (the `mlflow server` PID and its uvicorn child)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    log.close()
 
 
 @pytest.fixture(scope="session")

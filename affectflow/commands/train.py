@@ -22,8 +22,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.mlflow_uri:
         extra.append(f"mlflow.tracking_uri={args.mlflow_uri}")
     cfg = config_from_args(args, extra)
+    register = not args.no_register and not args.no_track
     on_finish = None
-    if not args.no_register and not args.no_track:
+    if register:
         from registry.register import log_and_register
 
         on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
@@ -37,7 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     elif result.tracking == "off":
         echo(f"[train] not tracked (--no-track); to upload the run and register its model, run:\n"
              f"    {result.register_later}")
-    return 0
+    # Exit 1: the model is trained but not registered yet (the printed `affectflow register` command does it).
+    return 1 if register and result.registered is None else 0
 
 
 def _cmd_model_summary(args: argparse.Namespace) -> int:
