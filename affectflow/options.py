@@ -33,9 +33,24 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Config keys that options set, so an error in a value given as an option names the option.
+OPTION_KEYS = {"label.labels": "--labels", "label.valence_range": "--valence-range", "label.task": "--task",
+               "label.question": "--question", "label.decoding": "--decoding"}
+
+
 def config_from_args(args: argparse.Namespace, extra: Sequence[str] = ()) -> Config:
     """Resolve ``--config``/``--set`` plus overrides implied by explicit flags (``extra``, applied last)."""
-    return load_config(getattr(args, "config", None), [*getattr(args, "overrides", []), *extra])
+    from core.errors import ConfigError
+
+    try:
+        return load_config(getattr(args, "config", None), [*getattr(args, "overrides", []), *extra])
+    except ConfigError as exc:
+        text = str(exc)
+        for key, option in OPTION_KEYS.items():
+            given = getattr(args, option[2:].replace("-", "_"), None)
+            if text.startswith(key) and given is not None:
+                raise ConfigError(f"{option} {given!r}: {text}") from None
+        raise
 
 
 TASK_HELP = ("ov, description, sentiment, valence, closed, both (ov + description) or a comma list "
@@ -98,7 +113,11 @@ def failure_gate(summary, limit: float, command: str) -> int:
     if rate <= limit:
         return 0
     failed = summary.state_failed if summary.state_failed >= 0 else summary.failed
-    echo(f"affectflow {command}: {failed} failed ({100 * rate:.2f}% of the {summary.holder}, this run's and "
-         f"earlier ones') exceeds --max-failure-rate {100 * limit:.2f}%; fix the inputs named above, then rerun "
-         "with --retry-failed")
+    shown = [f"  {name}: {str(error)[:200]}" for name, error in summary.state_examples]
+    more = [f"  ... and {failed - len(shown)} more" if failed > len(shown) else ""] if shown else []
+    echo("\n".join([
+        f"affectflow {command}: {failed} failed ({100 * rate:.2f}% of the {summary.holder}, this run's and earlier "
+        f"ones') exceeds --max-failure-rate {100 * limit:.2f}%" + ("; the failures recorded:" if shown else ""),
+        *shown, *filter(None, more),
+        f"fix {'those inputs' if shown else 'the failed inputs'}, then rerun with --retry-failed"]))
     return 1

@@ -140,7 +140,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader, aliases capped
+                try:
+                    value = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader, aliases capped
+                except yaml.YAMLError as exc:
+                    problem = getattr(exc, "problem", None) or type(exc).__name__
+                    raise ConfigError(f"{key}: {_show(text)} is not a list ({problem}): write a,b,c or "
+                                      "[a, b, c]") from None
             else:
                 value = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):

@@ -60,8 +60,15 @@ class StoreMaintenance:
             if len(parts) <= -(-len(names) // part_size):
                 continue  # already as few parts as the size allows
             spec = parts[-1].spec if parts else None
-            for start in range(0, len(names), part_size):
-                chunk = names[start : start + part_size]
+            # Rows whose parts hold different arrays are never merged: a part without the label arrays
+            # (written before preprocessing stored labels) must not read back as labelled "" (unlabelled).
+            live = {lat.rows[n][0].path: lat.rows[n][0] for n in names}
+            held = {path: tuple(sorted(p.arrays or self._array_names(path))) for path, p in live.items()}
+            by_arrays: dict[tuple, list[str]] = {}
+            for n in names:
+                by_arrays.setdefault(held[lat.rows[n][0].path], []).append(n)
+            chunks = [same[i : i + part_size] for same in by_arrays.values() for i in range(0, len(same), part_size)]
+            for chunk in chunks:
                 sources = {lat.rows[n][0].path: lat.rows[n][0] for n in chunk}
                 keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"] for path, p in sources.items()}
                 wanted = [(path, k) for path, ks in keys.items() for k in ks]

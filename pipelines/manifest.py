@@ -189,13 +189,14 @@ class CorpusRoot:
 
 
 def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
-                 storage_options: dict | None = None) -> list[ManifestRow]:
+                 storage_options: dict | None = None, follow_symlinks: bool = False) -> list[ManifestRow]:
     """Rows for every name in the subtitle CSV or the ``video/`` folder, sorted by name.
 
     Paths: ``video/{name}.mp4``, ``audio/{name}.wav`` (optional: the job falls
     back to the video's audio track), ``openface_face/{name}/{name}.npy``. ``root`` may be an
     fsspec URL (``s3://...``, with ``storage_options``); the rows then hold URLs. Labels are the
-    training subset's track-2/track-3 rows (`features.labels.read_corpus_labels`).
+    training subset's track-2/track-3 rows (`features.labels.read_corpus_labels`). On a local root a
+    row whose media is a link out of the root fails as in a folder corpus (:func:`link_error`).
     """
     root = CorpusRoot(root, storage_options)
     if not root.is_dir():
@@ -230,6 +231,8 @@ def read_mer2025(root: str | Path, subtitle_csv: str = SUBTITLE_CSV,
         err = err or name_error(name)
         if not err and name not in videos:
             err = f"manifest/missing-file: {subtitle_csv} names {name!r} but {video} does not exist"
+        if not err and not root.url:
+            err = media_link_error((video, wav if name in wavs else "", face), root.root, follow_symlinks)
         rows.append(ManifestRow(
             name=name, video=video, audio=wav if name in wavs else "", face=face,
             subtitle=subtitle, openset=openset.get(name), reason=reason.get(name) or "", error=err,
@@ -251,6 +254,28 @@ def link_error(path: Path, root: Path, follow_symlinks: bool = False) -> str:
     if not follow_symlinks and not target.is_relative_to(root.resolve()):
         return (f"manifest/link-outside-root: {path} -> {target} leaves the corpus root {root} "
                 "(pass --follow-symlinks to read it)")
+    return ""
+
+
+def media_link_error(paths: Iterable[str | Path], root: Path, follow_symlinks: bool = False) -> str:
+    """:func:`link_error` of the first of a row's media files (or a folder on its way) that is a link
+    refused under ``root``; "" when none is. A file that is not there is left to the reader's own error."""
+    base = root.resolve()
+    for path in paths:
+        if not path:
+            continue
+        path = Path(path)
+        if not os.path.lexists(path):
+            continue
+        if path.is_symlink():
+            refused = link_error(path, root, follow_symlinks)
+        elif not follow_symlinks and not path.resolve().is_relative_to(base):  # a linked folder on its way
+            refused = (f"manifest/link-outside-root: {path} -> {path.resolve()} leaves the corpus root {root} "
+                       "(pass --follow-symlinks to read it)")
+        else:
+            refused = ""
+        if refused:
+            return refused
     return ""
 
 
@@ -307,7 +332,7 @@ def read_manifest(corpus: str | Path, layout: str, storage_options: dict | None 
                   follow_symlinks: bool = False) -> list[ManifestRow]:
     """The rows of a corpus by layout (``mer2025`` on a local path or fsspec URL, ``folder`` local only)."""
     if layout == "mer2025":
-        return read_mer2025(corpus, storage_options=storage_options)
+        return read_mer2025(corpus, storage_options=storage_options, follow_symlinks=follow_symlinks)
     if layout == "folder":
         if "://" in str(corpus):
             raise InputError(f"layout 'folder' reads local folders only, got {corpus}: "
@@ -436,6 +461,8 @@ def read_unibench(dataset: str | UniBenchDataset, root: str | Path) -> list:
             )
         wav = audio_dir / f"{name}.wav"
         face = ds.face_path(folder, name)
+        if not err:  # the links of a benchmark folder are refused as in every layout
+            err = media_link_error((video, wav, face), folder)
         value = gold[name]
         openset = [] if ds.metric == "sentiment" else (
             list(value) if isinstance(value, list) else [value]

@@ -15,6 +15,9 @@ from typing import ClassVar, Iterable
 from core.errors import error_kind
 
 
+STATE_EXAMPLES = 10  # failed outputs of the whole state a summary names; the rest are counted
+
+
 @dataclass
 class JobSummary:
     """Counts, failures by kind (one example each) and speed of one run."""
@@ -31,6 +34,9 @@ class JobSummary:
     # The output's whole state after the run (earlier runs' records included); -1: not known.
     state_ok: int = -1
     state_failed: int = -1
+    # (name, error) of the first STATE_EXAMPLES failed outputs of that state: a rerun that processed
+    # nothing still names them (affectflow.options.failure_gate).
+    state_examples: list = field(default_factory=list)
     unit: ClassVar[str] = "samples"  # what the rate counts
     holder: ClassVar[str] = "output"  # what holds that state, for the report
 
