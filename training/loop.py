@@ -253,10 +253,6 @@ def save_checkpoint(engine, model, folder: Path, state: dict, zero_stage: int, r
     return folder
 
 
-def read_state(folder: str | Path) -> dict:
-    path = Path(folder) / STATE_FILE
-    if not path.is_file():
-        raise MissingFileError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
 # What DeepSpeed's resume state may hold besides tensors and plain data: its ZeRO stage enum,
 # loss scaler and fragment addresses (found by torch.serialization.get_unsafe_globals_in_checkpoint
 # on ZeRO-2/3 checkpoints). Anything else in these pickles could only be a payload: a planted
@@ -314,6 +310,10 @@ def weights_only_engine(config):
     return WeightsOnlyCheckpointEngine(config)
 
 
+def read_state(folder: str | Path) -> dict:
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise MissingFileError(f"{folder} is not a training checkpoint: {STATE_FILE} is missing")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
