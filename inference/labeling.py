@@ -31,7 +31,7 @@ from inference.label_stage import LabelStage, resolve_asks
 from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
 from modeling.checkpoint import read_spec
 from pipelines import operators
-from pipelines.summary import JobSummary
+from pipelines.summary import STATE_EXAMPLES, JobSummary
 
 KINDS = ("store", "mer2025", "folder", "webdataset", "rows")
 
@@ -306,7 +306,8 @@ class _LabelRun:
         return self._from_media(operators.source(items, self.lc.batch_size), plan_) if items else None
 
     def _from_media(self, source, plan_):
-        """decode -> CLIP -> HuBERT [-> Whisper] -> label, no store."""
+        """decode -> CLIP -> HuBERT [-> Whisper] -> label, no store; under preprocessing's object-store budget."""
+        operators.object_store_budget(plan_.cfg.object_store_mb)
         ds = operators.decode(source, plan_.cfg, self.lc.batch_size)
         ds = operators.encode(ds, plan_, self.lc.batch_size)
         return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
@@ -343,7 +344,8 @@ class _LabelRun:
         good = [n for n in todo if n not in failed]
         if not good:
             return None
-        ds = operators.read_store(fs, visual=visual.modality, specs=[visual, audio], names=good)
+        ds = operators.read_store(fs, visual=visual.modality, specs=[visual, audio], names=good,
+                                  rows_per_block=self.lc.batch_size)  # written per batch, not per stored part
         return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
 
     def write(self, batch: dict) -> tuple[int, int]:
@@ -366,7 +368,9 @@ class _LabelRun:
             s.skipped = len(self.finished_names())
             s.total = s.skipped + len(self.seen)
         s.rows = finish(out)
-        status = read_table(out).column("status").to_pylist()
-        s.state_ok, s.state_failed = status.count("ok"), len(status) - status.count("ok")
+        table = read_table(out).select(["name", "task", "status", "error"]).to_pylist()
+        failed = [r for r in table if r["status"] != "ok"]
+        s.state_ok, s.state_failed = len(table) - len(failed), len(failed)
+        s.state_examples = [(f"{r['name']} ({r['task']})", r["error"]) for r in failed[:STATE_EXAMPLES]]
         s.seconds = time.perf_counter() - self.t0
         return s

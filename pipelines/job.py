@@ -22,7 +22,7 @@ from core.errors import InputError, MissingFileError
 from core.paths import absolute, require_writable
 from core.runtime import init_ray
 from pipelines import operators
-from pipelines.summary import JobSummary
+from pipelines.summary import STATE_EXAMPLES, JobSummary
 
 
 @dataclass(frozen=True)
@@ -238,3 +238,4 @@ def _store_state(summary: PreprocessSummary, fs, specs) -> None:
     failed = fs.failed(specs)
     summary.state_failed = len(failed)
     summary.state_ok = len(fs.done_names(specs) - set(failed))
+    summary.state_examples = sorted(failed.items())[:STATE_EXAMPLES]

@@ -55,10 +55,10 @@ def decode(ds, p, batch_size: int, storage_options: dict | None = None):
     """
     from ray.data import ActorPoolStrategy
 
-    from pipelines.stages import DecodeStage, decode_kwargs
+    from pipelines.stages import DecodeStage
 
     return ds.map_batches(
-        DecodeStage, fn_constructor_kwargs={**decode_kwargs(p), "storage_options": storage_options},
+        DecodeStage, fn_constructor_args=(p,), fn_constructor_kwargs={"storage_options": storage_options},
         batch_size=batch_size,
         compute=ActorPoolStrategy(min_size=1, max_size=p.decode_actors), num_cpus=p.decode_cpus,
     )
@@ -121,12 +121,17 @@ def label(ds, stage_cls: type, args: tuple, kwargs: dict[str, Any], lc, num_gpus
 
 
 def read_store(store, labels=None, visual: str = "face", specs: Any = None, names=None,
-               require_labels: bool = False, storage_options: dict | None = None):
+               require_labels: bool = False, storage_options: dict | None = None, rows_per_block: int = 0):
     """A Ray Dataset of the FeatureDataset rows (float32 numpy features), one stored part per read task.
 
     ``store``: a path/URL or a `FeatureStore`; the other arguments select rows as
     `features.reader.read_tasks` does. Workers read the feature chunks, not the driver.
+    ``rows_per_block`` (> 0): a read task per that many rows instead, so a downstream actor pool with
+    that batch size finishes (and a job writes) one block per batch: labeling a one-part store would
+    otherwise emit its first output only at the end, and an interrupt lose it all.
     """
+    import json
+
     import ray.data
 
     from features.reader import read_task, read_tasks
@@ -134,6 +139,11 @@ def read_store(store, labels=None, visual: str = "face", specs: Any = None, name
 
     fstore = store if isinstance(store, FeatureStore) else FeatureStore(store, storage_options)
     tasks = read_tasks(fstore, labels, visual, specs, names, require_labels)
+    if rows_per_block > 0:  # across parts: a read task may read rows of two parts, as read_task allows
+        rows = [json.loads(t["task"]) for t in tasks]
+        whole = {k: [v for task in rows for v in task[k]] for k in rows[0]}
+        tasks = [{"task": json.dumps({k: v[i:i + rows_per_block] for k, v in whole.items()})}
+                 for i in range(0, len(whole["name"]), rows_per_block)]
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     return ds.map_batches(
         read_task,

@@ -110,11 +110,19 @@ def test_label_fails_over_its_failure_rate_and_says_how_to_retry(ray_session, ti
     for name in names[:2]:
         (corpus / "video" / f"{name}.mp4").unlink()
     args = ["label", "--input", str(corpus), "--model", str(tiny_checkpoint), "--models", str(models_dir),
-            "--out", str(tmp_path / "labels.parquet"), "--max-new-tokens", "4", "--set", "ray.num_cpus=2"]
+            "--out", str(tmp_path / "labels.parquet"), "--max-new-tokens", "4", "--set", "ray.num_cpus=2",
+            "--set", "preprocess.object_store_mb=300"]
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "2 failed (50.00% of the table" in out and "--retry-failed" in out
-    assert main(args) == 1  # the rerun labels nothing and still reports the recorded failures
+    # Raw media is labeled under preprocessing's object-store budget, as preprocessing is.
+    import ray.data
+
+    assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory == 300 * 2**20
+    assert main(args) == 1  # the rerun labels nothing and still reports the recorded failures, by name
     out = capsys.readouterr().out
     assert "table now: 2 ok, 2 failed" in out and "2 failed in an earlier run" in out
+    assert "the failures recorded:" in out and "fix those inputs, then rerun with --retry-failed" in out
+    for name in names[:2]:
+        assert f"  {name} (ov): manifest/missing-file: " in out
     assert main([*args, "--max-failure-rate", "0.5"]) == 0

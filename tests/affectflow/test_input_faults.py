@@ -105,3 +105,25 @@ def test_compact_keeps_samples_stored_without_labels_apart(tmp_path, capsys):
     assert without == before[1] and list(table["name"]) == ["synth_00004", "synth_00005"]
     assert list(table["openset"]) == list(before[0]["openset"])
 
+
+def test_labeling_a_one_part_store_writes_per_batch(ray_session, small_store, tiny_checkpoint, tmp_path):
+    """The session store is one stored part of five samples. Its rows reach the table a batch at a time
+    (they used to come out only when the whole part was labeled), so an interrupt after the first batch
+    keeps that batch, and the rerun labels only the rest."""
+    from core.config import load_config
+    from inference.labeling import LabelRequest, label
+    from inference.table import parts_dir, read_table
+
+    cfg = load_config(None, ["ray.num_cpus=2", "label.batch_size=2", "label.max_new_tokens=2"])
+    out = tmp_path / "labels.parquet"
+
+    def interrupt(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        label(LabelRequest(small_store, str(tiny_checkpoint), out, cfg), on_batch=interrupt)
+    kept = [read_table(p).num_rows for p in parts_dir(out).glob("*.parquet")]
+    assert kept == [2]  # the first batch of two samples (task ov), written before the interrupt
+    batches: list[int] = []
+    summary = label(LabelRequest(small_store, str(tiny_checkpoint), out, cfg), on_batch=batches.append)
+    assert summary.skipped == 2 and batches == [2, 1] and summary.rows == 5
