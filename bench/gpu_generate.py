@@ -130,7 +130,7 @@ def released(model: AffectGPT, embeds, mask, new_tokens: int, device: str) -> fl
 
 def ours(model: AffectGPT, embeds, mask, new_tokens: int, batch: int, device: str) -> float:
     """Samples/s of our decode loop in chunks of ``batch`` rows."""
-    from modeling.hf_decode import decode
+    from modeling.hf_decode import Stops, decode
     from modeling.sampling import GenerationConfig
 
     cfg = GenerationConfig(max_new_tokens=new_tokens)
@@ -138,8 +138,8 @@ def ours(model: AffectGPT, embeds, mask, new_tokens: int, batch: int, device: st
     t0 = time.perf_counter()
     for s in range(0, embeds.shape[0], batch):
         keep = mask[s:s + batch].sum(0) > 0  # drop the columns that are padding in every row of the chunk
-        rows = decode(model.llm, embeds[s:s + batch][:, keep], mask[s:s + batch][:, keep], eos_ids=[-1],
-                      pad_id=model.tokenizer.pad_token_id, config=cfg)
+        rows = decode(model.llm, embeds[s:s + batch][:, keep], mask[s:s + batch][:, keep],
+                      stops=Stops([-1], model.tokenizer.pad_token_id), config=cfg)
         assert all(len(r.tokens) == new_tokens for r in rows)
     sync(device)
     return embeds.shape[0] / (time.perf_counter() - t0)
@@ -197,7 +197,7 @@ def run_backend(kind: str, model: AffectGPT, embeds, mask, budgets: list[int], b
     """
     from transformers import GenerationConfig as HFConfig
 
-    from modeling.hf_decode import decode
+    from modeling.hf_decode import Stops, decode
     from modeling.sampling import GenerationConfig
 
     pad = model.tokenizer.pad_token_id
@@ -205,13 +205,13 @@ def run_backend(kind: str, model: AffectGPT, embeds, mask, budgets: list[int], b
     sync(device)
     t0 = time.perf_counter()
     if kind in ("static", "refill"):
-        out = decoder.decode(embeds, mask, eos_ids=[-1], pad_id=pad, config=GenerationConfig(), max_new=budgets,
+        out = decoder.decode(embeds, mask, stops=Stops([-1], pad), config=GenerationConfig(), max_new=budgets,
                              refill=kind == "refill")
         rows = [r.tokens for r in out]
     for s in range(0, embeds.shape[0] if kind in ("hf-generate", "hf") else 0, batch):
         e, m, b = embeds[s:s + batch], mask[s:s + batch], budgets[s:s + batch]
         if kind == "hf":
-            rows += [r.tokens for r in decode(model.llm, e, m, eos_ids=[-1], pad_id=pad, config=GenerationConfig(),
+            rows += [r.tokens for r in decode(model.llm, e, m, stops=Stops([-1], pad), config=GenerationConfig(),
                                               max_new=b)]
             continue
         cfg = HFConfig(max_new_tokens=max(b), min_new_tokens=max(b), do_sample=False, num_beams=1,
@@ -226,6 +226,7 @@ def run_backend(kind: str, model: AffectGPT, embeds, mask, budgets: list[int], b
 
 def workloads(args, model: AffectGPT, device: str, name: str) -> dict:
     """Part 2: the fixed and the mixed workload through each variant; prints the table, returns the figures."""
+    from modeling.hf_decode import Stops
     from modeling.static_decode import StaticDecoder
 
     bandwidth = hbm_bandwidth(device)
@@ -240,8 +241,8 @@ def workloads(args, model: AffectGPT, device: str, name: str) -> dict:
         ceiling = bound(prompts, budgets, args.batch_size, weights, kv, bandwidth)
         decoder = StaticDecoder(model.llm, args.batch_size, max(prompts) + max(budgets))
         t0 = time.perf_counter()  # warm-up: the compile (CUDA graphs) and the allocator, untimed
-        decoder.decode(embeds[: args.batch_size], mask[: args.batch_size], eos_ids=[-1],
-                       pad_id=model.tokenizer.pad_token_id, max_new=[CHECK_WARMUP] * args.batch_size)
+        decoder.decode(embeds[: args.batch_size], mask[: args.batch_size],
+                       stops=Stops([-1], model.tokenizer.pad_token_id), max_new=[CHECK_WARMUP] * args.batch_size)
         warm = time.perf_counter() - t0
         run_backend("hf-generate", model, embeds[:2], mask[:2], [4, 4], 2, device)
         results = {}

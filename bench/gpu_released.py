@@ -91,7 +91,7 @@ def load_on(base, ckpt: Path, tok, device: str, dtype: torch.dtype):
 def label_rate(model, n: int, batch: int, new_tokens: int, device: str) -> tuple[float, list[str]]:
     """Samples/s of ``generate`` over ``n`` OV-task samples in batches of ``batch``; and the texts."""
     from modeling.generate import eos_ids_of, fit_prompts
-    from modeling.hf_decode import decode, left_pad
+    from modeling.hf_decode import Stops, decode, left_pad
     from modeling.sampling import GenerationConfig
     from modeling.prompt import question_for
 
@@ -109,9 +109,8 @@ def label_rate(model, n: int, batch: int, new_tokens: int, device: str) -> tuple
         ids, mask = left_pad([f.ids for f in fitted], model.tokenizer.pad_token_id)
         with torch.inference_mode():
             embeds = model.inputs_embeds(ids.to(device), model.encode_multimodal(visual[s:s + batch], audio[s:s + batch]))
-        # eos_ids=[-1]: every row generates exactly new_tokens (same work for both models).
-        rows = decode(model.llm, embeds, mask.to(device), eos_ids=[-1], pad_id=model.tokenizer.pad_token_id,
-                      config=cfg)
+        # EOS id -1: every row generates exactly new_tokens (same work for both models).
+        rows = decode(model.llm, embeds, mask.to(device), stops=Stops([-1], model.tokenizer.pad_token_id), config=cfg)
         assert eos_ids_of(model) and all(len(r.tokens) == new_tokens for r in rows)
         texts += [model.tokenizer.decode(r.tokens) for r in rows]
     sync(device)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from core.sections import ModelConfig
 from training.loop import optimizer_groups
 from modeling.model import LORA_TARGETS, QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, add_lora, build_model
 
@@ -73,8 +74,9 @@ def time_steps(step, warmup: int, steps: int, tokens: int, device) -> float:
 
 
 def run_ours(cfg: dict, args, device, dtype) -> dict:
-    model = build_model("qwen2.5-7b", llm_config=cfg, visual_dim=args.visual_dim, audio_dim=args.audio_dim,
-                        dtype=dtype, device=device, gradient_checkpointing=args.gc, lora_dropout=0.05)
+    shape = ModelConfig(preset="qwen2.5-7b", gradient_checkpointing=args.gc, lora_dropout=0.05)
+    model = build_model(shape, llm_config=cfg, visual_dim=args.visual_dim, audio_dim=args.audio_dim, dtype=dtype,
+                        device=device)
     model.train()
     opt = torch.optim.AdamW(optimizer_groups(model, 0.05), lr=1e-5, betas=(0.9, 0.999))
     batch = batch_for(cfg["vocab_size"], model.splice_ids, args.bs, args.seq, device, args.visual_dim, args.audio_dim)

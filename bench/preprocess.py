@@ -42,13 +42,13 @@ def sequential(corpus: Path, models: Path, store: Path, cfg, threads: int) -> di
     from pipelines.encoders import ClipEncoder, HubertEncoder
     from pipelines.job import plan
     from pipelines.manifest import read_mer2025
-    from pipelines.stages import DecodeStage, WriteStage, decode_kwargs
+    from pipelines.stages import DecodeStage, WriteStage
 
     torch.set_num_threads(threads)
     p = cfg.preprocess
     pl = plan(cfg, models)
     t0 = time.perf_counter()
-    decode = DecodeStage(**decode_kwargs(p))
+    decode = DecodeStage(p)
     enc = dict(device=p.device, dtype=p.dtype, torch_threads=threads)
     clip = ClipEncoder(pl.clip, **enc)
     hubert = HubertEncoder(pl.hubert, **enc)

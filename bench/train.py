@@ -44,7 +44,7 @@ class _Decoded(torch.utils.data.Dataset):
         from pipelines.stages import DecodeStage
 
         self.rows = rows
-        self.decode = DecodeStage(faces="openface")
+        self.decode = DecodeStage()  # OpenFace faces, as the release
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -97,7 +97,7 @@ def infer(request: InferRequest) -> InferResult:
     from scoring.parse import parse_template
     from core.tracking import tracking_uri as resolve_uri
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
-    from pipelines.stages import OK, DecodeStage, decode_kwargs, stack_samples
+    from pipelines.stages import OK, DecodeStage, stack_samples
 
     cfg = request.cfg
     video_path = _check_file(request.video, "video")
@@ -119,7 +119,7 @@ def infer(request: InferRequest) -> InferResult:
                                                if face_path else p), request.models, spec)
     row = {"name": video_path.stem, "video": str(video_path), "audio": str(audio_path or ""),
            "face": str(face_path or ""), "subtitle": given, "error": ""}
-    sample = DecodeStage(**decode_kwargs(p)).decode(row)
+    sample = DecodeStage(p).decode(row)
     if sample.status != OK:
         raise InputError(f"cannot use {video_path}: {sample.error}")
     batch = stack_samples([sample], with_waveform=p.asr)

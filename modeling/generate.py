@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from modeling.hf_decode import STOP_STRING, Decoded, decode, left_pad
+from modeling.hf_decode import STOP_STRING, Decoded, Stops, decode, left_pad
 from modeling.prompt import ASSISTANT_MARKER, MAX_NEW_TOKENS, QUESTION_TASK, FittedPrompt, fit_prompt, question_for
 from modeling.sampling import GenerationConfig
 from modeling.static_decode import static_decoder
@@ -111,8 +111,8 @@ def generate_raw(model, visual, audio, subtitles, tasks, config=None, seeds=None
             mm = model.encode_multimodal(visual[live].to(device), audio[live].to(device))
             embeds = model.inputs_embeds(ids, mm)
         budgets = [task_budget(tasks[i], cfg) for i in live]
-        kwargs = dict(eos_ids=eos_ids_of(model), pad_id=model.tokenizer.pad_token_id, config=cfg,
-                      seeds=None if seeds is None else [seeds[i] for i in live], tokenizer=model.tokenizer,
+        kwargs = dict(stops=Stops(eos_ids_of(model), model.tokenizer.pad_token_id, model.tokenizer), config=cfg,
+                      seeds=None if seeds is None else [seeds[i] for i in live],
                       max_new=budgets)
         if resolve_backend(cfg.backend, device) == "static":
             length = cfg.cache_tokens or cfg.max_prompt_tokens + max(budgets)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,6 +23,16 @@ from modeling.sampling import GenerationConfig, pick_tokens
 STOP_STRING = ANSWER_END  # "###": the trained answer ends with it
 # Check "all rows done?" (a host sync) every few steps only, so the host can queue GPU work ahead.
 CHECK_EVERY = 8
+
+
+@dataclass(frozen=True)
+class Stops:
+    """How a row ends: at one of ``eos_ids``, or at the ``###`` stop string when ``tokenizer`` is given
+    (tracked on the device, see :func:`stop_tables`); ``pad_id`` fills a row's steps after its end."""
+
+    eos_ids: Sequence[int]
+    pad_id: int
+    tokenizer: Any = None
 
 
 @dataclass
@@ -109,20 +120,18 @@ def decode(
     embeds: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
-    eos_ids: Sequence[int],
-    pad_id: int,
+    stops: Stops,
     config: GenerationConfig | None = None,
     seeds: Sequence[int] | None = None,
-    tokenizer=None,
     max_new: Sequence[int] | None = None,
 ) -> list[Decoded]:
-    """Generate from left-padded ``embeds [B,T,H]``; each row stops at EOS, at ``###`` or at its length.
+    """Generate from left-padded ``embeds [B,T,H]``; each row stops at EOS, at ``###`` (``stops``) or at its length.
 
     Greedy unless ``config.do_sample``; then row ``i`` samples from its own generator seeded
     with ``seeds[i]`` (default 0), after the repetition penalty, temperature, top-k and top-p
-    (transformers' order). ``tokenizer`` enables the ``###`` stop string (tracked on the device,
-    see :func:`stop_tables`). ``max_new``: each row's new-token budget (default ``config.max_new_tokens``).
+    (transformers' order). ``max_new``: each row's new-token budget (default ``config.max_new_tokens``).
     """
+    eos_ids, pad_id, tokenizer = stops.eos_ids, stops.pad_id, stops.tokenizer
     cfg = config or GenerationConfig()
     cfg.validate()
     device = embeds.device

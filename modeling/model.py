@@ -28,6 +28,7 @@ from torch import nn
 from modeling.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
 from modeling.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
 from core.errors import ConfigError, MissingFileError, ModelRefError
+from core.sections import ModelConfig
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPEC_VERSION = 1
@@ -300,34 +301,33 @@ def add_lora(base: nn.Module, r: int, alpha: int, dropout: float):
 
 
 def build_model(
-    preset: str = "tiny",
+    model: ModelConfig | str = "tiny",
     *,
     llm_path: str | Path | None = None,
     visual_dim: int | None = None,
     audio_dim: int | None = None,
-    visual_stream: str = "face",
-    pooling: str = "raw",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    meta: bool = False,
     dtype: torch.dtype = torch.float32,
     seed: int | None = 0,
-    gradient_checkpointing: bool = False,
     llm_config: dict | None = None,
     device: str | torch.device = "cpu",
 ) -> AffectGPT:
     """Assemble AffectGPT: base LLM frozen, LoRA and fusion trainable.
 
-    ``meta=True`` builds the ``qwen2.5-7b`` shapes on the meta device (no weights, no
-    tokenizer) for counting. ``visual_dim``/``audio_dim`` come from the feature store's
-    encoder specs (defaults: the real 768/1024). ``seed`` fixes the LoRA and fusion init,
-    so every data-parallel rank starts from the same weights. ``llm_config`` (Qwen2Config
-    fields) builds a randomly initialised base on ``device`` instead of loading one (benches);
-    its placeholder ids are the last vocabulary rows and it has no tokenizer.
+    ``model``: a preset name (``tiny``, ``qwen2.5-7b``) or a `ModelConfig` (preset, base LLM folder,
+    visual stream, pooling, LoRA shape, gradient checkpointing); ``llm_path`` given here wins over
+    its ``llm_path``. ``device="meta"`` builds the ``qwen2.5-7b`` shapes with no weights and no
+    tokenizer, for counting. ``visual_dim``/``audio_dim`` come from the feature store's encoder specs
+    (defaults: the real 768/1024). ``seed`` fixes the LoRA and fusion init, so every data-parallel
+    rank starts from the same weights. ``llm_config`` (Qwen2Config fields) builds a randomly
+    initialised base on ``device`` instead of loading one (benches); its placeholder ids are the last
+    vocabulary rows and it has no tokenizer.
     """
+    cfg = ModelConfig(preset=model) if isinstance(model, str) else model
+    preset = cfg.preset
     if preset not in ("tiny", "qwen2.5-7b"):
         raise ConfigError(f"unknown model preset {preset!r} (known: tiny, qwen2.5-7b)")
+    llm_path = llm_path or cfg.llm_path
+    meta = str(device) == "meta"
     visual_dim = visual_dim or REAL_VISUAL_DIM
     audio_dim = audio_dim or REAL_AUDIO_DIM
     rng = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
@@ -340,7 +340,7 @@ def build_model(
             if meta and preset != "qwen2.5-7b":
                 raise ValueError("meta builds are for the qwen2.5-7b preset (the tiny one is cheap to build)")
             config = Qwen2Config(**(llm_config if llm_config is not None else QWEN25_7B_CONFIG))
-            with torch.device("meta" if meta else device), _default_dtype(dtype):
+            with torch.device(device), _default_dtype(dtype):
                 base = Qwen2ForCausalLM(config)
             base.requires_grad_(False)
             tok, path = None, ""
@@ -352,15 +352,15 @@ def build_model(
             path = Path(llm_path)
             base, tok, ids = _load_base(path, dtype)
         hidden = base.config.hidden_size
-        llm = add_lora(base, lora_r, lora_alpha, lora_dropout)
-        if gradient_checkpointing:
+        llm = add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+        if cfg.gradient_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        with torch.device("meta" if meta else device):
-            fusion = MultimodalFusion(visual_dim, audio_dim, hidden, pooling)
+        with torch.device(device):
+            fusion = MultimodalFusion(visual_dim, audio_dim, hidden, cfg.pooling)
         fusion.to(dtype)
     spec = ModelSpec(preset=preset, visual_dim=visual_dim, audio_dim=audio_dim, hidden_size=hidden,
-                     visual_stream=visual_stream, pooling=pooling, lora_r=lora_r, lora_alpha=lora_alpha,
-                     lora_dropout=lora_dropout, llm_path=str(path))
+                     visual_stream=cfg.visual_stream, pooling=cfg.pooling, lora_r=cfg.lora_r,
+                     lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, llm_path=str(path))
     return AffectGPT(llm, fusion, spec, tok, ids)
 
 
@@ -385,20 +385,17 @@ def resolve_llm_path(model_cfg, models_dir: str | Path | None) -> Path:
 
 def build_from_config(model_cfg, llm_path: str | Path | None, visual_dim: int, audio_dim: int, *,
                       seed: int = 0, dtype=torch.float32, meta: bool = False) -> AffectGPT:
-    """:func:`build_model` from a ``ModelConfig`` section."""
-    return build_model(
-        model_cfg.preset, llm_path=llm_path, visual_dim=visual_dim, audio_dim=audio_dim,
-        visual_stream=model_cfg.visual_stream, pooling=model_cfg.pooling, lora_r=model_cfg.lora_r,
-        lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout, meta=meta, dtype=dtype,
-        seed=seed, gradient_checkpointing=model_cfg.gradient_checkpointing,
-    )
+    """:func:`build_model` from a ``ModelConfig`` section and the base LLM folder resolved for it."""
+    return build_model(model_cfg, llm_path=llm_path, visual_dim=visual_dim, audio_dim=audio_dim, dtype=dtype,
+                       seed=seed, device="meta" if meta else "cpu")
 
 
 def model_summary(preset: str = "qwen2.5-7b", llm_path: str | Path | None = None,
-                  visual_dim: int | None = None, audio_dim: int | None = None, **kwargs) -> dict:
+                  visual_dim: int | None = None, audio_dim: int | None = None) -> dict:
     """Parameter counts by part; ``qwen2.5-7b`` without ``llm_path`` is counted on the meta device."""
     meta = preset == "qwen2.5-7b" and not llm_path
-    model = build_model(preset, llm_path=llm_path, visual_dim=visual_dim, audio_dim=audio_dim, meta=meta, **kwargs)
+    model = build_model(preset, llm_path=llm_path, visual_dim=visual_dim, audio_dim=audio_dim,
+                        device="meta" if meta else "cpu")
     return {"preset": preset, "meta": meta, "hidden_size": model.hidden_size,
             "visual_dim": model.spec.visual_dim, "audio_dim": model.spec.audio_dim,
             "counts": model.parameter_counts()}

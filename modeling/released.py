@@ -40,6 +40,7 @@ import torch
 
 from core.errors import InputError, MissingFileError
 from core.paths import require_writable
+from core.sections import ModelConfig
 from modeling.checkpoint import RELEASED_FORMAT
 from modeling.model import RELEASED_NAMES, AffectGPT, build_model
 
@@ -220,9 +221,10 @@ def expected_model(llm_cfg: dict, visual_dim: int, audio_dim: int, visual_stream
                    lora_r: int = RELEASED_MODEL["lora_r"][0], lora_alpha: int = RELEASED_LORA_ALPHA,
                    lora_dropout: float = RELEASED_LORA_DROPOUT, llm_path: str = "") -> AffectGPT:
     """Our model on the meta device at the LLM's shapes: its trainable parameters are the import's target."""
-    model = build_model("qwen2.5-7b", meta=True, llm_config=llm_cfg, visual_dim=visual_dim, audio_dim=audio_dim,
-                        visual_stream=visual_stream, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                        seed=None)
+    shape = ModelConfig(preset="qwen2.5-7b", visual_stream=visual_stream, lora_r=lora_r, lora_alpha=lora_alpha,
+                        lora_dropout=lora_dropout)
+    model = build_model(shape, llm_config=llm_cfg, visual_dim=visual_dim, audio_dim=audio_dim, seed=None,
+                        device="meta")
     model.spec.llm_path = llm_path
     sevenb = (llm_cfg.get("hidden_size"), llm_cfg.get("num_hidden_layers")) == (3584, 28)
     model.spec.preset = "qwen2.5-7b" if sevenb else "tiny"

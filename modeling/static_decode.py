@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import torch
 from transformers.cache_utils import Cache, StaticLayer
 
-from modeling.hf_decode import CHECK_EVERY, Decoded, find_stops, forward_kwargs, stop_tables
+from modeling.hf_decode import CHECK_EVERY, Decoded, Stops, find_stops, forward_kwargs, stop_tables
 from modeling.sampling import GenerationConfig, pick_tokens
 
 CACHE_TOO_LONG = "cache-too-long"  # Decoded.finish of a row whose prompt + budget exceed the cache's length
@@ -197,11 +197,9 @@ class StaticDecoder:
         embeds: torch.Tensor,
         attention_mask: torch.Tensor,
         *,
-        eos_ids: Sequence[int],
-        pad_id: int,
+        stops: Stops,
         config: GenerationConfig | None = None,
         seeds: Sequence[int] | None = None,
-        tokenizer=None,
         max_new: Sequence[int] | None = None,
         refill: bool = True,
     ) -> list[Decoded]:
@@ -210,6 +208,7 @@ class StaticDecoder:
         as soon as its row stops; without, a new group of ``rows`` rows starts when the whole group is done.
         A row whose prompt + budget exceed ``length`` generates nothing (finish ``cache-too-long``).
         """
+        eos_ids, pad_id, tokenizer = stops.eos_ids, stops.pad_id, stops.tokenizer
         cfg = config or GenerationConfig()
         cfg.validate()
         n = embeds.shape[0]

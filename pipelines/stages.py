@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.sections import PreprocessConfig
 from features.labels import LABEL_COLUMNS, openset_to_store, reason_to_store
 from pipelines.audio import load_clips
 from pipelines.errors import SampleError
@@ -133,6 +134,8 @@ class AudioStage:
 # (~4 characters a token). A prompt keeps at most that budget of the subtitle anyway, and a
 # 20 MB subtitle tokenized whole before it was shortened took 3.9 GiB and a minute.
 MAX_SUBTITLE_CHARS = 16_384
+# The audio kept for ASR, in seconds: Whisper reads one 30-second window.
+ASR_SECONDS = 30.0
 
 
 def clean_subtitle(text: Any) -> str:
@@ -144,22 +147,23 @@ def clean_subtitle(text: Any) -> str:
 
 
 class DecodeStage:
-    """Batch of manifest rows -> batch of decoded samples (columns of `DecodedSample`); never raises."""
+    """Batch of manifest rows -> batch of decoded samples (columns of `DecodedSample`); never raises.
 
-    def __init__(self, faces: str = "openface", num_frames: int = 8, image_size: int = 224,
-                 sample_rate: int = 16000, num_clips: int = 8, clip_seconds: float = 2.0,
-                 pyfeat_model: str | None = None, asr: bool = False, asr_seconds: float = 30.0,
-                 storage_options: dict | None = None):
+    ``p``: the `PreprocessConfig` (faces, frames, image size, audio clips, ASR); default its defaults.
+    """
+
+    def __init__(self, p: PreprocessConfig | None = None, storage_options: dict | None = None):
+        p = p if p is not None else PreprocessConfig()
         self.storage_options = storage_options
-        self.remote_kinds = ("video", "audio", "face") if faces == "openface" else ("video", "audio")
-        self.frames = FrameStage(num_frames, image_size)
-        self.faces = FaceStage(faces, num_frames, image_size, pyfeat_model)
-        self.audio = AudioStage(sample_rate, num_clips, clip_seconds, asr_seconds if asr else 0.0)
+        self.remote_kinds = ("video", "audio", "face") if p.faces == "openface" else ("video", "audio")
+        self.frames = FrameStage(p.num_frames, p.image_size)
+        self.faces = FaceStage(p.faces, p.num_frames, p.image_size, p.pyfeat_model or None)
+        self.audio = AudioStage(p.sample_rate, p.num_clips, p.clip_seconds, ASR_SECONDS if p.asr else 0.0)
         self.shapes = {
-            "frames": (num_frames, image_size, image_size, 3),
-            "clips": (num_clips, int(round(sample_rate * clip_seconds))),
+            "frames": (p.num_frames, p.image_size, p.image_size, 3),
+            "clips": (p.num_clips, int(round(p.sample_rate * p.clip_seconds))),
         }
-        self.asr = asr
+        self.asr = p.asr
 
     def decode(self, row: dict[str, Any]) -> DecodedSample:
         """One row -> one `DecodedSample`; bad input gives ``status="failed"`` and zero arrays."""
@@ -189,13 +193,6 @@ class DecodeStage:
         n = len(batch["name"])
         rows = [{k: v[i] for k, v in batch.items()} for i in range(n)]
         return stack_samples([self.decode(r) for r in rows], with_waveform=self.asr)
-
-
-def decode_kwargs(p) -> dict[str, Any]:
-    """`DecodeStage` arguments from a `PreprocessConfig`."""
-    return dict(faces=p.faces, num_frames=p.num_frames, image_size=p.image_size, sample_rate=p.sample_rate,
-                num_clips=p.num_clips, clip_seconds=p.clip_seconds, pyfeat_model=p.pyfeat_model or None,
-                asr=p.asr)
 
 
 def stack_samples(samples: list[DecodedSample], with_waveform: bool = False) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from core.errors import InputError, MissingFileError
+from core.sections import ScoreConfig
 from scoring.evaluate import Prediction, evaluate, load_predictions
 from scoring.metrics import select_best_checkpoint
 from scoring.unibench import DATASETS, dataset_folder, get_dataset, is_synthetic
@@ -130,20 +131,22 @@ def _predictions(checkpoint: Path, metric: str, sentiment: str) -> dict[str, Pre
 def score_results(
     root: str | Path,
     gt: str | Path,
-    wheel_dir: str | Path | None = None,
+    score: ScoreConfig | None = None,
     *,
     dataset: str | None = None,
     model: str | None = None,
-    sentiment: str = "rules",
     extractor=None,
     epochs: Iterable[int] | None = RELEASE_EPOCHS,
     progress=None,
 ) -> dict:
     """Every checkpoint of every results folder under ``root`` scored against the gold under
     ``gt`` (the MER-UniBench root, or with one dataset its folder or label file); the best per
-    dataset among ``epochs`` (None: all). Returns ``{"datasets": {name: {"folder", "checkpoints":
-    {file: result}}}, "best", "missing_best", "mean", "epochs", "sentiment", "synthetic"}``; each
-    result keeps its ``rows``."""
+    dataset among ``epochs`` (None: all). ``score``: the emotion wheels (``wheel_dir``, empty: the
+    packaged files) and how sentiment sets map label lists (``sentiment``: rules or llm). Returns
+    ``{"datasets": {name: {"folder", "checkpoints": {file: result}}}, "best", "missing_best", "mean",
+    "epochs", "sentiment", "synthetic"}``; each result keeps its ``rows``."""
+    score = score if score is not None else ScoreConfig()
+    wheel_dir, sentiment = score.wheel_dir or None, score.sentiment
     folders = find_results(root, dataset, model)
     gt = Path(gt)
     out: dict = {"results": str(Path(root)), "sentiment": sentiment,

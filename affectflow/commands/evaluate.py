@@ -79,8 +79,8 @@ def _cmd_results(args: argparse.Namespace, cfg) -> int:
     total = n_checkpoints(args.results, args.dataset, args.model)
     with progress("score checkpoints", unit="checkpoints", total=total) as bar:
         summary = score_results(
-            args.results, args.gt, cfg.score.wheel_dir, dataset=args.dataset, model=args.model,
-            sentiment=cfg.score.sentiment, extractor=_extractor(args.extractor, cfg.label.batch_size),
+            args.results, args.gt, cfg.score, dataset=args.dataset, model=args.model,
+            extractor=_extractor(args.extractor, cfg.label.batch_size),
             epochs=None if args.all_epochs else RELEASE_EPOCHS, progress=bar,
         )
     records = []

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling.generate import clean_output, generate, generate_raw
-from modeling.hf_decode import decode, left_pad
+from modeling.hf_decode import Stops, decode, left_pad
 from modeling.sampling import GenerationConfig, sample_seed
 
 
@@ -97,8 +97,7 @@ def test_rows_stop_at_the_stop_string_at_eos_or_at_the_length(tiny_models):
     lm = ScriptedLM(scripts, vocab=len(tok))
     embeds = torch.zeros(4, 5, 4)
     mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
-    rows = decode(lm, embeds, mask, eos_ids=[eos], pad_id=eos, config=GenerationConfig(max_new_tokens=10),
-                  tokenizer=tok)
+    rows = decode(lm, embeds, mask, stops=Stops([eos], eos, tok), config=GenerationConfig(max_new_tokens=10))
     assert [r.finish for r in rows] == ["stop", "eos", "length", "stop"]
     assert rows[3].tokens == split and clean_output(tok.decode(split)) == "sad##" + tok.decode(filler)
     assert clean_output(tok.decode(rows[0].tokens)) == "The character's emotional state is happy."
@@ -119,11 +118,11 @@ def test_each_row_stops_at_its_own_budget(tiny_models):
     tok = AutoTokenizer.from_pretrained(str(tiny_models["llm"]))
     filler = tok(" and", add_special_tokens=False)["input_ids"]
     lm = ScriptedLM([filler * 40] * 3, vocab=len(tok))
-    rows = decode(lm, torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.long), eos_ids=[tok.eos_token_id],
-                  pad_id=tok.eos_token_id, config=GenerationConfig(), tokenizer=tok, max_new=[3, 9, 1])
+    rows = decode(lm, torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.long),
+                  stops=Stops([tok.eos_token_id], tok.eos_token_id, tok), config=GenerationConfig(), max_new=[3, 9, 1])
     assert [len(r.tokens) for r in rows] == [3, 9, 1] and {r.finish for r in rows} == {"length"}
     with pytest.raises(ValueError, match="one budget >= 1 per row"):
-        decode(lm, torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.long), eos_ids=[0], pad_id=0,
+        decode(lm, torch.zeros(3, 2, 4), torch.ones(3, 2, dtype=torch.long), stops=Stops([0], 0),
                config=GenerationConfig(), max_new=[3, 0, 1])
 
 
@@ -271,7 +270,7 @@ def _mixed_stops(model, embeds, mask):
 
     pad = model.tokenizer.pad_token_id
     if not _HASH_TOKENIZER:
-        plain = [r.tokens for r in decode(model.llm, embeds, mask, eos_ids=[-1], pad_id=pad,
+        plain = [r.tokens for r in decode(model.llm, embeds, mask, stops=Stops([-1], pad),
                                           config=GenerationConfig(), max_new=MIXED_BUDGETS)]
         common = [t for t, _ in Counter(t for r in plain for t in r[1:]).most_common(8)]
 
@@ -282,7 +281,7 @@ def _mixed_stops(model, embeds, mask):
         eos, two, one = max(permutations(common, 3), key=spread)
         _HASH_TOKENIZER.append((eos, HashTokens(model.tokenizer, {two: "##", one: "#"})))
     eos, tokenizer = _HASH_TOKENIZER[0]
-    return dict(eos_ids=[eos], pad_id=pad, tokenizer=tokenizer, max_new=MIXED_BUDGETS)
+    return dict(stops=Stops([eos], pad, tokenizer), max_new=MIXED_BUDGETS)
 
 
 def test_static_cache_greedy_equals_hf_for_every_row_with_and_without_refill(tiny_model, one_thread):
@@ -332,7 +331,7 @@ def test_a_row_over_the_static_cache_fails_alone(tiny_model, one_thread):
     budgets = [6] * len(lengths)
     longest = max(range(len(lengths)), key=lengths.__getitem__)
     fits = sorted(lengths)[-2] + 6  # every row fits but the longest prompt
-    kw = dict(eos_ids=[-1], pad_id=tiny_model.tokenizer.pad_token_id, config=GenerationConfig(), max_new=budgets)
+    kw = dict(stops=Stops([-1], tiny_model.tokenizer.pad_token_id), config=GenerationConfig(), max_new=budgets)
     ref = decode(tiny_model.llm, embeds, mask, **kw)
     rows = StaticDecoder(tiny_model.llm, rows=4, length=fits).decode(embeds, mask, **kw)
     assert rows[longest].finish == CACHE_TOO_LONG and rows[longest].tokens == []
@@ -349,7 +348,7 @@ def test_the_static_step_traces_as_one_graph(tiny_model, one_thread):
     from modeling.static_decode import StaticDecoder
 
     embeds, mask = _mixed_rows(tiny_model)
-    kw = dict(eos_ids=[-1], pad_id=tiny_model.tokenizer.pad_token_id, config=GenerationConfig(), max_new=MIXED_BUDGETS)
+    kw = dict(stops=Stops([-1], tiny_model.tokenizer.pad_token_id), config=GenerationConfig(), max_new=MIXED_BUDGETS)
     ref = decode(tiny_model.llm, embeds, mask, **kw)
     dec = StaticDecoder(tiny_model.llm, rows=4, length=int(mask.sum(1).max()) + max(MIXED_BUDGETS),
                         compile=CompileConfig(backend="eager", fullgraph=True))
@@ -438,7 +437,7 @@ def test_static_slots_stop_rows_and_refill_them_as_the_hf_loop_does(tiny_models)
     lengths = [2 + (r * 5) % 7 for r in range(12)]
     mask = torch.tensor([[0] * (9 - n) + [1] * n for n in lengths])
     embeds = torch.arange(12, dtype=torch.float32).view(12, 1, 1).expand(12, 9, 4).clone()
-    kw = dict(eos_ids=[eos], pad_id=eos, config=GenerationConfig(), tokenizer=tok, max_new=budgets)
+    kw = dict(stops=Stops([eos], eos, tok), config=GenerationConfig(), max_new=budgets)
     ref = decode(lm, embeds, mask, **kw)
     assert [(r.finish, r.tokens) for r in ref] == want
     dec = StaticDecoder(lm, rows=3, length=9 + max(budgets))

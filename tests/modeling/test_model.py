@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from core.sections import ModelConfig
 from training.data import Collator, PromptDataset, SyntheticFeatures
 from modeling.model import AffectGPT, build_model, model_summary
 from modeling.prompt import AUDIO_TOKEN, FACE_TOKEN, MULTI_TOKEN
@@ -33,7 +34,7 @@ def test_model_summary_cli_json(capsys):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_models):
-    return build_model("tiny", llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64, lora_dropout=0.0)
+    return build_model(ModelConfig(lora_dropout=0.0), llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_save_and_load_trainable_round_trip(tiny, batch, tmp_path):
 
 
 def test_softmax_pooling_option(tiny_models):
-    m = build_model("tiny", llm_path=tiny_models["llm"], visual_dim=16, audio_dim=8, pooling="softmax")
+    m = build_model(ModelConfig(pooling="softmax"), llm_path=tiny_models["llm"], visual_dim=16, audio_dim=8)
     x = torch.randn(2, 8, 16)
     scores = m.fusion.visual_scorer(x).softmax(dim=1)
     with torch.no_grad():

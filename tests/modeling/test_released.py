@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
+from core.sections import ModelConfig
 from modeling.released import DROPPED, ReleasedCheckpointError, import_released, to_released_name
 
 VISUAL_DIM, AUDIO_DIM = 768, 64  # the tiny CLIP's projection and the tiny HuBERT's width
@@ -46,7 +47,7 @@ def released_state(llm: Path, seed: int = 7, lora_r: int = 16) -> dict[str, torc
     """A seeded released-format ``model`` dict at the tiny model's shapes (with the unused image projector)."""
     from modeling.model import build_model
 
-    model = build_model("tiny", llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM, lora_r=lora_r)
+    model = build_model(ModelConfig(lora_r=lora_r), llm_path=llm, visual_dim=VISUAL_DIM, audio_dim=AUDIO_DIM)
     g = torch.Generator().manual_seed(seed)
     state = {to_released_name(n): torch.randn(p.shape, generator=g) * 0.05
              for n, p in model.named_parameters() if p.requires_grad}

@@ -16,6 +16,7 @@ import pytest
 
 import inference.benchmark
 from core.errors import InputError
+from core.sections import ScoreConfig
 from scoring import metrics, results
 from scoring.results import find_results, score_results
 from scoring.safe_npz import UnsafeNpzError
@@ -80,7 +81,7 @@ def release(tmp_path) -> tuple[Path, Path]:
 
 def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
     out, gold = release
-    summary = score_results(out, gold, wheel_dir)
+    summary = score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)))
     assert list(summary["datasets"]) == ["MER2023", "CMUMOSI", "OVMERDPlus"]
     mer = summary["datasets"]["MER2023"]["checkpoints"]
     assert sorted(mer) == [p.name for p in sorted((out / "results-mer2023" / MODEL).glob("checkpoint_*_loss_0.500.npz"))]
@@ -99,7 +100,7 @@ def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
     assert mosi["extraction"]["labels"] == {"released": 5} and mosi["extraction"]["sentiment"] == {"rules": 5}
     assert mosi["counts"]["llm_calls"] == 0
     # Every checkpoint competing: the perfect epoch 25 wins MER2023.
-    everything = score_results(out, gold, wheel_dir, epochs=None)
+    everything = score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)), epochs=None)
     assert everything["best"]["MER2023"]["epoch"] == 25
     # The choice is select_best_checkpoint's, the function `affectflow benchmark` calls.
     assert results.select_best_checkpoint is metrics.select_best_checkpoint
@@ -108,7 +109,7 @@ def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
 
 def test_sentiment_llm_takes_the_release_sentiment_file(release, wheel_dir):
     out, gold = release
-    summary = score_results(out / "results-cmumosi", gold, wheel_dir, sentiment="llm")
+    summary = score_results(out / "results-cmumosi", gold, ScoreConfig(wheel_dir=str(wheel_dir), sentiment="llm"))
     mosi = summary["datasets"]["CMUMOSI"]["checkpoints"]
     # The release's words are scored as they are (p1 negative, so 3 of 4 right), for both checkpoints.
     assert {c: r["scores"]["acc"] for c, r in mosi.items()} == {
@@ -142,7 +143,7 @@ def test_missing_openset_is_named(release, wheel_dir):
     ckpt = out / "results-mer2023" / MODEL / "checkpoint_000040_loss_0.500.npz"
     results.openset_path(ckpt).unlink()
     with pytest.raises(FileNotFoundError, match=r"checkpoint_000040_loss_0\.500-openset\.npz are missing"):
-        score_results(out, gold, wheel_dir)
+        score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)))
 
 
 def test_malicious_pickle_is_refused(release, wheel_dir, tmp_path):
@@ -156,5 +157,5 @@ def test_malicious_pickle_is_refused(release, wheel_dir, tmp_path):
     np.savez(results.openset_path(ckpt), filenames=np.array(list(MER_GOLD)),
              fileitems=np.array([SystemCall()] * len(MER_GOLD), dtype=object))
     with pytest.raises(UnsafeNpzError, match="refused to unpickle global posix.system|refused to unpickle global os.system"):
-        score_results(out, gold, wheel_dir)
+        score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)))
     assert not marker.exists()
