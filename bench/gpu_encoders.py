@@ -80,9 +80,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
 
-    from pipelines.encoders import ClipEncoder, HubertEncoder, hubert_inputs, pick_device
+    from pipelines.encoders import ClipEncoder, HubertEncoder, device_and_dtype, hubert_inputs
 
-    device, dtype = pick_device(args.device, args.dtype)
+    device, dtype = device_and_dtype(args.device, args.dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, dtype {dtype}, {'tiny' if args.tiny else 'real'} shapes, torch {torch.__version__}")

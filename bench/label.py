@@ -68,7 +68,7 @@ def main() -> int:
     from inference.labeling import LabelRequest, label
     from inference.table import read_table
     from registry.resolve import load_model
-    from training.data import SyntheticFeatures, write_synthetic_store
+    from synth.features import SyntheticFeatures, write_synthetic_store
     from modeling.model import build_model
 
     torch.set_num_threads(1)  # the actor runs one thread too (label.torch_threads)

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from core.config import load_config
     from core.runtime import init_ray
     from synth.tiny_models import build_tiny_models
-    from training.data import SyntheticFeatures, write_synthetic_store
+    from synth.features import SyntheticFeatures, write_synthetic_store
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-train-report-"))
     models = work / "models"

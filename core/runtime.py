@@ -1,9 +1,20 @@
-"""Ray start-up: the one place every command joins a cluster or starts a local instance."""
+"""Where work runs: Ray start-up (the one place every command joins a cluster or starts a local
+instance) and the torch device a model is put on."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other value unchanged (torch imported here,
+    so this module stays light)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def init_ray(cfg, log_to_driver: bool | None = None) -> None:

@@ -506,16 +506,3 @@ class FeatureStore(StoreMaintenance):
 def _rebuild_store(path, storage_options, compression, compression_level) -> FeatureStore:
     return FeatureStore(path, storage_options, compression=compression, compression_level=compression_level)
 
-
-class StoreWriter:
-    """The Ray Data stage that writes: ``ds.map_batches(StoreWriter, fn_constructor_args=(path, specs), ...)``.
-
-    Each batch becomes one part (so the batch size sets the part size); returns the summary batch.
-    """
-
-    def __init__(self, path: str, specs: Sequence[EncoderSpec], storage_options: dict | None = None, **store_kwargs):
-        self.store = FeatureStore(path, storage_options, **store_kwargs)
-        self.specs = list(specs)
-
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        return self.store.write_part(self.specs, batch)

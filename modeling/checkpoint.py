@@ -61,15 +61,6 @@ def find_checkpoint(path: str | Path) -> Path:
     return max(found, key=step)
 
 
-def pick_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; any other value unchanged."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def pick_dtype(dtype: str, spec: dict, device: str) -> str:
     """``fp32``, ``bf16`` or ``fp16``: ``dtype`` itself unless ``auto``, which is what the checkpoint records:
     on CUDA, fp16 for weights imported from the release (its LLM ran in fp16, the fusion under fp16

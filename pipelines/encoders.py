@@ -17,16 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from core.runtime import pick_device
 from pipelines.stages import OK
 
 
-def pick_device(device: str = "auto", dtype: str = "auto"):
-    """``(torch.device, torch.dtype)``: CUDA in fp16 when available (``auto``), else CPU in fp32."""
+def device_and_dtype(device: str = "auto", dtype: str = "auto"):
+    """``(torch.device, torch.dtype)`` of an encoder: CUDA in fp16 when available (``auto``), else CPU in fp32."""
     import torch
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = torch.device(pick_device(device))
     if dtype == "auto":
         dtype = "float16" if dev.type == "cuda" else "float32"
     return dev, getattr(torch, dtype)
@@ -64,7 +63,7 @@ class ClipEncoder:
             from transformers import CLIPImageProcessor
 
         _set_threads(torch_threads)
-        self.device, self.dtype = pick_device(device, dtype)
+        self.device, self.dtype = device_and_dtype(device, dtype)
         # model/processor: already-built objects (benchmarks at real shapes without saving weights).
         model = model if model is not None else CLIPModel.from_pretrained(str(model_dir))
         self.model = model.to(self.device, self.dtype).eval()
@@ -150,7 +149,7 @@ class HubertEncoder:
         from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
         _set_threads(torch_threads)
-        self.device, self.dtype = pick_device(device, dtype)
+        self.device, self.dtype = device_and_dtype(device, dtype)
         model = model if model is not None else HubertModel.from_pretrained(str(model_dir))
         self.model = model.to(self.device, self.dtype).eval()
         self.extractor = extractor if extractor is not None else Wav2Vec2FeatureExtractor.from_pretrained(str(model_dir))
@@ -214,7 +213,7 @@ class WhisperASR:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         _set_threads(torch_threads)
-        self.device, self.dtype = pick_device(device, dtype)
+        self.device, self.dtype = device_and_dtype(device, dtype)
         self.model = WhisperForConditionalGeneration.from_pretrained(str(model_dir)).to(self.device, self.dtype).eval()
         self.processor = WhisperProcessor.from_pretrained(str(model_dir))
         # Whisper's decoder has max_target_positions slots, a few taken by the start/task prompt.

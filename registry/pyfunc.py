@@ -42,7 +42,8 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
 
     def _load(self, dtype: str) -> None:
         """Hold the model in ``dtype`` (as ``modeling.checkpoint.pick_dtype`` resolves it), loading it if needed."""
-        from modeling.checkpoint import pick_device, pick_dtype, read_spec
+        from core.runtime import pick_device
+        from modeling.checkpoint import pick_dtype, read_spec
 
         want = pick_dtype(dtype, read_spec(self.resolved.checkpoint), pick_device("auto"))
         if want != self.dtype:

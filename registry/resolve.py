@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from core.errors import InputError, ModelRefError
 from core.paths import inside_root
+from core.runtime import pick_device
 from core.tracking import DEFAULT_CHECK_TIMEOUT_S, short_retries, unreachable
-from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_device, pick_dtype, read_spec
+from modeling.checkpoint import SPEC_FILE, find_checkpoint, pick_dtype, read_spec
 
 BUNDLE_FILE = "affectflow_bundle.json"
 CKPT_ARTIFACT = "checkpoint"

@@ -56,7 +56,7 @@ def test_model_resolution_fails_within_seconds(server, silent_server, tiny_check
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory):
-    from training.data import SyntheticFeatures, write_synthetic_store
+    from synth.features import SyntheticFeatures, write_synthetic_store
 
     root = tmp_path_factory.mktemp("fault-train")
     write_synthetic_store(SyntheticFeatures(8, 768, 64, seed=1), str(root / "store.zarr"), str(root / "corpus"))

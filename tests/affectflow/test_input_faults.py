@@ -91,7 +91,7 @@ def test_compact_keeps_samples_stored_without_labels_apart(tmp_path, capsys):
     'stored without labels' (train then asks for --corpus), not as samples labelled with nothing."""
     from affectflow.cli import main
     from features.reader import stored_labels
-    from training.data import SyntheticFeatures, write_synthetic_store
+    from synth.features import SyntheticFeatures, write_synthetic_store
 
     store = str(tmp_path / "store.zarr")
     write_synthetic_store(SyntheticFeatures(4, 8, 4, seed=2), store, str(tmp_path / "c1"), labels_in_store=False)

@@ -22,7 +22,7 @@ def _sets(*extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from training.data import SyntheticFeatures, write_synthetic_store
+    from synth.features import SyntheticFeatures, write_synthetic_store
 
     root = tmp_path_factory.mktemp("train-faults")
     write_synthetic_store(SyntheticFeatures(8, 768, 64, seed=1), str(root / "store.zarr"), str(root / "corpus"))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.sections import ModelConfig
-from training.data import Collator, PromptDataset, SyntheticFeatures
+from synth.features import SyntheticFeatures
+from training.data import Collator, PromptDataset
 from modeling.model import AffectGPT, build_model, model_summary
 from modeling.prompt import AUDIO_TOKEN, FACE_TOKEN, MULTI_TOKEN
 

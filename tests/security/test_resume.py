@@ -15,7 +15,7 @@ import torch
 
 from core.config import load_config
 from core.errors import TrainingError
-from training.data import SyntheticFeatures
+from synth.features import SyntheticFeatures
 from training.loop import LoopHooks, check_resume_files, run_loop, single_process, weights_only_engine
 
 

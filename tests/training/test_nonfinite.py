@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from core.config import load_config
 from core.errors import TrainingError
 from modeling.checkpoint import FAILURE_FILE
-from training.data import SyntheticFeatures, write_synthetic_store
+from synth.features import SyntheticFeatures, write_synthetic_store
 from training.loop import LoopHooks, json_metrics, run_loop, single_process
 
 SETTINGS = ["train.global_batch_size=2", "train.micro_batch_size=2", "train.max_tokens=256", "train.progress=false"]

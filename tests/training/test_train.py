@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from core.config import load_config
 from core.errors import StoreError
 from features.labels import LABEL_FILES, read_corpus_labels
-from training.data import SyntheticFeatures, load_features, store_labels, write_synthetic_store
+from synth.features import SyntheticFeatures, write_synthetic_store
+from training.data import load_features, store_labels
 from training.loop import LoopHooks, run_loop, single_process
 from training.trainer import train
 

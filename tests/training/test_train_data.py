@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.data import Collator, PromptDataset, SyntheticFeatures, epoch_order
+from synth.features import SyntheticFeatures
+from training.data import Collator, PromptDataset, epoch_order
 from training.loop import lr_factor, optimizer_groups, steps_plan
 from modeling.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
 

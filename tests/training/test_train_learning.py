@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core.config import load_config
-from training.data import SyntheticFeatures, load_features, write_synthetic_store
+from synth.features import SyntheticFeatures, write_synthetic_store
+from training.data import load_features
 from training.loop import LoopHooks, run_loop, single_process
 from modeling.model import AffectGPT
 from modeling.prompt import QUESTIONS, encode_example, ov_answer
