@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import Config, load_config
+from core.console import echo
 from core.errors import InputError, MissingFileError
 from core.paths import absolute
+
+
+# A face model on a video without a face stack sees Haar crops of frames, not the OpenFace faces it was trained
+# on; the release's single-video script passes no face stack (inference_sample.py line 193, face_npy = None),
+# so only its frame model runs on a raw video.
+FACE_MODEL_ON_FRAMES = ("warning: {model} is a face model and no face stack was given (--face-npy): its faces are "
+                        "cut from the frames here, input it never saw; for raw videos the release uses its frame "
+                        "model: import the frame checkpoint (affectflow import-released ... --visual frame) and run "
+                        "that")
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,8 @@ def infer(request: InferRequest) -> InferResult:
     resolved = resolve_model(request.model, tracking_uri=resolve_uri(cfg.mlflow.tracking_uri),
                              llm_path=request.llm_path, check_timeout=cfg.mlflow.check_timeout_s)
     spec = read_spec(resolved.checkpoint)
+    if spec.get("visual_stream", "face") == "face" and face_path is None:
+        echo(FACE_MODEL_ON_FRAMES.format(model=request.model), err=True)
     # plan() refuses openface stacks for the folder layout: check encoders with the detector, then swap.
     plan_ = plan_encoders(dataclasses.replace(cfg, preprocess=dataclasses.replace(p, faces="opencv")
                                                if face_path else p), request.models, spec)

@@ -47,11 +47,14 @@ class LabelStage:
     failed upstream becomes a failed row). Never raises: a generation error fails its batch's rows.
     """
 
-    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], decoding: dict, seed: int, visual_key: str,
-                 tracking_uri: str | None = None, device: str = "auto", torch_threads: int | None = 1):
+    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], generation: dict, seed: int, visual_key: str,
+                 tracking_uri: str | None = None, device: str = "auto", dtype: str = "auto",
+                 torch_threads: int | None = 1):
+        """``generation``: the resolved ``modeling.sampling.GenerationConfig`` fields the job decodes (and
+        records) with; ``device`` and ``dtype`` as the job resolved them."""
         import torch
 
-        from modeling.sampling import DecodingSettings
+        from modeling.sampling import GenerationConfig
         from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
 
         if torch_threads:
@@ -61,11 +64,10 @@ class LabelStage:
             # Another node of a cluster: fetch the pinned version into this node's cache.
             res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=tracking_uri,
                                                     llm_path=res.llm_path or None), ref=res.ref)
-        settings = DecodingSettings(**decoding)
-        self.model, self.resolved = load_model(res, device=device, dtype=settings.dtype)
+        self.model, self.resolved = load_model(res, device=device, dtype=dtype)
         self.asks = {str(t): str(q) for t, q in asks}
         self.tasks = list(self.asks)
-        self.config = settings.resolve(self.model.llm, next(self.model.fusion.parameters()).device)
+        self.config = GenerationConfig(**generation)
         self.seed = seed
         self.visual_key = visual_key
 

@@ -28,7 +28,8 @@ from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
 from core.paths import absolute, require_writable
 from inference.label_stage import LabelStage, resolve_asks
-from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table
+from inference.table import (COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table,
+                             recorded_provenance)
 from modeling.checkpoint import read_spec
 from pipelines import operators
 from pipelines.summary import STATE_EXAMPLES, JobSummary
@@ -85,6 +86,7 @@ class LabelSummary(JobSummary):
     rows: int = 0  # rows in the output table after the run
     shortened: int = 0  # rows of this run whose subtitle was shortened to fit the prompt budget
     prompt_tokens: int = 0  # that budget
+    provenance: dict = field(default_factory=dict)  # what the table records: model and exact decoding settings
 
     @property
     def samples(self) -> int:
@@ -104,6 +106,7 @@ class LabelSummary(JobSummary):
             f"input: {self.input} ({self.kind})",
             f"model: {self.model_uri}" + (f" (version {self.model_version})" if self.model_version else ""),
             f"tasks: {', '.join(self.tasks)}" + (f" ({self.question!r})" if self.question else ""),
+            *provenance_lines(self.provenance),
             f"samples: {self.total} considered, {self.skipped} already labeled (skipped), {self.samples} labeled",
             f"rows: {self.ok} ok, {self.failed} failed",
             *self.failure_lines(),
@@ -112,6 +115,22 @@ class LabelSummary(JobSummary):
                "(their subtitle_cut column says by how many tokens)"] if self.shortened else []),
             self.time_line(),
         ]
+
+
+def provenance_lines(provenance: dict) -> list[str]:
+    """The summary's lines of a table's provenance: the weights' source and the exact decoding settings."""
+    model, d = provenance.get("model") or {}, provenance.get("decoding") or {}
+    if not d:
+        return []
+    source = model.get("source_format", "")
+    if model.get("source_sha256"):
+        source += f" {model.get('source_file', '')} sha256 {model['source_sha256']}"
+    budgets = ", ".join(f"{t} {n}" for t, n in (d.get("max_new_tokens") or {}).items())
+    how = (f"sampling (temperature {d['temperature']:g}, top-p {d['top_p']:g}, top-k {d['top_k']}, "
+           f"repetition penalty {d['repetition_penalty']:g})" if d.get("do_sample") else "greedy")
+    return [f"weights: {source}",
+            f"decoding: {d.get('decoding')}: {how}; max new tokens {budgets}; prompt {d.get('max_prompt_tokens')} "
+            f"tokens; dtype {d.get('dtype')}; backend {d.get('backend')}; seed {d.get('seed')}"]
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -247,12 +266,34 @@ class _LabelRun:
                                     model_version=self.resolved.version, tasks=self.tasks,
                                     question=lc.question.strip(), prompt_tokens=lc.max_prompt_tokens)
         self.done = done_pairs(existing(out), req.retry_failed, self.questions)
-        visual_key = "visual" if self.kind == "store" else self.spec.get("visual_stream", "face")
-        decoding = DecodingSettings.from_config(lc).to_dict()
-        self.stage_args = (self.resolved.to_dict(), asks, decoding, cfg.seed, visual_key)
-        self.stage_kwargs = dict(tracking_uri=uri, device=lc.device, torch_threads=lc.torch_threads)
+        self.base, self.asks, self.uri = base, asks, uri
+        self.settings = DecodingSettings.from_config(lc)
+        self.provenance: dict = {}
+        self.stage_args: tuple = ()
+        self.stage_kwargs: dict = {}
         self.writer = PartWriter(out)
         self.seen: set[str] = set()
+
+    def resolve_decoding(self) -> None:
+        """The exact settings the actors decode with, resolved once here (the device the actors get, the LLM's
+        generation_config, the checkpoint's precision) and recorded as the table's provenance; a table made
+        with other settings is refused before any model loads. Needs Ray (the cluster's GPUs)."""
+        from modeling.checkpoint import pick_dtype
+        from modeling.generate import decoding_record
+        from modeling.sampling import llm_defaults
+
+        lc, req = self.lc, self.request
+        device = lc.device if lc.device != "auto" else ("cuda" if _gpus(lc) > 0 else "cpu")
+        gen = self.settings.resolve(llm_defaults(self.base), device)
+        dtype = pick_dtype(self.settings.dtype, self.spec, device)
+        run = {"model": self.resolved.provenance(),
+               "decoding": decoding_record(gen, self.settings.decoding, dtype, req.cfg.seed, self.tasks)}
+        self.provenance = recorded_provenance(req.out, run)
+        self.summary.provenance = self.provenance
+        self.writer.provenance = self.provenance
+        visual_key = "visual" if self.kind == "store" else self.spec.get("visual_stream", "face")
+        self.stage_args = (self.resolved.to_dict(), self.asks, dataclasses.asdict(gen), req.cfg.seed, visual_key)
+        self.stage_kwargs = dict(tracking_uri=self.uri, device=device, dtype=dtype, torch_threads=lc.torch_threads)
 
     def pending(self, name: str) -> bool:
         """Whether ``name`` has a task this run asks that the table does not hold yet."""
@@ -268,6 +309,7 @@ class _LabelRun:
     def dataset(self):
         """The input as a stream of output rows, None when nothing is left to label: one branch per input kind."""
         req, kind, limit = self.request, self.kind, self.request.limit
+        self.resolve_decoding()
         if kind == "store":
             return self._from_store()
         plan_ = self._plan()  # the encoders are checked before any media is read
@@ -367,7 +409,7 @@ class _LabelRun:
         if s.total < 0:  # streamed input: counted while streaming
             s.skipped = len(self.finished_names())
             s.total = s.skipped + len(self.seen)
-        s.rows = finish(out)
+        s.rows = finish(out, self.provenance)
         table = read_table(out).select(["name", "task", "status", "error"]).to_pylist()
         failed = [r for r in table if r["status"] != "ok"]
         s.state_ok, s.state_failed = len(table) - len(failed), len(failed)

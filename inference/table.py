@@ -7,6 +7,12 @@ Each finished block is written at once as a part file under ``<out>.parts/`` (:c
 killed job keeps what it finished and never leaves a torn table. Written sorted by (name,
 task), with a fixed schema without pandas metadata and fixed compression: equal content gives
 equal bytes.
+
+Provenance: a parquet table (and each part) records in its file metadata, under
+:data:`PROVENANCE_KEY`, the model (reference, version, the checkpoint's source format and sha256)
+and the exact decoding settings its rows were made with, as JSON with sorted keys (the same run
+gives the same bytes). A run that resumes a table made with other settings is refused
+(:func:`merge_provenance`): one table, one set of settings. A CSV table carries none.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ COLUMNS = ("name", "task", "question", "text", "labels", "model_uri", "model_ver
 LEGACY_DEFAULTS = {"question": "", "subtitle_cut": 0}
 OK, FAILED = "ok", "failed"
 PARQUET_COMPRESSION = "zstd"
+PROVENANCE_KEY = "affectflow.provenance"
 
 
 def schema():
@@ -88,17 +95,64 @@ def read_table(path: str | Path):
     return to_arrow(cols)
 
 
-def write_table(table, path: str | Path) -> None:
-    """Write sorted by (name, task), atomically (temp file + rename), byte-identical for equal content."""
+def _write_parquet(table, path: Path, provenance: dict | None, **options) -> None:
+    """``table`` as parquet, with ``provenance`` (if any) in the file's key-value metadata."""
     import pyarrow.parquet as pq
 
+    with pq.ParquetWriter(path, table.schema, compression=PARQUET_COMPRESSION, **options) as writer:
+        writer.write_table(table)
+        if provenance:
+            writer.add_key_value_metadata({PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)})
+
+
+def read_provenance(path: str | Path) -> dict | None:
+    """The provenance a parquet table or part records; None for a CSV table or one written without it."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.is_file():
+        return None
+    meta = pq.ParquetFile(path).metadata.metadata or {}
+    raw = meta.get(PROVENANCE_KEY.encode())
+    return json.loads(raw) if raw else None
+
+
+def merge_provenance(recorded: dict | None, run: dict, where: str | Path) -> dict:
+    """``run``'s provenance for a table that already records ``recorded``: the same in every setting but the
+    new-token budgets, which are per task (a run may ask other tasks), joined. Raises ``InputError`` naming
+    ``where`` and each setting that differs."""
+    if not recorded:
+        return run
+    budgets = "max_new_tokens"
+
+    def flat(p: dict) -> dict:
+        return {f"{section}.{k}": v for section, values in p.items() if isinstance(values, dict)
+                for k, v in values.items() if k != budgets}
+
+    old, new = flat(recorded), flat(run)
+    diff = [f"{k} {old.get(k)!r} (this run: {new.get(k)!r})" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    old_b = dict((recorded.get("decoding") or {}).get(budgets) or {})
+    new_b = dict((run.get("decoding") or {}).get(budgets) or {})
+    diff += [f"decoding.{budgets}.{t} {old_b[t]!r} (this run: {new_b[t]!r})"
+             for t in sorted(set(old_b) & set(new_b)) if old_b[t] != new_b[t]]
+    if diff:
+        raise InputError(f"{where} was labeled with other settings: {'; '.join(diff)}. One table holds one model "
+                         "and one set of decoding settings: label into a new --out, or remove this one to start over")
+    merged = json.loads(json.dumps(run))
+    merged.setdefault("decoding", {})[budgets] = dict(sorted({**old_b, **new_b}.items()))
+    return merged
+
+
+def write_table(table, path: str | Path, provenance: dict | None = None) -> None:
+    """Write sorted by (name, task), atomically (temp file + rename), byte-identical for equal content;
+    a parquet table records ``provenance`` (module docstring)."""
     path = Path(path)
     table = table.sort_by([("name", "ascending"), ("task", "ascending")]).replace_schema_metadata(None)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         if path.suffix == ".parquet":
-            pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, write_statistics=False,
-                           store_schema=False)
+            _write_parquet(table, tmp, provenance, write_statistics=False, store_schema=False)
         else:
             import pandas as pd
 
@@ -148,31 +202,41 @@ def done_pairs(table, retry_failed: bool, questions: dict[str, str] | None = Non
             if (s == OK or not retry_failed) and (questions is None or not q or questions.get(t) == q)}
 
 
-class PartWriter:
-    """Writes each finished block as ``<out>.parts/part-<seq>-<uuid>.parquet`` (a killed job keeps it)."""
+def recorded_provenance(out: Path, run: dict) -> dict:
+    """``run``'s provenance merged with what ``out`` and its unfinished parts record (:func:`merge_provenance`);
+    raises ``InputError`` before any work when one of them was made with other settings."""
+    merged = run
+    pdir = parts_dir(out)
+    for path in [out, *(sorted(pdir.glob("part-*.parquet")) if pdir.is_dir() else [])]:
+        merged = merge_provenance(read_provenance(path), merged, path)
+    return merged
 
-    def __init__(self, out: Path):
+
+class PartWriter:
+    """Writes each finished block as ``<out>.parts/part-<seq>-<uuid>.parquet`` (a killed job keeps it), with
+    ``provenance`` (set it before the first write) in its metadata."""
+
+    def __init__(self, out: Path, provenance: dict | None = None):
         self.dir = parts_dir(out)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.seq = len(list(self.dir.glob("part-*.parquet")))
+        self.provenance = provenance
 
     def write(self, columns: dict[str, Sequence]) -> None:
-        import pyarrow.parquet as pq
-
         if not len(columns["name"]):
             return
         tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
-        pq.write_table(to_arrow(columns), tmp, compression=PARQUET_COMPRESSION)
+        _write_parquet(to_arrow(columns), tmp, self.provenance)
         os.replace(tmp, self.dir / f"part-{self.seq:06d}-{uuid.uuid4().hex[:8]}.parquet")
         self.seq += 1
 
 
-def finish(out: Path) -> int:
-    """Merge the old table and the parts into ``out`` (atomically); returns the row count."""
+def finish(out: Path, provenance: dict | None = None) -> int:
+    """Merge the old table and the parts into ``out`` (atomically), recording ``provenance``; returns the row count."""
     table = existing(out)
     if table is None:
-        write_table(to_arrow({c: [] for c in COLUMNS}), out)
+        write_table(to_arrow({c: [] for c in COLUMNS}), out, provenance)
         return 0
-    write_table(table, out)
+    write_table(table, out, provenance)
     shutil.rmtree(parts_dir(out), ignore_errors=True)
     return table.num_rows

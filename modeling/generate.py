@@ -56,6 +56,15 @@ def task_budget(task: str, config: GenerationConfig) -> int:
     return config.max_new_tokens or MAX_NEW_TOKENS.get(task, MAX_NEW_TOKENS[QUESTION_TASK])
 
 
+def decoding_record(config: GenerationConfig, decoding: str, dtype: str, seed: int, tasks: Sequence[str]) -> dict:
+    """The exact settings rows are decoded with (an output's provenance): the resolved sampling values, each
+    task's new-token budget, the prompt budget, the precision, the backend and the seed."""
+    return {"decoding": decoding, "do_sample": config.do_sample, "temperature": config.temperature,
+            "top_p": config.top_p, "top_k": config.top_k, "repetition_penalty": config.repetition_penalty,
+            "max_new_tokens": {t: task_budget(t, config) for t in sorted(tasks)},
+            "max_prompt_tokens": config.max_prompt_tokens, "dtype": dtype, "backend": config.backend, "seed": seed}
+
+
 def build_inputs(model, subtitles: Sequence[str], tasks: Sequence[str], config: GenerationConfig,
                  questions: Sequence[str] | None = None):
     """Left-padded prompt ids and mask for rows of (subtitle, task or question); the subtitle is cut to fit."""

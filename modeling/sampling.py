@@ -7,7 +7,7 @@ repetition penalty, temperature, top-k and top-p in transformers' order.
   :meth:`DecodingSettings.resolve`. Labeling, single-video inference, the benchmark and the MLflow
   pyfunc model all go through it, so they decode alike.
 - :class:`GenerationConfig` — the resolved settings the decode loops take.
-- :func:`released_config` — the release's sampling.
+- :func:`released_config` — the release's sampling; :func:`llm_defaults` — what it reads of an LLM folder.
 - :func:`pick_tokens` — one step's choice per row.
 - :func:`sample_seed` — the per-(sample, task) seed, so a seeded row does not depend on its batch.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -85,6 +87,19 @@ def released_config(llm, max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> Generati
     return GenerationConfig(max_new_tokens=1200, do_sample=True, temperature=1.0, top_p=0.9,
                             max_prompt_tokens=max_prompt_tokens,
                             top_k=HF_DEFAULT_TOP_K if top_k is None else int(top_k), repetition_penalty=1.0)
+
+
+def llm_defaults(llm_path: str | Path) -> SimpleNamespace:
+    """The LLM at ``llm_path`` as :meth:`DecodingSettings.resolve` reads it, without loading its weights: its
+    ``generation_config`` as transformers' ``from_pretrained`` sets it (generation_config.json, else one made
+    from config.json)."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    try:
+        gc = HFGenerationConfig.from_pretrained(str(llm_path))
+    except OSError:
+        gc = HFGenerationConfig.from_pretrained(str(llm_path), config_file_name="config.json", _from_model_config=True)
+    return SimpleNamespace(generation_config=gc)
 
 
 def sample_seed(seed: int, name: str, task: str) -> int:

@@ -47,6 +47,16 @@ class ResolvedModel:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def provenance(self) -> dict:
+        """What an output records of the model: the pinned reference and version, and where its weights came
+        from (the checkpoint spec's source: format ``affectgpt-released``, file and sha256; ``affectflow`` and
+        no file for weights trained here)."""
+        from modeling.checkpoint import read_spec
+
+        source = read_spec(self.checkpoint).get("source") or {}
+        return {"uri": self.model_uri, "version": self.version, "source_format": source.get("format", "affectflow"),
+                "source_file": source.get("file", ""), "source_sha256": source.get("sha256", "")}
+
 
 def is_mlflow_uri(ref: str) -> bool:
     return "://" in ref or ref.startswith(("models:", "runs:"))

@@ -7,7 +7,7 @@ import pytest
 
 from core.config import load_config
 from inference.labeling import LabelRequest, label
-from inference.table import COLUMNS, read_table
+from inference.table import COLUMNS, read_provenance, read_table
 from tests.fixtures.inference import STORE_NAMES as NAMES
 from tests.fixtures.pipeline import copy_corpus
 
@@ -132,13 +132,16 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
 
 def test_the_static_backend_labels_byte_identical_to_hf(ray_session, small_store, tiny_checkpoint, tmp_path):
     """Greedy labeling through the static cache (3 slots, refilled within each actor batch of 4 samples x 2
-    tasks) writes the hf backend's table byte for byte; a row over an explicit cache length is a failed row."""
+    tasks) writes the hf backend's rows byte for byte (the tables' provenance differs in the backend it records);
+    a row over an explicit cache length is a failed row."""
     hf, static = tmp_path / "hf.parquet", tmp_path / "static.parquet"
     both = ["label.task=both", "label.batch_size=4", "seed=0"]
     a = label(LabelRequest(small_store, str(tiny_checkpoint), hf, label_config(*both, "label.backend=hf")))
     b = label(LabelRequest(small_store, str(tiny_checkpoint), static,
                            label_config(*both, "label.backend=static", "label.cache_rows=3")))
-    assert a.ok == b.ok == 2 * len(NAMES) and hf.read_bytes() == static.read_bytes()
+    assert a.ok == b.ok == 2 * len(NAMES) and read_table(hf).equals(read_table(static))
+    ph, ps = read_provenance(hf), read_provenance(static)
+    assert (ph["decoding"].pop("backend"), ps["decoding"].pop("backend")) == ("hf", "static") and ph == ps
 
     tight = tmp_path / "tight.parquet"
     s = label(LabelRequest(small_store, str(tiny_checkpoint), tight,

@@ -388,7 +388,7 @@ def test_register_logs_the_imported_model_with_its_source(released, tiny_models,
     assert (version.tags["affectflow.visual_stream"], version.tags["affectflow.source_epoch"]) == ("face", "60")
 
 
-def test_label_runs_on_the_imported_model(ray_session, imported, synth_corpus, models_dir, tmp_path):
+def test_label_runs_on_the_imported_model(ray_session, imported, released, synth_corpus, models_dir, tmp_path):
     from core.config import load_config
     from inference.labeling import LabelRequest, label
     from inference.table import read_table
@@ -403,3 +403,12 @@ def test_label_runs_on_the_imported_model(ray_session, imported, synth_corpus, m
     df = read_table(out).to_pandas()
     assert (summary.ok, summary.failed) == (2 * len(names), 0)
     assert sorted(set(df["name"])) == names and (df["model_uri"] == str(imported.resolve())).all()
+    # The table names the released file it came from (name and sha256 of its bytes); fp32 on the CPU.
+    from inference.table import read_provenance
+
+    recorded = read_provenance(out)
+    sha = __import__("hashlib").sha256(released[0].read_bytes()).hexdigest()
+    assert recorded["model"] == {"uri": str(imported.resolve()), "version": "", "source_format": "affectgpt-released",
+                                 "source_file": "checkpoint_000060_loss_0.512.pth", "source_sha256": sha}
+    assert recorded["decoding"]["dtype"] == "fp32" and f"weights: affectgpt-released {released[0].name} sha256 {sha}" \
+        in summary.format()
