@@ -33,7 +33,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	@$(VENV)/bin/affectflow demo --config configs/demo.yaml
 
+# The linter first (rules in pyproject.toml's [tool.ruff]), then the tests.
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # A tracking + registry server: sqlite database, local artifact root, bound to loopback by default.

@@ -89,7 +89,6 @@ def run_ours(cfg: dict, args, device, dtype) -> dict:
 
     rate = time_steps(step, args.warmup, args.steps, args.bs * args.seq, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del model, opt, batch
     return {"tokens_per_s": rate, "trainable": trainable}
 
 
@@ -122,7 +121,6 @@ def run_bare(cfg: dict, args, device, dtype) -> dict:
 
     rate = time_steps(step, args.warmup, args.steps, args.bs * args.seq, device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del model, opt, batch, inputs, base
     return {"tokens_per_s": rate, "trainable": trainable}
 
 

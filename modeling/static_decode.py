@@ -24,8 +24,9 @@ so the compiled step has fixed shapes), and the refill loop. The prompt pass is 
 forward with a ``DynamicCache`` (the ``hf`` backend's call, on the rows entering slots together),
 whose keys and values are then copied into the slot rows from column 0; it is never compiled (its
 shape changes with every group). The per-token choice (repetition penalty, greedy or per-row
-seeded sampling) and the on-device ``###`` tracking are :mod:`modeling.sampling`'s and :mod:`modeling.hf_decode`'s, so a seeded
-sample draws from its own generator exactly as there, whichever slot it lands in.
+seeded sampling) and the on-device ``###`` tracking are :mod:`modeling.sampling`'s and
+:mod:`modeling.hf_decode`'s, so a seeded sample draws from its own generator exactly as there, whichever slot
+it lands in.
 
 Same tokens as the ``hf`` backend, up to floating-point ties: each step attends over the whole
 cache length with the unused columns masked, where the hf loop attends over exactly the tokens so

@@ -50,7 +50,8 @@ def _set_threads(n: int | None) -> None:
 
 
 class ClipEncoder:
-    """CLIP image tower + projection; ``__call__`` turns ``frames``/``faces`` uint8 stacks into ``frame``/``face`` features."""
+    """CLIP image tower + projection; ``__call__`` turns ``frames``/``faces`` uint8 stacks into ``frame``/``face``
+    features."""
 
     def __init__(self, model_dir: str | Path | None, device: str = "auto", dtype: str = "auto",
                  torch_threads: int | None = None, micro_batch: int = 64, model=None, processor=None):
@@ -152,7 +153,9 @@ class HubertEncoder:
         self.device, self.dtype = device_and_dtype(device, dtype)
         model = model if model is not None else HubertModel.from_pretrained(str(model_dir))
         self.model = model.to(self.device, self.dtype).eval()
-        self.extractor = extractor if extractor is not None else Wav2Vec2FeatureExtractor.from_pretrained(str(model_dir))
+        if extractor is None:
+            extractor = Wav2Vec2FeatureExtractor.from_pretrained(str(model_dir))
+        self.extractor = extractor
         self.normalize = bool(self.extractor.do_normalize)
         self.micro_batch = micro_batch
         self.dim = int(self.model.config.hidden_size)
@@ -192,8 +195,8 @@ class FusedEncoder:
     Separate pools (``separate``) let each encoder scale on its own resources instead.
     """
 
-    def __init__(self, clip_dir: str | Path, hubert_dir: str | Path, modalities: tuple[str, ...] = ("frame", "face", "audio"),
-                 **kwargs: Any):
+    def __init__(self, clip_dir: str | Path, hubert_dir: str | Path,
+                 modalities: tuple[str, ...] = ("frame", "face", "audio"), **kwargs: Any):
         self.clip = ClipEncoder(clip_dir, **kwargs) if {"frame", "face"} & set(modalities) else None
         self.hubert = HubertEncoder(hubert_dir, **kwargs) if "audio" in modalities else None
 
@@ -242,10 +245,11 @@ class WhisperASR:
             subtitle = np.array(batch["subtitle"], dtype=object)
             try:
                 texts = self.transcribe([waves[i] for i in need])
-            except Exception as exc:  # a failed transcription fails these samples, not the job
+            except Exception as exc:  # noqa: BLE001 - a failed transcription fails these samples, not the job
                 status, error = np.array(batch["status"], dtype=object), np.array(batch["error"], dtype=object)
                 for i in need:
-                    status[i], error[i] = "failed", f"asr/error: sample {batch['name'][i]!r}: {type(exc).__name__}: {str(exc)[:200]}"
+                    status[i] = "failed"
+                    error[i] = f"asr/error: sample {batch['name'][i]!r}: {type(exc).__name__}: {str(exc)[:200]}"
                 batch["status"], batch["error"] = status, error
                 return batch
             for i, text in zip(need, texts):

@@ -79,8 +79,8 @@ def encode(ds, plan, batch_size: int):
     enc_res = dict(num_cpus=p.encoder_cpus, num_gpus=p.encoder_gpus or None)
     pool = dict(batch_size=batch_size, compute=ActorPoolStrategy(size=p.encoder_actors), **enc_res)
     if p.encoder_pools == "fused":
-        ds = ds.map_batches(FusedEncoder, fn_constructor_args=(str(plan.clip), str(plan.hubert), tuple(sorted(modalities))),
-                            fn_constructor_kwargs=enc, **pool)
+        args = (str(plan.clip), str(plan.hubert), tuple(sorted(modalities)))
+        ds = ds.map_batches(FusedEncoder, fn_constructor_args=args, fn_constructor_kwargs=enc, **pool)
     else:
         if modalities & {"frame", "face"}:
             ds = ds.map_batches(ClipEncoder, fn_constructor_args=(str(plan.clip),), fn_constructor_kwargs=enc, **pool)

@@ -69,7 +69,7 @@ def fetch_media(row: dict[str, Any], kinds: tuple[str, ...] = ("video", "audio",
                 out[f"{kind}_bytes"] = f.read()
         except FileNotFoundError:
             raise SampleError(f"{kind}/missing", f"{url} does not exist") from None
-        except Exception as exc:  # network, permissions: name the object, keep the job going
+        except Exception as exc:  # noqa: BLE001 - network, permissions: name the object, keep the job going
             raise SampleError(f"{kind}/unreadable",
                               f"cannot read {url}: {type(exc).__name__}: {str(exc)[:200]}") from None
     return out
@@ -184,7 +184,7 @@ class DecodeStage:
         except SampleError as exc:
             zeros.error = exc.record()
             return zeros
-        except Exception as exc:  # a decoder bug must not take down the job: record it like bad input
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must not take down the job: record it as bad input
             zeros.error = f"internal/{type(exc).__name__}: sample {name!r}: {str(exc)[:300]}"
             return zeros
         return DecodedSample(name, subtitle, OK, "", frames, faces, clips, fallback, waveform, **labels)

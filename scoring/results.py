@@ -106,7 +106,8 @@ def find_results(root: str | Path, dataset: str | None = None, model: str | None
 def _gold_path(dataset: str, gt: Path, several: bool) -> Path:
     if gt.is_file():
         if several:
-            raise InputError(f"{gt} is one label file, but the results hold several datasets: give the MER-UniBench root")
+            raise InputError(f"{gt} is one label file, but the results hold several datasets: give the "
+                             "MER-UniBench root")
         return gt
     return dataset_folder(dataset, gt)
 

@@ -340,7 +340,7 @@ def video_codec() -> str:
         try:
             av.codec.Codec(name, "w")
             return name
-        except Exception:  # PyAV raises different types across versions for a missing codec
+        except Exception:  # noqa: BLE001 - PyAV raises different types across versions for a missing codec
             continue
     raise RuntimeError(
         "PyAV has no libx264, libopenh264 or mpeg4 encoder; reinstall the `av` wheel")

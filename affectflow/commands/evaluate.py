@@ -75,7 +75,8 @@ def _cmd_results(args: argparse.Namespace, cfg) -> int:
     if args.predictions:
         raise InputError("--results scores a whole folder: leave out --predictions")
     if not args.gt:
-        raise InputError("--results needs the gold labels: --gt ROOT (the MER-UniBench root holding the *-process folders)")
+        raise InputError("--results needs the gold labels: --gt ROOT (the MER-UniBench root holding the "
+                         "*-process folders)")
     total = n_checkpoints(args.results, args.dataset, args.model)
     with progress("score checkpoints", unit="checkpoints", total=total) as bar:
         summary = score_results(

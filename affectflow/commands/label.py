@@ -9,7 +9,8 @@ from affectflow.options import (add_config_options, add_question_options, config
                                 fraction, question_overrides)
 from core.console import echo, progress
 
-MODEL_HELP = "checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, runs:/ID/model)"
+MODEL_HELP = ("checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, "
+              "runs:/ID/model)")
 
 
 def _label_overrides(args: argparse.Namespace) -> list[str]:
@@ -77,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_question_options(p)
     p.add_argument("--batch-size", type=int, help="samples per generation batch (label.batch_size)")
     p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
-    p.add_argument("--max-new-tokens", type=int, help="new tokens per row (default: each task's own, label.max_new_tokens)")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="new tokens per row (default: each task's own, label.max_new_tokens)")
     p.add_argument("--sample", action="store_true", help="sample (temperature/top-p, seeded) instead of greedy")
     p.add_argument("--layout", choices=["store", "mer2025", "folder", "webdataset"], help="default: detected")
     p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/]) for raw media")
@@ -104,7 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--asr", action="store_true", help="transcribe with the local Whisper when no --subtitle")
     p.add_argument("--models", metavar="DIR", help="encoders folder (clip/, hubert/[, whisper/])")
     p.add_argument("--seed", type=int, help="sampling seed (default: seed)")
-    p.add_argument("--max-new-tokens", type=int, help="new tokens per row (default: each task's own, label.max_new_tokens)")
+    p.add_argument("--max-new-tokens", type=int,
+                   help="new tokens per row (default: each task's own, label.max_new_tokens)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy")
     p.add_argument("--mlflow-uri", help="tracking/registry URI for models:/")
     p.add_argument("--llm-path", metavar="DIR", help="base LLM folder (models logged without their base)")

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", required=True, help="feature store path or fsspec URL (e.g. s3://bucket/store.zarr)")
     p.add_argument("--layout", choices=("mer2025", "folder", "webdataset"), default=None,
                    help="corpus layout (default: preprocess.layout, mer2025)")
-    p.add_argument("--models", default=None, help="directory holding clip/, hubert/ (and whisper/); default paths.models")
+    p.add_argument("--models", default=None,
+                   help="directory holding clip/, hubert/ (and whisper/); default paths.models")
     p.add_argument("--faces", choices=("openface", "opencv", "pyfeat"), default=None,
                    help="face backend (default: preprocess.faces, openface)")
     p.add_argument("--limit", type=count, default=None, help="only the first N manifest rows")

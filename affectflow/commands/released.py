@@ -1,4 +1,5 @@
-"""``affectflow import-released``: the released AffectGPT weights as our checkpoint (and, optionally, a registered model)."""
+"""``affectflow import-released``: the released AffectGPT weights as our checkpoint (and, optionally, a
+registered model)."""
 
 from __future__ import annotations
 
