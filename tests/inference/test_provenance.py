@@ -101,3 +101,19 @@ def test_the_label_actor_decodes_in_the_dtype_and_settings_it_is_given(tiny_chec
     want = generate(direct, torch.as_tensor(visual), torch.as_tensor(audio), ["hi", ""], ["ov", "ov"], gen,
                     [sample_seed(9, n, "ov") for n in ("a", "b")])
     assert list(out["text"]) == want
+
+
+def test_the_benchmark_labels_in_label_dtype(ray_session, tiny_checkpoint, models_dir, wheel_dir, tmp_path):
+    """`benchmark` labels through the same job: its label table records label.dtype=fp16 and the released
+    decoding's settings."""
+    from inference.benchmark import BenchmarkRequest, benchmark
+    from synth.unibench import write_unibench
+
+    root = write_unibench(tmp_path / "unibench", 2, seed=0, datasets=["MER2023"]).root
+    cfg = load_config(None, ["ray.num_cpus=2", "label.max_new_tokens=3", "label.batch_size=2", "label.dtype=fp16",
+                             "label.decoding=released", f"score.wheel_dir={wheel_dir}", "score.extract=rules"])
+    benchmark(BenchmarkRequest(str(tiny_checkpoint), root, tmp_path / "out", cfg, datasets=("MER2023",),
+                               encoders=models_dir))
+    (table,) = (tmp_path / "out" / "labels").glob("*.parquet")
+    decoding = read_provenance(table)["decoding"]
+    assert (decoding["dtype"], decoding["decoding"], decoding["repetition_penalty"]) == ("fp16", "released", 1.0)
