@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, na, nb, rel, mean, low in rows:
         print(f"{name:<18} {f'{na}/{nb}':>21} {rel:>18.2e} {mean:>17.6f} {low:>17.6f}")
     means = [r[4] for r in rows]
-    print(f"over {len(rows)} files: feature cosine mean {np.mean(means):.6f}, lowest clip {min(r[5] for r in rows):.6f}")
+    lowest = min(r[5] for r in rows)
+    print(f"over {len(rows)} files: feature cosine mean {np.mean(means):.6f}, lowest clip {lowest:.6f}")
     return 0
 
 

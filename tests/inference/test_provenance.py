@@ -12,7 +12,7 @@ import pytest
 from core.config import load_config
 from core.errors import InputError
 from inference.labeling import LabelRequest, label
-from inference.table import read_provenance, read_table
+from inference.table import read_provenance
 from tests.fixtures.inference import STORE_NAMES as NAMES
 
 
