@@ -32,6 +32,11 @@ METRIC_NAMES = {"hit_rate": "hit rate", "sentiment": "WAF", "ov": "EW F-score"}
 SYNTHETIC_TITLE = "MER-UniBench on synthetic data"
 SYNTHETIC_NOTE = ("Synthetic folders (`affectflow synth-unibench`): these scores check the pipeline end to end; "
                   "they are not MER-UniBench results and are not comparable with the paper's.")
+# report.html's column is COLUMN_PX wide; plots are drawn at most PLOT_MAX_INCHES x DPI pixels wide so
+# they fit it at their own size (the page's CSS also scales an image down to a narrower window).
+COLUMN_PX = 960
+DPI = 100
+PLOT_MAX_INCHES = 9.0
 
 
 def _with_paper(scores: dict) -> bool:
@@ -145,7 +150,7 @@ def plot_bars(scores: dict, path: Path) -> None:
 
     rows = summary_rows(scores)
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 2), 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(min(PLOT_MAX_INCHES, max(4.0, 0.75 * len(rows) + 2)), 3.6), dpi=DPI)
     if _with_paper(scores):
         ax.bar(x - 0.2, [100 * r["best"] for r in rows], 0.4, label="ours (best)", color="#3b75af")
         ax.bar(x + 0.2, [100 * r["paper"] for r in rows], 0.4, label="paper", color="#c0c0c0")
@@ -172,7 +177,7 @@ def plot_confusion(confusion: dict, title: str, path: Path) -> None:
 
     m = np.asarray(confusion["matrix"], dtype=float)
     gold, pred = confusion["gold"], confusion["pred"]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(pred), 1.0 + 0.6 * len(gold)), dpi=100)
+    fig, ax = plt.subplots(figsize=(min(PLOT_MAX_INCHES, 1.0 + 0.7 * len(pred)), 1.0 + 0.6 * len(gold)), dpi=DPI)
     ax.imshow(m, cmap="Blues", vmin=0, vmax=max(1.0, m.max()))
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
@@ -245,9 +250,9 @@ def write_report(scores: dict, out: str | Path) -> dict[str, Path]:
                    f"{html.escape(SYNTHETIC_NOTE.replace('`', ''))}")
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}
+<style>body{{font-family:sans-serif;max-width:{COLUMN_PX}px;margin:2em auto;overflow-wrap:anywhere}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-figure{{display:inline-block;margin:1em}}</style></head><body>
+figure{{display:inline-block;max-width:100%;margin:1em 0}}img{{max-width:100%;height:auto}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Models: {html.escape(", ".join(scores["model_order"]))}. Task: {html.escape(scores["task"])},
 seed {scores["seed"]}. {summary}</p>
