@@ -127,3 +127,29 @@ def test_labeling_a_one_part_store_writes_per_batch(ray_session, small_store, ti
     batches: list[int] = []
     summary = label(LabelRequest(small_store, str(tiny_checkpoint), out, cfg), on_batch=batches.append)
     assert summary.skipped == 2 and batches == [2, 1] and summary.rows == 5
+
+
+def test_ctrl_c_as_the_command_ends_is_a_clean_130(ray_session, small_store, tiny_checkpoint, tmp_path):
+    """The console script, joined to the session's Ray: SIGINT as soon as the summary is printed lands in
+    Ray's shutdown or Python's exit, where it used to print a KeyboardInterrupt traceback and exit 0. Now the
+    command stops Ray inside its console (Ray's messages go to the log) and exits 130, no traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+
+    from tests.conftest import REPO
+
+    argv = ["label", "--input", str(small_store), "--model", str(tiny_checkpoint), "--out",
+            str(tmp_path / "labels.parquet"), "--max-new-tokens", "2", "--batch-size", "5", "--set", "ray.num_cpus=2"]
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen([sys.executable, "-m", "affectflow.cli", *argv], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:
+        if line.startswith("time: "):  # the summary's last line: the work is done
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "(raylet)" not in err, err[-2000:]
