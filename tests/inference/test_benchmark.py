@@ -2,7 +2,8 @@
 
 Most tests use a stand-in labeler: it recovers each sample's emotion from its OpenFace stack
 (the synthetic faces are tinted per emotion), so a perfect score also proves that the readers
-hand the right media to the labeler. One test runs the real batch labeling.
+hand the right media to the labeler. One test runs `affectflow benchmark` with real labeling by a tiny
+model trained to answer with the label template.
 """
 
 from __future__ import annotations
@@ -300,33 +301,27 @@ def test_reference_result_files_rescore(unibench, wheel_dir, tmp_path, capsys):
     assert result["score"] == pytest.approx(1.0)
 
 
-def test_benchmark_through_the_labeling_api(unibench, wheel_dir, request, tmp_path):
-    """The real batch labeling with a tiny untrained model: runs, scores, and is deterministic."""
-    tiny = request.getfixturevalue("tiny_models")
-    model = str(_tiny_affectgpt(tiny, tmp_path))
-    request.getfixturevalue("ray_session")  # one local Ray for the session
-    outs = [tmp_path / "a", tmp_path / "b"]
-    for out in outs:
-        scores = benchmark(bench_request(model, unibench.root, out, wheel_dir, "label.max_new_tokens=8",
-                                         "label.batch_size=2", "seed=0", datasets=["MER2023", "OVMERDPlus"],
-                                         encoders=Path(tiny["clip"]).parent))
-    assert (outs[0] / "scores.json").read_bytes() == (outs[1] / "scores.json").read_bytes()
-    tables = sorted(p.relative_to(outs[0]) for p in (outs[0] / "labels").rglob("*.parquet"))
-    assert len(tables) == 1  # one labeling job per model, all datasets
-    for rel in tables:
-        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes()
-    for d in ("MER2023", "OVMERDPlus"):
-        result = scores["models"][model]["datasets"][d]
+def test_cli_benchmark_labels_with_a_trained_model(unibench, wheel_dir, models_dir, trained_checkpoint, ray_session,
+                                                  tmp_path, capsys):
+    """`affectflow benchmark` end to end with real labeling: a tiny model trained to answer with the label
+    template labels the synthetic sets through the Ray job, and each set's score is printed by name."""
+    out = tmp_path / "out"
+    code = run_cli("benchmark", "--model", str(trained_checkpoint), "--unibench-root", str(unibench.root),
+                   "--datasets", "MER2023,OVMERDPlus", "--out", str(out), "--wheel", str(wheel_dir),
+                   "--models", str(models_dir), "--batch-size", "3", "--seed", "0",
+                   "--set", "label.max_new_tokens=12", "--set", "ray.num_cpus=2")
+    assert code == 0
+    printed = capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())
+    results = scores["models"][str(trained_checkpoint)]["datasets"]
+    for dataset, metric in (("MER2023", "hit rate"), ("OVMERDPlus", "EW F-score")):
+        result = results[dataset]
         assert result["labeling"]["n"] == N and result["labeling"]["failed"] == 0, result
-        assert 0.0 <= result["score"] <= 1.0
-
-
-def _tiny_affectgpt(tiny_models, tmp_path) -> Path:
-    """A checkpoint dir of an untrained tiny AffectGPT (tiny CLIP: 768-d, tiny HuBERT: 64-d)."""
-    from modeling.model import build_model
-
-    model = build_model("tiny", llm_path=tiny_models["llm"], visual_dim=768, audio_dim=64)
-    return Path(model.save_trainable(tmp_path / "model"))
+        assert f"| {dataset} | {metric} | {100 * result['score']:.2f} |" in printed, printed
+    # Every answer was generated, parsed from the template (no free text, no stand-in), and scored.
+    rows = pd.concat([pd.read_csv(f, keep_default_na=False) for f in (out / "rows").glob("*.csv")])
+    assert len(rows) == 2 * N and set(rows["labels_from"]) == {"template"}
+    assert all(labels.startswith("[") and labels != "[]" for labels in rows["labels"])
 
 
 def test_only_the_asked_task_is_scored_from_a_reused_table(unibench, wheel_dir, tmp_path):
