@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError
+from core.redact import redact_uri
 from core.sections import LabelConfig, ModelConfig, PreprocessConfig, ScoreConfig, StoreConfig, TrainConfig
 
 
@@ -322,17 +323,28 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def dump_yaml(cfg: Any) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """The config as YAML (printed, and written to run folders and MLflow): credentials in URIs masked."""
+    return yaml.safe_dump(_redacted(to_dict(cfg)), sort_keys=False)
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train.lr": 1e-5, ...}``: dotted keys for MLflow params."""
+    """``{"train.lr": 1e-5, ...}``: dotted keys for MLflow params (credentials in URIs masked)."""
     out: dict[str, Any] = {}
     for k, v in (to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg).items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = v
+            out[key] = _redacted(v)
     return out

@@ -16,6 +16,11 @@ output, as a plain Python process would show it.
 
 Outside a command (tests, benches, notebooks calling the job functions) :func:`current` is a
 verbose console on the process's own streams.
+
+The log is created owner-only (0600) in an owner-only folder, and nothing secret reaches it or the
+terminal through us: its header's command line passes through :func:`core.redact.redact_argv`,
+and every line written through ``echo`` or ``sys.stdout``/``sys.stderr`` through
+:func:`core.redact.redact_text` (URI credentials, ``--storage-options`` values).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TextIO
+
+from core.redact import redact_argv, redact_text
 
 # Where the logs go, unless this environment variable names another folder.
 LOG_DIR_ENV = "AFFECTFLOW_LOG_DIR"
@@ -116,7 +123,7 @@ class Console:
 
     def echo(self, *values, sep: str = " ", end: str = "\n", err: bool = False) -> None:
         """Print to the terminal (stdout, or stderr with ``err``), and into the log."""
-        text = sep.join(str(v) for v in values) + end
+        text = redact_text(sep.join(str(v) for v in values) + end)
         stream = self.err if err else self.out
         for bar in self._bars:
             bar._bar.clear()
@@ -214,7 +221,7 @@ class _Redirect:
     """Quiet mode's plumbing: the log file, the terminal streams kept aside, and the redirections."""
 
     def __init__(self, command: str, directory: Path, argv: list[str] | None):
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = directory / f"{command}-{stamp}.log"
         n = 1
@@ -222,8 +229,11 @@ class _Redirect:
             n += 1
             path = directory / f"{command}-{stamp}-{n}.log"
         self.path = path
-        self.log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
-        self._header = f"# affectflow {' '.join(argv) if argv is not None else command}, {time.strftime('%Y-%m-%d %H:%M:%S')}, pid {os.getpid()}\n"
+        # Owner-only (0600): a log may hold paths, hosts and library messages nobody else should read.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.log = open(fd, "a", buffering=1, encoding="utf-8", errors="replace")
+        line = " ".join(redact_argv(argv)) if argv is not None else command
+        self._header = f"# affectflow {line}, {time.strftime('%Y-%m-%d %H:%M:%S')}, pid {os.getpid()}\n"
         self.log.write(self._header)
         self.saved_sys = (sys.stdout, sys.stderr)
         for stream in self.saved_sys:
@@ -296,7 +306,7 @@ class _LogStream(io.TextIOBase):
     def write(self, s: str) -> int:
         target = self._target()
         if target is not None:
-            target.write(s)
+            target.write(redact_text(s))
         return len(s)
 
     def flush(self) -> None:

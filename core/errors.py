@@ -8,9 +8,18 @@ traceback. Per-sample failures are not raised out of a job: they are recorded as
 
 from __future__ import annotations
 
+from core.redact import redact_text
+
 
 class AffectFlowError(Exception):
-    """An error the user can fix; the message names the file, row, key or reference at fault."""
+    """An error the user can fix; the message names the file, row, key or reference at fault.
+
+    Its text never shows a secret it was built from: credentials in URIs and quoted secret keys'
+    values (a ``--storage-options`` JSON) are masked (`core.redact`), wherever it is printed.
+    """
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class ConfigError(AffectFlowError, ValueError):

@@ -7,12 +7,15 @@ here answers in seconds, and :func:`short_retries` bounds the calls made after i
 
 from __future__ import annotations
 
+import base64
 import os
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import TrackingError
+from core.redact import redact_text, redact_uri
 
 DEFAULT_CHECK_TIMEOUT_S = 5.0
 
@@ -35,11 +38,28 @@ def unreachable(uri: str, timeout: float = DEFAULT_CHECK_TIMEOUT_S) -> str:
     """
     if not uri.startswith(("http://", "https://")):
         return ""
+    shown = redact_uri(uri)
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            return "" if resp.status == 200 else f"{uri}/health answered HTTP {resp.status}"
+        with urllib.request.urlopen(_health_request(uri), timeout=timeout) as resp:
+            return "" if resp.status == 200 else f"{shown}/health answered HTTP {resp.status}"
     except Exception as exc:  # noqa: BLE001 - any failure means "not now"
-        return f"{uri} is unreachable ({type(exc).__name__}: {exc})"
+        return f"{shown} is unreachable ({type(exc).__name__}: {redact_text(str(exc))})"
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET ``uri``/health; credentials in the URI (``user:token@``) go in a basic-auth header, as
+    MLflow's client (requests) sends them: urllib would read them as part of the host."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    return request
 
 
 def require_tracking(uri: str, timeout: float = DEFAULT_CHECK_TIMEOUT_S, hint: str = "") -> None:

@@ -29,7 +29,8 @@ from core.tracking import short_retries, tracking_uri, unreachable
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
 from modeling.checkpoint import ADAPTER_DIR, FAILURE_FILE, FUSION_FILE, SPEC_FILE, find_checkpoint, read_spec
 from core.errors import AffectFlowError, MissingFileError, ModelRefError, TrackingError
-from training.record import CONFIG_FILE, mlflow_metrics, read_history, read_mlflow_run, run_folder_of, upload_missing
+from training.record import (CONFIG_FILE, mlflow_metrics, read_history, read_mlflow_run, recorded_on, run_folder_of,
+                             upload_missing)
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
 # which a fresh registration is, so it needs (and admits) no set_registered_model_alias call.
@@ -278,7 +279,7 @@ def _own_run(folder: Path | None, uri: str) -> str | None:
     from mlflow.tracking import MlflowClient
 
     recorded = read_mlflow_run(folder) if folder is not None else None
-    if not recorded or recorded.get("tracking_uri") != uri:
+    if not recorded_on(recorded, uri):
         return None
     try:
         return MlflowClient(uri).get_run(recorded["run_id"]).info.run_id

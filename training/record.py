@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from core.redact import redact_uri
+
 METRICS_FILE = "metrics.jsonl"
 MLFLOW_RUN_FILE = "mlflow_run.json"
 UNSENT_FILE = "mlflow_unsent.json"
@@ -50,9 +52,17 @@ def mlflow_metrics(record: dict, now_ms: int | None = None) -> list:
 
 
 def write_mlflow_run(folder: str | Path, run_id: str, uri: str, experiment: str) -> None:
-    """Keep the id of the run's MLflow run in the run folder (``affectflow register RUN_DIR`` resumes it)."""
+    """Keep the id of the run's MLflow run in the run folder (``affectflow register RUN_DIR`` resumes it);
+    the tracking URI is kept without its credentials (`core.redact`)."""
     (Path(folder) / MLFLOW_RUN_FILE).write_text(json.dumps(
-        {"run_id": run_id, "tracking_uri": uri, "experiment": experiment}, indent=2) + "\n", encoding="utf-8")
+        {"run_id": run_id, "tracking_uri": redact_uri(uri), "experiment": experiment}, indent=2) + "\n",
+        encoding="utf-8")
+
+
+def recorded_on(recorded: dict | None, uri: str) -> bool:
+    """Whether the MLflow run ``recorded`` (:func:`read_mlflow_run`) lives on the server at ``uri``
+    (compared without credentials, which the record never holds)."""
+    return bool(recorded) and recorded.get("tracking_uri") == redact_uri(uri)
 
 
 def read_mlflow_run(folder: str | Path) -> dict | None:

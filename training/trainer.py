@@ -37,7 +37,7 @@ from core.runtime import init_ray
 from core.tracking import require_tracking, short_retries, tracking_uri, unreachable
 from modeling.checkpoint import FAILURE_FILE
 from training.record import (CONFIG_FILE, METRICS_FILE, mlflow_metrics, read_history, read_mlflow_run, read_unsent,
-                             upload_missing, write_mlflow_run, write_unsent)
+                             recorded_on, upload_missing, write_mlflow_run, write_unsent)
 
 RUN_NAME = "train"
 
@@ -446,7 +446,7 @@ def _open_run(cfg, uri: str, out: Path, resume: bool, data_params: dict):
     recorded = read_mlflow_run(out) if resume else None
     with short_retries():
         own = None
-        if recorded and recorded.get("tracking_uri") == uri:
+        if recorded_on(recorded, uri):
             try:
                 own = mlflow.tracking.MlflowClient(uri).get_run(recorded["run_id"])
             except Exception:  # noqa: BLE001 - deleted since: the resumed run gets a new MLflow run
