@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +40,21 @@ def resolve_asks(task: str, question: str = "", labels: Sequence[str] = (),
     return [(t, question_for(t, labels, (float(low), float(high)))) for t in dict.fromkeys(names)]
 
 
+@dataclass(frozen=True)
+class StageSpec:
+    """What every labeling actor is built from, resolved once by the job (and pickled to each actor)."""
+
+    resolved: dict  # `registry.resolve.ResolvedModel` fields: the pinned model
+    asks: Sequence[Sequence[str]]  # (task, question) pairs asked of every sample
+    generation: dict  # the resolved `modeling.sampling.GenerationConfig` fields the job decodes (and records) with
+    seed: int
+    visual_key: str  # the visual column: ``visual`` from a store, ``face`` or ``frame`` from the encoders
+    tracking_uri: str | None = None  # where another node of a cluster fetches an MLflow model
+    device: str = "auto"  # as the job resolved it
+    dtype: str = "auto"  # as the job resolved it
+    torch_threads: int | None = 1
+
+
 class LabelStage:
     """Ray Data actor: loads the model once, turns a batch of samples into (sample x task) output rows.
 
@@ -47,29 +63,25 @@ class LabelStage:
     failed upstream becomes a failed row). Never raises: a generation error fails its batch's rows.
     """
 
-    def __init__(self, resolved: dict, asks: Sequence[Sequence[str]], generation: dict, seed: int, visual_key: str,
-                 tracking_uri: str | None = None, device: str = "auto", dtype: str = "auto",
-                 torch_threads: int | None = 1):
-        """``generation``: the resolved ``modeling.sampling.GenerationConfig`` fields the job decodes (and
-        records) with; ``device`` and ``dtype`` as the job resolved them."""
+    def __init__(self, spec: StageSpec):
         import torch
 
         from modeling.sampling import GenerationConfig
         from registry.resolve import ResolvedModel, is_mlflow_uri, load_model, resolve_model
 
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        res = ResolvedModel(**resolved)
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        res = ResolvedModel(**spec.resolved)
         if not Path(res.checkpoint).is_dir() and is_mlflow_uri(res.model_uri):
             # Another node of a cluster: fetch the pinned version into this node's cache.
-            res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=tracking_uri,
+            res = dataclasses.replace(resolve_model(res.model_uri, tracking_uri=spec.tracking_uri,
                                                     llm_path=res.llm_path or None), ref=res.ref)
-        self.model, self.resolved = load_model(res, device=device, dtype=dtype)
-        self.asks = {str(t): str(q) for t, q in asks}
+        self.model, self.resolved = load_model(res, device=spec.device, dtype=spec.dtype)
+        self.asks = {str(t): str(q) for t, q in spec.asks}
         self.tasks = list(self.asks)
-        self.config = GenerationConfig(**generation)
-        self.seed = seed
-        self.visual_key = visual_key
+        self.config = GenerationConfig(**spec.generation)
+        self.seed = spec.seed
+        self.visual_key = spec.visual_key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from scoring.parse import parse_template

@@ -27,7 +27,7 @@ from typing import Callable, ClassVar, Sequence
 from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
 from core.paths import absolute, require_writable
-from inference.label_stage import LabelStage, resolve_asks
+from inference.label_stage import LabelStage, StageSpec, resolve_asks
 from inference.table import (COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table,
                              recorded_provenance)
 from modeling.checkpoint import read_spec
@@ -269,8 +269,7 @@ class _LabelRun:
         self.base, self.asks, self.uri = base, asks, uri
         self.settings = DecodingSettings.from_config(lc)
         self.provenance: dict = {}
-        self.stage_args: tuple = ()
-        self.stage_kwargs: dict = {}
+        self.stage: StageSpec | None = None
         self.writer = PartWriter(out)
         self.seen: set[str] = set()
 
@@ -292,8 +291,8 @@ class _LabelRun:
         self.summary.provenance = self.provenance
         self.writer.provenance = self.provenance
         visual_key = "visual" if self.kind == "store" else self.spec.get("visual_stream", "face")
-        self.stage_args = (self.resolved.to_dict(), self.asks, dataclasses.asdict(gen), req.cfg.seed, visual_key)
-        self.stage_kwargs = dict(tracking_uri=self.uri, device=device, dtype=dtype, torch_threads=lc.torch_threads)
+        self.stage = StageSpec(self.resolved.to_dict(), self.asks, dataclasses.asdict(gen), req.cfg.seed, visual_key,
+                               tracking_uri=self.uri, device=device, dtype=dtype, torch_threads=lc.torch_threads)
 
     def pending(self, name: str) -> bool:
         """Whether ``name`` has a task this run asks that the table does not hold yet."""
@@ -352,7 +351,7 @@ class _LabelRun:
         operators.object_store_budget(plan_.cfg.object_store_mb)
         ds = operators.decode(source, plan_.cfg, self.lc.batch_size)
         ds = operators.encode(ds, plan_, self.lc.batch_size)
-        return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
+        return operators.label(ds, LabelStage, (self.stage,), {}, self.lc, _gpus(self.lc))
 
     def _from_store(self):
         """The store path: failed samples become failed rows here; ok ones stream to the actor pool."""
@@ -388,7 +387,7 @@ class _LabelRun:
             return None
         ds = operators.read_store(fs, visual=visual.modality, specs=[visual, audio], names=good,
                                   rows_per_block=self.lc.batch_size)  # written per batch, not per stored part
-        return operators.label(ds, LabelStage, self.stage_args, self.stage_kwargs, self.lc, _gpus(self.lc))
+        return operators.label(ds, LabelStage, (self.stage,), {}, self.lc, _gpus(self.lc))
 
     def write(self, batch: dict) -> tuple[int, int]:
         """Write one block of output rows (the tasks the table lacks) as a part; ``(samples, rows)`` in it."""

@@ -82,15 +82,15 @@ def test_the_label_actor_decodes_in_the_dtype_and_settings_it_is_given(tiny_chec
     import numpy as np
     import torch
 
-    from inference.label_stage import LabelStage
+    from inference.label_stage import LabelStage, StageSpec
     from modeling.generate import generate
     from modeling.prompt import question_for
     from modeling.sampling import GenerationConfig, sample_seed
     from registry.resolve import load_model, resolve_model
 
     gen = GenerationConfig(max_new_tokens=5, do_sample=True, top_k=7, repetition_penalty=1.3)
-    stage = LabelStage(resolve_model(str(tiny_checkpoint)).to_dict(), [("ov", question_for("ov"))], asdict(gen), 9,
-                       "visual", device="cpu", dtype="fp16", torch_threads=None)
+    stage = LabelStage(StageSpec(resolve_model(str(tiny_checkpoint)).to_dict(), [("ov", question_for("ov"))],
+                                 asdict(gen), 9, "visual", device="cpu", dtype="fp16", torch_threads=None))
     assert (stage.model.llm.dtype, stage.model.fusion.multi_proj.weight.dtype) == (torch.float16, torch.float32)
     assert stage.config == gen
     g = np.random.default_rng(1)
