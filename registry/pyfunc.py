@@ -4,6 +4,11 @@ Not ``mlflow.pytorch.log_model``: that saves a torch.export program whose batch 
 frozen to the example's. Artifacts: ``checkpoint`` (adapter + fusion + spec),
 ``base_llm`` (the base LLM folder, unless logged with ``--no-bundle-base``) and ``bundle``
 (a JSON with the recorded base LLM path and provenance). Loading needs this package installed.
+
+Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the model folder holds no
+pickle. A served request is bounded (:data:`SERVED_LIMITS`): rows per request, new and prompt
+tokens, the static cache's size, and each subtitle's length; a request past a limit is refused
+(HTTP 400 from ``mlflow models serve``) naming the limit, before anything is generated.
 """
 
 from __future__ import annotations
@@ -15,6 +20,27 @@ from pathlib import Path
 import mlflow.pyfunc
 
 from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT, ENV_BASE_LLM, ResolvedModel, load_model
+
+# The file MLflow runs to build the served model (models-from-code).
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+# What one served request may ask for. 1,200 new tokens is the release's budget for any task and
+# 2,000 the length it generates within; a cache row holds a prompt and its answer.
+SERVED_LIMITS = {"rows": 64, "max_new_tokens": 1200, "max_prompt_tokens": 2000, "cache_rows": 64,
+                 "cache_tokens": 3200}
+
+
+def check_request(n_rows: int, settings) -> None:
+    """Refuse a served request past :data:`SERVED_LIMITS` (``MlflowException`` INVALID_PARAMETER_VALUE,
+    which ``mlflow models serve`` answers with HTTP 400), naming the value and its limit."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    asked = {"rows": n_rows, **{k: getattr(settings, k) for k in SERVED_LIMITS if k != "rows"}}
+    for key, value in asked.items():
+        if value > SERVED_LIMITS[key]:
+            what = "rows in one request" if key == "rows" else key
+            raise MlflowException(f"{what}: {value} is over this model's limit of {SERVED_LIMITS[key]}"
+                                  + (" (send fewer rows per request)" if key == "rows" else ""),
+                                  error_code=INVALID_PARAMETER_VALUE)
 
 
 class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
@@ -61,9 +87,12 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         from modeling.sampling import DecodingSettings, sample_seed
         from scoring.parse import parse_template
 
+        from pipelines.stages import clean_subtitle
+
         params = dict(params or {})
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         settings = DecodingSettings.from_params(params)
+        check_request(len(df), settings)
         self._load(self.default_dtype if settings.dtype == "auto" else settings.dtype)
         device = next(self.model.fusion.parameters()).device
         cfg = settings.resolve(self.model.llm, device)
@@ -75,7 +104,8 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
 
         n = len(df)
         tasks = [str(t) for t in df["task"]] if "task" in df else ["ov"] * n
-        subs = ["" if s is None else str(s) for s in df["subtitle"]] if "subtitle" in df else [""] * n
+        # Cut before anything tokenizes them, as preprocessing stores them (pipelines.stages.MAX_SUBTITLE_CHARS).
+        subs = [clean_subtitle(s) for s in df["subtitle"]] if "subtitle" in df else [""] * n
         names = [str(x) for x in df["name"]] if "name" in df else [str(i) for i in range(n)]
         seed = int(params.get("seed", 0))
         questions = None

@@ -145,7 +145,7 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
     """Log the pyfunc model into the active run (and register it); returns MLflow's ``ModelInfo``."""
     import mlflow
 
-    from registry.pyfunc import AffectGPTPyfunc, signature
+    from registry.pyfunc import MODEL_CODE, signature
 
     ckpt = find_checkpoint(checkpoint)
     spec = json.loads((ckpt / SPEC_FILE).read_text(encoding="utf-8"))
@@ -163,7 +163,7 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
         if bundle:
             artifacts[BASE_ARTIFACT] = str(base)
         return mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=AffectGPTPyfunc(), artifacts=artifacts,
+            name=MODEL_NAME, python_model=str(MODEL_CODE), artifacts=artifacts,  # from code: no pickle
             registered_model_name=registered_model, signature=signature(), pip_requirements=_requirements(),
             metadata={"affectflow": info, "requires": "the affectflow package (this repository) importable"},
         )
