@@ -173,7 +173,7 @@ def test_haar_cascade_finds_the_face(decoded):
 
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     for name, frames in decoded.items():
-        picked = frames[::3]  # every third frame keeps the test lean
+        picked = frames[::6]  # every sixth frame (about 10 a video) keeps the test lean
         found = [len(cascade.detectMultiScale(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 1.1, 5)) > 0
                  for f in picked]
         assert np.mean(found) >= 0.8, (name, np.mean(found))
