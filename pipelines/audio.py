@@ -134,7 +134,7 @@ def _open_wav(source: str | Path | bytes, label: str):
             raise SampleError("audio/missing", f"{path} does not exist")
     try:
         f = sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source))
-    except Exception as exc:  # soundfile.LibsndfileError, RuntimeError
+    except Exception as exc:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError
         raise SampleError("audio/unreadable", f"cannot read {label}: {str(exc)[:200]}") from None
     frames = int(f.frames) if f.frames and f.frames < 2**62 else None
     check_audio_header(f.samplerate, f.channels, frames / f.samplerate if frames else None, label)
@@ -226,7 +226,7 @@ def load_video_audio(source: str | Path | bytes, sr: int = 16000, label: str | N
             y = _decode_whole(box, stream, channels, label)
     except SampleError:
         raise
-    except Exception as exc:  # av.error.* for corrupt containers
+    except Exception as exc:  # noqa: BLE001 - av.error.* for corrupt containers
         raise SampleError("audio/unreadable", f"cannot decode the audio of {label}: {str(exc)[:200]}") from None
     return _resample(y, native, sr)
 
@@ -279,7 +279,7 @@ def load_clips(source: str | Path | bytes, kind: str, sr: int = 16000, num_clips
                     break
     except SampleError:
         raise
-    except Exception as exc:  # av.error.* for corrupt containers
+    except Exception as exc:  # noqa: BLE001 - av.error.* for corrupt containers
         raise SampleError("audio/unreadable", f"cannot decode the audio of {label}: {str(exc)[:200]}") from None
     return plan.cut([np.concatenate(p) if p else np.zeros(0, np.float32) for p in pieces])
 

@@ -85,9 +85,8 @@ class AffectGPTPyfunc(mlflow.pyfunc.PythonModel):
         from modeling.generate import generate
         from modeling.prompt import question_for
         from modeling.sampling import DecodingSettings, sample_seed
-        from scoring.parse import parse_template
-
         from pipelines.stages import clean_subtitle
+        from scoring.parse import parse_template
 
         params = dict(params or {})
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -137,7 +137,8 @@ def bundle_paths(model_dir: str | Path) -> tuple[Path, Path | None, dict]:
         # The MLmodel file comes from the registry's artifact store: its paths must stay in the model folder.
         path = entry.get("path") if isinstance(entry, dict) else None
         try:
-            return inside_root(model_dir, path if isinstance(path, str) else "", f"{model_dir / 'MLmodel'} artifact {name!r}")
+            return inside_root(model_dir, path if isinstance(path, str) else "",
+                               f"{model_dir / 'MLmodel'} artifact {name!r}")
         except InputError as exc:
             raise ModelRefError(str(exc)) from None
 

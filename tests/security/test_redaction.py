@@ -11,7 +11,6 @@ Ray session's logs written meanwhile) and what the console printed: the secret i
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 from pathlib import Path
@@ -68,7 +67,8 @@ def _files_with(root: Path, secret: bytes, since: float = 0.0) -> list[str]:
     hits = []
     for path in root.rglob("*"):
         try:
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime >= since and secret in path.read_bytes():
+            fresh = path.is_file() and not path.is_symlink() and path.stat().st_mtime >= since
+            if fresh and secret in path.read_bytes():
                 hits.append(str(path))
         except OSError:
             continue
