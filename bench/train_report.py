@@ -50,10 +50,10 @@ def plain_loop(cfg, store: str, llm: Path, work: Path) -> tuple[float, float]:
 
 def ray_train(cfg, store: str, models: Path, out: Path) -> tuple[float, float]:
     """The loop through Ray Train (train(), --no-track): (steady steps/s, wall seconds)."""
-    from training.trainer import train
+    from training.trainer import TrainRequest, train
 
     t0 = time.perf_counter()
-    train(cfg, store, None, out, models=models, track=False)
+    train(TrainRequest(cfg, store, None, out, models=models, track=False))
     wall = time.perf_counter() - t0
     return steady_rate(out / "metrics.jsonl")[0], wall
 

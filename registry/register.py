@@ -169,10 +169,10 @@ def log_model(checkpoint: str | Path, *, llm_path: str | Path | None = None, bun
         )
 
 
-def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = None, name: str | None = None,
-                     alias: str | None = None, bundle_base: bool = True, llm_path: str | Path | None = None,
-                     experiment: str | None = None, tags: dict[str, str] | None = None) -> Registered | None:
-    """Log + register ``checkpoint_dir``, set the alias and put ``tags`` on the run and the version;
+def log_and_register(checkpoint_dir: str | Path, cfg=None, *, bundle_base: bool = True,
+                     llm_path: str | Path | None = None, tags: dict[str, str] | None = None) -> Registered | None:
+    """Log + register ``checkpoint_dir`` where ``cfg.mlflow`` says (tracking URI, experiment, registered
+    model name and alias), set the alias and put ``tags`` on the run and the version;
     ``None`` (with instructions printed) when the tracking server cannot be reached. Uses the active
     run if there is one (the trainer's): ``train(..., on_finish=log_and_register)`` is the intended
     wiring. Given a training run folder outside a run (``affectflow register RUN_DIR``): the folder's
@@ -186,10 +186,9 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
     from core.config import MlflowConfig
 
     mc = cfg.mlflow if cfg is not None else MlflowConfig()
-    if uri is None and mlflow.active_run() is not None:
-        uri = mlflow.get_tracking_uri()  # inside the trainer's run: log where its params went
-    uri = tracking_uri(mc.tracking_uri, uri)
-    name, alias = name or mc.registered_model, alias or mc.alias
+    # Inside the trainer's run: log where its params went.
+    uri = tracking_uri(mc.tracking_uri, mlflow.get_tracking_uri() if mlflow.active_run() is not None else None)
+    name, alias = mc.registered_model, mc.alias
     ckpt = find_checkpoint(checkpoint_dir)
     folder = run_folder_of(checkpoint_dir) if mlflow.active_run() is None else None
     later = register_command(folder or ckpt, uri, name, alias, bundle_base)
@@ -214,7 +213,7 @@ def log_and_register(checkpoint_dir: str | Path, cfg=None, *, uri: str | None = 
                     mlflow.set_experiment(experiment_id=MlflowClient(uri).get_run(resumed).info.experiment_id)
                     run_ctx = mlflow.start_run(run_id=resumed)
                 else:
-                    mlflow.set_experiment(experiment or mc.experiment)
+                    mlflow.set_experiment(mc.experiment)
                     run_ctx = mlflow.start_run(run_name=f"register-{ckpt.name}")
             else:
                 run_ctx = _nullrun(active)

@@ -78,7 +78,7 @@ class _Demo:
     def train(self) -> str:
         """Train on the store, register the checkpoint when training ends; the model's URI (or folder)."""
         from registry.register import log_and_register
-        from training.trainer import train
+        from training.trainer import TrainRequest, train
 
         out = self.runs / "demo-train"
         shutil.rmtree(out, ignore_errors=True)
@@ -88,8 +88,8 @@ class _Demo:
 
         # The store holds the labels preprocessing read from the corpus: training needs no corpus root.
         with progress("train", unit="step") as bar:
-            result = train(self.cfg, self.paths.store, None, out, models=self.paths.models, progress=bar.set,
-                           on_finish=register)
+            result = train(TrainRequest(self.cfg, self.paths.store, None, out, models=self.paths.models),
+                           on_finish=register, progress=bar.set)
         losses = [h["loss"] for h in result.history]
         self.step(f"trained -> {result.checkpoint_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f} over "
                   f"{len(losses)} steps)" if losses else f"trained -> {result.checkpoint_dir}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from core.config import dump_yaml, flatten
+from core.config import Config, dump_yaml, flatten, load_config
 from core.console import echo
 from core.errors import AffectFlowError, InputError, TrainingError, user_error
 from core.paths import absolute, require_writable
@@ -311,26 +311,34 @@ def _cpus_per_worker(requested: float, workers: int) -> float:
     return max(0.05, min(requested, total / workers))
 
 
-def train(
-    cfg,
-    store: str | Path | None = None,
-    corpus: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    models: str | Path | None = None,
-    resume: bool = False,
-    features=None,
-    on_finish: Callable[[str, object], object] | None = None,
-    progress: Callable[..., None] | None = None,
-    track: bool = True,
-) -> TrainResult:
-    """Train AffectGPT on cached features; see the module docstring for the run folder.
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training run, as the command built it from the config and its flags.
 
-    ``features`` (tests, benches) replaces the store: a map-style dataset of feature items
-    or a zero-arg picklable callable returning one. ``resume`` continues the run in ``out``
-    from its latest checkpoint (same worker count and ZeRO stage) and its MLflow run. Joins or starts
-    Ray (`init_ray`). ``progress(step, total, loss=...)`` is called on the driver as rank 0 steps (with
-    ``train.progress``; e.g. `core.console.Bar.set`). Every path is resolved here, before Ray starts.
+    ``cfg`` gives the model, the loop (``train.*``), Ray and MLflow; the fields say what to read and
+    where to write. Paths are made absolute by `train`, before Ray starts.
+    """
+
+    cfg: Config = field(default_factory=load_config)
+    store: str | Path | None = None  # the feature store (a path or URL)
+    corpus: str | Path | None = None  # a corpus root whose label CSVs supply or override the store's labels
+    out: str | Path | None = None  # the run folder; None: <paths.runs>/train
+    models: str | Path | None = None  # the folder holding qwen2/ for the tiny preset; None: paths.models
+    resume: bool = False  # continue the run in ``out`` from its latest checkpoint and its MLflow run
+    # Replaces the store (tests, benches, reviewed labels): a map-style dataset of feature items or a
+    # zero-arg picklable callable returning one.
+    features: object = None
+    track: bool = True  # False: no MLflow at all
+
+
+def train(request: TrainRequest, *, on_finish: Callable[[str, object], object] | None = None,
+          progress: Callable[..., None] | None = None) -> TrainResult:
+    """Train AffectGPT on cached features as ``request`` says; see the module docstring for the run folder.
+
+    ``resume`` continues the run in ``out`` from its latest checkpoint (same worker count and ZeRO
+    stage) and its MLflow run. Joins or starts Ray (`init_ray`). ``progress(step, total, loss=...)`` is
+    called on the driver as rank 0 steps (with ``train.progress``; e.g. `core.console.Bar.set`). Every
+    path is resolved here, before Ray starts.
 
     Tracking is never on a step's path: an HTTP tracking server is checked once before any work
     (``TrackingError`` naming it when it does not answer within ``mlflow.check_timeout_s``), rank 0
@@ -347,9 +355,10 @@ def train(
 
     from modeling.model import resolve_llm_path
 
+    cfg, resume, features, track = request.cfg, request.resume, request.features, request.track
     tc = cfg.train
-    out = Path(absolute(out or Path(cfg.paths.runs) / "train"))
-    store, corpus = (str(p) if p is not None else None for p in (absolute(store), absolute(corpus)))
+    out = Path(absolute(request.out or Path(cfg.paths.runs) / "train"))
+    store, corpus = (str(p) if p is not None else None for p in (absolute(request.store), absolute(request.corpus)))
     require_writable(out, "--out", folder=True)
     run_dir = out / "ray" / RUN_NAME
     if run_dir.exists() and not resume:
@@ -360,7 +369,7 @@ def train(
         from training.loop import check_resume_files
 
         check_resume_files(run_dir)
-    llm_path = resolve_llm_path(cfg.model, absolute(models or cfg.paths.models)).resolve()
+    llm_path = resolve_llm_path(cfg.model, absolute(request.models or cfg.paths.models)).resolve()
     features_fn = _features_factory(store, corpus, cfg.model.visual_stream, features)
     uri = tracking_uri(cfg.mlflow.tracking_uri)
     timeout = cfg.mlflow.check_timeout_s

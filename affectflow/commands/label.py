@@ -59,10 +59,11 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 def _cmd_register(args: argparse.Namespace) -> int:
     from registry.register import log_and_register
 
-    extra = [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else []
-    cfg = config_from_args(args, extra)
-    result = log_and_register(args.checkpoint, cfg, uri=args.mlflow_uri, name=args.name, alias=args.alias,
-                              bundle_base=not args.no_bundle_base, llm_path=args.llm_path)
+    given = (("mlflow.tracking_uri", args.mlflow_uri), ("mlflow.registered_model", args.name),
+             ("mlflow.alias", args.alias))
+    extra = [f"{key}={value}" for key, value in given if value]
+    result = log_and_register(args.checkpoint, config_from_args(args, extra), bundle_base=not args.no_bundle_base,
+                              llm_path=args.llm_path)
     if result is None:
         return 1
     echo(json.dumps(result.__dict__, indent=2))

@@ -12,7 +12,10 @@ from core.console import echo
 def _cmd_import_released(args: argparse.Namespace) -> int:
     from modeling.released import import_released
 
-    cfg = config_from_args(args, [f"mlflow.tracking_uri={args.mlflow_uri}"] if args.mlflow_uri else [])
+    given = (("mlflow.tracking_uri", args.mlflow_uri), ("mlflow.registered_model", args.register),
+             ("mlflow.alias", args.alias))
+    extra = [f"{key}={value}" for key, value in given if value]
+    cfg = config_from_args(args, extra)
     result = import_released(args.checkpoint, args.llm, args.out, visual=args.visual)
     echo(f"imported {result.source} (epoch {result.epoch}, sha256 {result.sha256[:16]}…)\n"
          f"  {result.used} tensors mapped onto the fusion and LoRA weights; visual stream: {result.visual_stream}\n"
@@ -25,8 +28,7 @@ def _cmd_import_released(args: argparse.Namespace) -> int:
     tags = {"affectflow.source_sha256": result.sha256, "affectflow.visual_stream": result.visual_stream,
             "affectflow.source_epoch": "" if result.epoch is None else str(result.epoch),
             "affectflow.source_file": result.source.name}
-    registered = log_and_register(result.out, cfg, uri=args.mlflow_uri, name=args.register, alias=args.alias,
-                                  bundle_base=args.bundle_base, tags=tags)
+    registered = log_and_register(result.out, cfg, bundle_base=args.bundle_base, tags=tags)
     return 0 if registered is not None else 1
 
 

@@ -10,7 +10,7 @@ from core.console import echo, progress
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.trainer import train
+    from training.trainer import TrainRequest, train
 
     extra = []
     if args.preset:
@@ -29,8 +29,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
     with progress("train", unit="step") as bar:
-        result = train(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
-                       on_finish=on_finish, progress=bar.set, track=not args.no_track)
+        request = TrainRequest(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
+                               track=not args.no_track)
+        result = train(request, on_finish=on_finish, progress=bar.set)
     echo(f"[train] final checkpoint: {result.checkpoint_dir}")
     echo(f"[train] metrics: {json.dumps(result.metrics)}")
     if result.tracking == "on":

@@ -62,7 +62,8 @@ def test_register_then_load_by_alias_in_a_fresh_process(mlflow_server, checkpoin
     assert first.bundled_base  # the tiny base LLM always travels with the model
     # A second registration (run folder given: its latest checkpoint) becomes the new @latest;
     # a named alias is set on it and pinned to its version when resolved.
-    second = log_and_register(checkpoint_with_state.parents[2], cfg, alias="champion")
+    second = log_and_register(checkpoint_with_state.parents[2],
+                              load_config(None, [f"mlflow.tracking_uri={mlflow_server}", "mlflow.alias=champion"]))
     assert int(second.version) == int(first.version) + 1
     pinned = resolve_model("models:/affectgpt@champion", tracking_uri=mlflow_server, download=False)
     assert (pinned.model_uri, pinned.version) == (f"models:/affectgpt/{second.version}", second.version)

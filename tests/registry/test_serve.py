@@ -20,13 +20,15 @@ from tests.conftest import REPO, _free_port, _wait_http
 def test_mlflow_models_serve_answers_one_request(tiny_checkpoint, tmp_path, one_thread):
     import torch
 
+    from core.config import load_config
     from modeling.generate import generate
     from modeling.sampling import DecodingSettings
     from registry.register import log_and_register
     from registry.resolve import load_model
 
     db = f"sqlite:///{tmp_path}/mlflow.db"
-    assert log_and_register(tiny_checkpoint, uri=db, name="served") is not None
+    cfg = load_config(None, [f"mlflow.tracking_uri={db}", "mlflow.registered_model=served"])
+    assert log_and_register(tiny_checkpoint, cfg) is not None
     port = _free_port()
     venv_bin = Path(sys.executable).parent
     # The README's command: PATH="$PWD/.venv/bin:$PATH" .venv/bin/mlflow models serve ... --env-manager local

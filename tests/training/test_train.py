@@ -19,7 +19,7 @@ from features.labels import LABEL_FILES, read_corpus_labels
 from synth.features import SyntheticFeatures, write_synthetic_store
 from training.data import load_features, store_labels
 from training.loop import LoopHooks, run_loop, single_process
-from training.trainer import train
+from training.trainer import TrainRequest, train
 
 STEPS = 4
 
@@ -41,8 +41,8 @@ def data(tmp_path_factory):
 
 
 def _train(data, tiny_models, out: Path, *extra: str, on_finish=None):
-    return train(config(data, *extra), data / "store.zarr", data / "corpus", out,
-                 models=Path(tiny_models["llm"]).parent, on_finish=on_finish)
+    return train(TrainRequest(config(data, *extra), data / "store.zarr", data / "corpus", out,
+                              models=Path(tiny_models["llm"]).parent), on_finish=on_finish)
 
 
 FINISHED: list[tuple] = []
