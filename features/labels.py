@@ -178,3 +178,96 @@ def reason_to_store(value: Any) -> str:
     """A sample's description as the store keeps it: the text as is, ``""`` when there is none."""
     text = _cell(value)
     return "" if text is None or not text.strip() else text
+
+
+# ---- review verdicts -------------------------------------------------------------------------
+# The verdicts file `affectflow review pull` writes and `affectflow train --labels` reads: one row per
+# reviewed sample. ``labels`` is the label set the reviewer stands behind, written as ``[a, b]``
+# (empty: the verdict gives none); ``tagged_at`` is when the sample was last changed in review
+# (UTC, ISO 8601).
+VERDICT_COLUMNS = ("name", "verdict", "labels", "tagged_at")
+VERDICTS = ("ok", "wrong")
+
+
+def write_verdicts(rows: "list[dict]", path: "str | Path") -> None:
+    """Write verdict rows (dicts with :data:`VERDICT_COLUMNS`, ``labels`` a list or None) as CSV, by name.
+
+    Written atomically (a temp file, then a rename); cells are spreadsheet-safe (`core.cells`).
+    """
+    import csv
+    import os
+    import uuid
+
+    from core.cells import safe_cell
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(VERDICT_COLUMNS)
+            for row in sorted(rows, key=lambda r: r["name"]):
+                labels = row.get("labels")
+                cells = {**row, "labels": "" if labels is None else "[" + ", ".join(labels) + "]"}
+                writer.writerow([safe_cell(str(cells.get(c) or "")) for c in VERDICT_COLUMNS])
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_verdicts(path: "str | Path") -> "pd.DataFrame":
+    """A verdicts file as ``name, verdict, labels (list[str]; None when it gives none), tagged_at``.
+
+    A missing file, a missing column, a bad name, an unknown verdict or a name given twice is an
+    :class:`InputError` naming the file (and the line).
+    """
+    import pandas as pd
+
+    from core.cells import read_cell
+    from core.paths import name_problem
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"verdicts file {path} does not exist (write it with `affectflow review pull`)")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (ValueError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read it as a CSV: {exc}") from None
+    missing = [c for c in VERDICT_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; a verdicts file has {list(VERDICT_COLUMNS)}")
+    seen: dict[str, int] = {}
+    rows = []
+    for i, rec in enumerate(df[list(VERDICT_COLUMNS)].itertuples(index=False), start=2):  # line 1 is the header
+        name, verdict, labels, tagged_at = (read_cell(v) for v in rec)
+        problem = name_problem(name)
+        if problem:
+            raise InputError(f"{path} line {i}: bad name {name!r}: {problem}")
+        if verdict not in VERDICTS:
+            raise InputError(f"{path} line {i}: verdict {verdict!r} is not one of {list(VERDICTS)}")
+        if name in seen:
+            raise InputError(f"{path} line {i}: {name!r} is given twice (first on line {seen[name]})")
+        seen[name] = i
+        rows.append((name, verdict, split_list_text(labels) if labels.strip() else None, tagged_at))
+    return pd.DataFrame({c: pd.Series([r[k] for r in rows], dtype=object) for k, c in enumerate(VERDICT_COLUMNS)})
+
+
+def override_labels(labels: "pd.DataFrame", verdicts: "pd.DataFrame") -> "pd.DataFrame":
+    """``labels`` (``name, openset, reason``) with the label sets of ``verdicts`` in place of their own.
+
+    Human labels win: a name whose verdict gives labels takes them (a name without a row gets one,
+    with no description); a verdict that gives none changes nothing.
+    """
+    import pandas as pd
+
+    table = normalize_labels(labels)
+    given = {n: lab for n, lab in zip(verdicts["name"], verdicts["labels"]) if lab is not None}
+    openset = [given.get(n, o) for n, o in zip(table["name"], table["openset"])]
+    extra = [n for n in given if n not in set(table["name"])]
+    out = pd.DataFrame({
+        "name": list(table["name"]) + extra,
+        "openset": pd.Series(openset + [given[n] for n in extra], dtype=object),
+        "reason": pd.Series(list(table["reason"]) + [None] * len(extra), dtype=object),
+    })
+    return normalize_labels(out)

@@ -8,9 +8,11 @@ behind a firewall or an authenticating proxy.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Callable
 
-from review.dataset import fiftyone, open_dataset
+from review.dataset import WORKSPACE, fiftyone, open_dataset
 
 DEFAULT_PORT = 5151  # FiftyOne's own default
 
@@ -19,13 +21,20 @@ def start_app(name: str, port: int = DEFAULT_PORT, address: str = "127.0.0.1", r
     """Start the App's server on ``name`` and return the FiftyOne session (``session.url`` is the page)."""
     fo = fiftyone()
     dataset = open_dataset(name)
+    spaces = dataset.load_workspace(WORKSPACE) if dataset.has_workspace(WORKSPACE) else None
     # fo.Session, not fo.launch_app: the latter also writes a welcome note under ~/.fiftyone.
-    return fo.Session(dataset, port=port, address=address, remote=remote, auto=False)
+    return fo.Session(dataset, spaces=spaces, port=port, address=address, remote=remote, auto=False)
 
 
 def serve(name: str, port: int = DEFAULT_PORT, address: str = "127.0.0.1", remote: bool = False,
           announce: Callable[[str], None] = print) -> None:
-    """Start the App and serve until Ctrl-C; ``announce`` gets the lines that say where it is."""
+    """Start the App and serve until Ctrl-C (or SIGTERM); ``announce`` gets the lines that say where it is.
+
+    Either signal closes the session, which stops the App's server: a server left behind by a killed
+    command would keep the port.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     session = start_app(name, port, address, remote)
     url = f"http://{address}:{port}/"
     announce(f"FiftyOne App on {name!r}: {url}  (Ctrl-C stops it)")
@@ -39,3 +48,7 @@ def serve(name: str, port: int = DEFAULT_PORT, address: str = "127.0.0.1", remot
         pass
     finally:
         session.close()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

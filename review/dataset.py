@@ -22,6 +22,8 @@ CORRECTED_FIELD = "corrected"
 OK_TAG, WRONG_TAG = "ok", "wrong"
 # Embedding field -> the brain key of its 2-D map in the App's embeddings panel.
 EMBEDDINGS = {"clip_embedding": "clip", "hubert_embedding": "hubert"}
+# The saved workspace `review open` starts with: the samples beside the embeddings panel.
+WORKSPACE = "review"
 
 
 def fiftyone():

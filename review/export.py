@@ -20,7 +20,9 @@ from typing import Any, Callable
 import numpy as np
 
 from core.errors import InputError, MissingFileError
-from review.dataset import CORRECTED_FIELD, EMBEDDINGS, EMOTION_FIELD, OV_FIELD, STORED_FIELD, fiftyone
+from review.dataset import (
+    CORRECTED_FIELD, EMBEDDINGS, EMOTION_FIELD, OV_FIELD, STORED_FIELD, WORKSPACE, fiftyone,
+)
 
 METHODS = ("umap", "tsne", "pca")
 LAYOUTS = ("mer2025", "folder")
@@ -201,7 +203,7 @@ def export(req: ExportRequest, progress: Callable[..., None] | None = None) -> E
     local.update(fetch_videos(urls, cache.resolve(), req.storage_options))
 
     media: dict[str, tuple[str, Any]] = {}
-    for i, (name, row) in enumerate(found.items()):
+    for name, row in found.items():
         path = local.get(name)
         meta = video_metadata(fo, path) if path and os.path.isfile(path) else None
         if meta is None:
@@ -221,11 +223,11 @@ def export(req: ExportRequest, progress: Callable[..., None] | None = None) -> E
         vectors, stored, subtitles = _embeddings(req, names)
     summary.embedded = len(vectors.get("clip_embedding", {}))
 
-    values: dict[str, dict[str, Any]] = {}  # field -> name -> value (only names that have one)
+    # field -> name -> value; None clears a known sample's field (a label that is gone after relabeling).
+    values: dict[str, dict[str, Any]] = {}
 
     def put(key: str, name: str, value: Any) -> None:
-        if value is not None:
-            values.setdefault(key, {})[name] = value
+        values.setdefault(key, {})[name] = value
 
     for name in names:
         path, meta = media[name]
@@ -238,7 +240,8 @@ def export(req: ExportRequest, progress: Callable[..., None] | None = None) -> E
                 put(EMOTION_FIELD, name, fo.Classification(label=value[0]) if value else None)
             else:
                 put(key, name, value)
-        put(STORED_FIELD, name, _classifications(fo, stored.get(name)))
+        if req.store:  # without one, a rerun leaves what an earlier export took from a store
+            put(STORED_FIELD, name, _classifications(fo, stored.get(name)))
         for key, by_name in vectors.items():
             put(key, name, by_name.get(name))
 
@@ -246,6 +249,16 @@ def export(req: ExportRequest, progress: Callable[..., None] | None = None) -> E
     for key, brain_key in EMBEDDINGS.items():
         if _map(dataset, key, brain_key, req.method):
             summary.maps.append(brain_key)
+    if summary.maps:
+        # What `review open` shows: the grid beside the first map, coloured by the first OV label.
+        grid = fo.Panel(type="Samples", pinned=True)
+        plot = fo.Panel(type="Embeddings", state={"brainResult": summary.maps[0],
+                                                  "colorByField": f"{EMOTION_FIELD}.label"})
+        # Each side names its active panel: the App draws only a space's active child.
+        space = fo.Space(children=[fo.Space(children=[grid], active_child=grid.component_id),
+                                   fo.Space(children=[plot], active_child=plot.component_id)],
+                         orientation="horizontal")
+        dataset.save_workspace(WORKSPACE, space, description="samples beside their embeddings", overwrite=True)
     dataset.info.update({
         "label_table": str(labels.resolve()), "corpus": str(req.corpus), "store": str(req.store or ""),
         "visual": req.visual, "map_method": req.method,
@@ -271,10 +284,15 @@ def _write(fo, name: str, names: list[str], values: dict[str, dict[str, Any]], s
     """Create the persistent dataset (a unique index on ``name``) or update it: new names are added, the
     fields of known ones rewritten; a label field whose words did not change is left as is (its tags stay)."""
     dataset = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
-    if CORRECTED_FIELD not in dataset.get_field_schema():
-        dataset.add_sample_field(CORRECTED_FIELD, fo.ListField, subfield=fo.StringField)
-    if "name" not in dataset.get_field_schema():
-        dataset.add_sample_field("name", fo.StringField)
+    # Declared up front, so the App shows them and filters on them even while no sample has a value.
+    fixed = {"name": (fo.StringField,), CORRECTED_FIELD: (fo.ListField, {"subfield": fo.StringField}),
+             OV_FIELD: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classifications}),
+             EMOTION_FIELD: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classification}),
+             STORED_FIELD: (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classifications})}
+    schema = dataset.get_field_schema()
+    for key, (ftype, *kwargs) in fixed.items():
+        if key not in schema:
+            dataset.add_sample_field(key, ftype, **(kwargs[0] if kwargs else {}))
     if "name" not in dataset.list_indexes():
         dataset.create_index("name", unique=True)
     known = set(dataset.values("name"))
@@ -284,7 +302,7 @@ def _write(fo, name: str, names: list[str], values: dict[str, dict[str, Any]], s
     for n in new:
         sample = fo.Sample(filepath=values["filepath"][n], name=n)
         for key, by_name in values.items():
-            if key != "filepath" and n in by_name:
+            if key != "filepath" and by_name.get(n) is not None:
                 sample[key] = by_name[n]
         samples.append(sample)
     if samples:
@@ -296,23 +314,19 @@ def _write(fo, name: str, names: list[str], values: dict[str, dict[str, Any]], s
             if key in LABEL_FIELDS and key in dataset.get_field_schema():
                 before = dict(zip(view.values("name"), view.values(key)))
                 update = {n: v for n, v in update.items() if _label_words(before.get(n)) != _label_words(v)}
-            if update:
+            given = [v for v in update.values() if v is not None]
+            if update and (given or key in dataset.get_field_schema()):
                 if key not in dataset.get_field_schema():
-                    dataset.add_sample_field(key, *_field_type(fo, next(iter(update.values()))))
+                    dataset.add_sample_field(key, *_field_type(fo, given[0]))
                 dataset.set_values(key, update, key_field="name")
     summary.added, summary.updated = len(new), len(old)
     return dataset
 
 
 def _field_type(fo, value) -> tuple:
-    """(field type, kwargs...) of a field first set on known samples by an update."""
-    if isinstance(value, np.ndarray):
-        return (fo.VectorField,)
-    if isinstance(value, fo.Classifications):
-        return (fo.EmbeddedDocumentField, fo.Classifications)
-    if isinstance(value, fo.Classification):
-        return (fo.EmbeddedDocumentField, fo.Classification)
-    return (fo.StringField,)
+    """(field type,) of a field first set on known samples by an update: embeddings or text (the label
+    fields are declared when the dataset is opened)."""
+    return (fo.VectorField,) if isinstance(value, np.ndarray) else (fo.StringField,)
 
 
 def _map(dataset, key: str, brain_key: str, method: str) -> bool:

@@ -108,17 +108,21 @@ def store_labels(store: str):
     return table
 
 
-def load_features(store: str, corpus: str | None, visual: str = "face"):
+def load_features(store: str, corpus: str | None, visual: str = "face", verdicts: str | None = None):
     """The store reader with its labels: those preprocessing stored, or the corpus' track2/track3 CSVs.
 
     ``corpus`` (a root holding the label CSVs) overrides the stored labels, and supplies them for a
-    store written without them. Only samples with a label list or a description are kept.
+    store written without them. ``verdicts`` (a review verdicts CSV, `features.labels.read_verdicts`)
+    overrides both for the names it gives labels: human labels win. Only samples with a label list or
+    a description are kept.
     """
     from core.errors import InputError
-    from features.labels import read_corpus_labels
+    from features.labels import override_labels, read_corpus_labels, read_verdicts
     from features.reader import FeatureDataset
 
     labels = read_corpus_labels(corpus) if corpus else store_labels(store)
+    if verdicts:
+        labels = override_labels(labels, read_verdicts(verdicts))
     data = FeatureDataset(store, labels=labels, visual=visual, require_labels=True)
     if len(data) == 0:
         where = f"in {corpus!r}" if corpus else "stored with it (the preprocessed corpus had no track2/track3 rows for them)"

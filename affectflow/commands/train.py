@@ -28,9 +28,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from registry.register import log_and_register
 
         on_finish = lambda ckpt, c: log_and_register(ckpt, c, bundle_base=not args.no_bundle_base)  # noqa: E731
+    features = _reviewed_features(args, cfg) if args.labels else None
     with progress("train", unit="step") as bar:
         request = TrainRequest(cfg, args.store, args.corpus, args.out, models=args.models, resume=args.resume,
-                               track=not args.no_track)
+                               features=features, track=not args.no_track)
         result = train(request, on_finish=on_finish, progress=bar.set)
     echo(f"[train] final checkpoint: {result.checkpoint_dir}")
     echo(f"[train] metrics: {json.dumps(result.metrics)}")
@@ -41,6 +42,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
              f"    {result.register_later}")
     # Exit 1: the model is trained but not registered yet (the printed `affectflow register` command does it).
     return 1 if register and result.registered is None else 0
+
+
+def _reviewed_features(args: argparse.Namespace, cfg):
+    """The feature reader each worker builds when ``--labels VERDICTS.csv`` is given: the store's (or
+    --corpus') labels with the reviewers' label sets in their place (`training.data.load_features`)."""
+    import functools
+
+    from core.errors import InputError
+    from core.paths import absolute
+    from features.labels import read_verdicts
+    from features.store import FeatureStore
+    from training.data import load_features, store_labels
+
+    if not args.store:
+        raise InputError("--labels needs --store: the verdicts relabel samples of a feature store")
+    # Checked here, before Ray starts, as train() checks a store it reads itself.
+    verdicts = read_verdicts(args.labels)
+    store = FeatureStore(str(absolute(args.store)))
+    store.require_store()
+    if not args.corpus:
+        store_labels(store.path)
+    given = {n for n, labels in zip(verdicts["name"], verdicts["labels"]) if labels is not None}
+    stored = set(store.samples(columns=["status"])["name"])
+    if given and not given & stored:
+        raise InputError(f"--labels {args.labels}: none of its {len(given)} labeled names is in the store "
+                         f"{args.store} (e.g. {sorted(given)[0]!r})")
+    echo(f"[train] review verdicts {args.labels}: {len(given & stored)} samples take the reviewers' labels"
+         + (f" ({len(given - stored)} names not in the store)" if given - stored else ""))
+    return functools.partial(load_features, str(absolute(args.store)),
+                             str(absolute(args.corpus)) if args.corpus else None, cfg.model.visual_stream,
+                             str(absolute(args.labels)))
 
 
 def _cmd_model_summary(args: argparse.Namespace) -> int:
@@ -65,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="feature store (Zarr) written by preprocessing")
     p.add_argument("--corpus", help="corpus root whose track2/track3 label CSVs replace the labels preprocessing "
                                     "stored (needed only for a store written without them)")
+    p.add_argument("--labels", metavar="VERDICTS.csv",
+                   help="review verdicts (`affectflow review pull`): their label sets replace the stored ones "
+                        "for those samples")
     p.add_argument("--out", help="run folder (checkpoints, metrics); default <paths.runs>/train")
     p.add_argument("--preset", choices=["tiny", "qwen2.5-7b"], help="model preset (default: model.preset)")
     p.add_argument("--models", help="tiny-models folder (tiny preset); else set model.llm_path")
