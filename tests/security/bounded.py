@@ -95,7 +95,9 @@ def run_child(code: str, *, address_space_mb: int = 3072, timeout_s: float = 120
     reported = [int(line.split()[1]) for line in err.splitlines() if line.startswith("@@VmHWM ")]
     err = "\n".join(line for line in err.splitlines() if not line.startswith("@@VmHWM "))
     peak_kb = max([polled[0], *reported])
-    return ChildRun(proc.returncode, "".join(out_parts), err, peak_kb / 1024, time.perf_counter() - t0)
+    run = ChildRun(proc.returncode, "".join(out_parts), err, peak_kb / 1024, time.perf_counter() - t0)
+    print(f"child run: {run.describe()}")  # the figures, shown with pytest -rP
+    return run
 
 
 def _read_err(proc: subprocess.Popen, timeout_s: float) -> str:
