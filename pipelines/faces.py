@@ -29,9 +29,12 @@ def load_face_stack(path: str | Path, data: bytes | None = None) -> np.ndarray:
     path = Path(path)
     if data is None and not path.is_file():
         raise SampleError("face/missing", f"{path} does not exist")
+    _check_declared_size(path, data)
     try:
-        stack = np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False)
-    except Exception as exc:  # ValueError for pickled/object arrays, OSError/EOFError for truncated files
+        # A file is mapped, not read: only the frames picked later (8 of maybe thousands) are read.
+        stack = (np.load(io.BytesIO(data), allow_pickle=False) if data is not None
+                 else np.load(path, mmap_mode="r", allow_pickle=False))
+    except Exception as exc:  # noqa: BLE001 - ValueError for pickled/object arrays, OSError/EOFError when truncated
         raise SampleError("face/unreadable", f"cannot load {path}: {str(exc)[:200]}") from None
     if not isinstance(stack, np.ndarray) or stack.ndim != 4 or stack.shape[-1] != 3:
         raise SampleError("face/bad-shape", f"{path} holds shape {getattr(stack, 'shape', None)}, expected [T, H, W, 3]")
@@ -40,6 +43,27 @@ def load_face_stack(path: str | Path, data: bytes | None = None) -> np.ndarray:
     if stack.dtype != np.uint8:
         raise SampleError("face/bad-dtype", f"{path} holds {stack.dtype}, expected uint8")
     return stack
+
+
+def _check_declared_size(path: Path, data: bytes | None) -> None:
+    """Refuse a stack whose header declares more data than its file holds, before numpy allocates it
+    (a few bytes declaring terabytes made ``np.load`` raise MemoryError)."""
+    import io
+
+    from numpy.lib import format as npy
+
+    try:
+        with (io.BytesIO(data) if data is not None else open(path, "rb")) as fp:
+            version = npy.read_magic(fp)
+            read = npy.read_array_header_2_0 if version == (2, 0) else npy.read_array_header_1_0
+            shape, _, dtype = read(fp)
+            room = (len(data) if data is not None else path.stat().st_size) - fp.tell()
+    except Exception:  # noqa: BLE001 - not an .npy header: np.load names it below
+        return
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize if not dtype.hasobject else 0
+    if declared > room:
+        raise SampleError("face/unreadable", f"cannot load {path}: its header declares {shape} {dtype} "
+                                             f"({declared:,} bytes) but it holds {max(room, 0):,}")
 
 
 def sample_faces(stack: np.ndarray, num_frames: int = 8, size: int = 224) -> np.ndarray:
