@@ -213,7 +213,7 @@ def test_verdict_rules():
     assert verdict_of(["ok"], ["happy"], [[]], ["angry"]) == ("wrong", ["angry"])
 
 
-def test_the_app_serves_its_page_on_loopback(exported, fiftyone_db):
+def test_the_app_serves_its_page_on_loopback(exported, fiftyone_db, tmp_path):
     import socket
 
     import fiftyone as fo
@@ -224,7 +224,8 @@ def test_the_app_serves_its_page_on_loopback(exported, fiftyone_db):
     cmd = [str(Path(sys.executable).with_name("affectflow")), "review", "open", DATASET, "--port", str(port),
            "--remote"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **fiftyone_db}, start_new_session=True)
+                            # HOME: FiftyOne's config folder is ~/.fiftyone (the App's server writes an id there)
+                            env={**os.environ, **fiftyone_db, "HOME": str(tmp_path)}, start_new_session=True)
     try:
         line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in line, line + proc.stdout.read() if proc.poll() is not None else line
@@ -254,3 +255,40 @@ def test_the_app_serves_its_page_on_loopback(exported, fiftyone_db):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_an_s3_corpus_is_fetched_once_into_the_cache(exported, fiftyone_db, s3_server, synth_corpus, tmp_path,
+                                                      capsys):
+    """The labeled videos of a corpus on (moto) S3 land in --cache byte for byte and the samples point there; a
+    video missing from the bucket is left out and named; a rerun fetches nothing again."""
+    import fiftyone as fo
+    import s3fs
+
+    from affectflow.cli import main
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, key="testing", secret="testing")
+    root = "affectflow-review/corpus"
+    if not fs.exists("affectflow-review"):
+        fs.mkdir("affectflow-review")
+    for name in ("subtitle_chieng.csv", "track2_train_mercaptionplus.csv", "track3_train_mercaptionplus.csv"):
+        fs.put(str(synth_corpus / name), f"{root}/{name}")
+    for n in NAMES[:-1]:  # the last one's video is missing
+        fs.put(str(synth_corpus / "video" / f"{n}.mp4"), f"{root}/video/{n}.mp4")
+    cache = tmp_path / "cache"
+    args = ["review", "export", "--labels", str(exported["table"]), "--corpus", f"s3://{root}",
+            "--dataset", "affectflow-review-s3", "--cache", str(cache), "--method", "pca"]
+    try:
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "4 samples added" in out and f"left out {NAMES[-1]}" in out
+        ds = fo.load_dataset("affectflow-review-s3")
+        assert sorted(ds.values("name")) == NAMES[:-1]
+        for s in ds:
+            assert s.filepath == str((cache / f"{s.name}.mp4").resolve())
+            assert Path(s.filepath).read_bytes() == (synth_corpus / "video" / f"{s.name}.mp4").read_bytes()
+        stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+        assert main(args) == 0 and "0 samples added, 4 updated" in capsys.readouterr().out
+        assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    finally:
+        if fo.dataset_exists("affectflow-review-s3"):
+            fo.delete_dataset("affectflow-review-s3")
