@@ -29,7 +29,8 @@ class PullSummary:
 
     def format(self) -> str:
         return (f"{self.ok + self.wrong} verdicts from {self.dataset!r} -> {self.out}: {self.ok} ok, "
-                f"{self.wrong} wrong; {self.with_labels} give labels (`affectflow train --labels {self.out}` trains on them)")
+                f"{self.wrong} wrong; {self.with_labels} give labels "
+                f"(`affectflow train --labels {self.out}` trains on them)")
 
 
 def verdict_of(tags: list[str], labels: list[str] | None, label_tags: list[list[str]] | None,
