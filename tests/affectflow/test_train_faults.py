@@ -107,11 +107,14 @@ def test_a_short_outage_loses_no_metric_point(server, store, tiny_models, tmp_pa
 
 def test_a_server_gone_for_the_rest_of_the_run(server, store, tiny_models, tmp_path, capsys, monkeypatch,
                                                ray_session):
-    """Relative paths, run from another directory (a Ray worker runs elsewhere), and the server killed at
-    step 2 for the rest of the run: every step and checkpoint is written, `train` prints how many steps the
-    MLflow run lacks and the register command, and exits 1. Once the server is back, `affectflow register
-    RUN_DIR` resumes that same run, sends what it lacks, ends it and registers the model in it."""
+    """Relative paths, run from another directory (a Ray worker runs elsewhere), on a Ray given by address
+    as a cluster is, and the server killed at step 2 for the rest of the run: every step and checkpoint is
+    written (metrics.jsonl too: it once was only for a local Ray), `train` prints how many steps the MLflow
+    run lacks and the register command, and exits 1. Once the server is back, `affectflow register RUN_DIR`
+    resumes that same run, sends what it lacks, ends it and registers the model in it."""
     import os
+
+    import ray
 
     from affectflow.cli import main
 
@@ -122,7 +125,8 @@ def test_a_server_gone_for_the_rest_of_the_run(server, store, tiny_models, tmp_p
     t0 = time.perf_counter()
     code = main(["train", "--store", "data/store.zarr", "--models", models, "--out", "a", "--mlflow-uri", server.uri,
                  *_sets("train.epochs=3", "train.checkpoint_every=2", "mlflow.experiment=gone",
-                        "mlflow.registered_model=gone", "mlflow.check_timeout_s=2")])
+                        "mlflow.registered_model=gone", "mlflow.check_timeout_s=2",
+                        f"ray.address={ray.get_runtime_context().gcs_address}")])
     took = time.perf_counter() - t0
     seen["thread"].join(timeout=60)
     out = capsys.readouterr().out
