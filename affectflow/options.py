@@ -108,12 +108,13 @@ def fraction(text: str) -> float:
 def failure_gate(summary, limit: float, command: str) -> int:
     """Exit code 1 (with why and how to retry) when the output's whole state fails more than ``limit``."""
     from core.console import echo
+    from pipelines.summary import STATE_EXAMPLES
 
     rate = summary.state_failure_rate
     if rate <= limit:
         return 0
     failed = summary.state_failed if summary.state_failed >= 0 else summary.failed
-    shown = [f"  {name}: {str(error)[:200]}" for name, error in summary.state_examples]
+    shown = [f"  {name}: {str(error)[:200]}" for name, error in summary.state_examples[:STATE_EXAMPLES]]
     more = [f"  ... and {failed - len(shown)} more" if failed > len(shown) else ""] if shown else []
     echo("\n".join([
         f"affectflow {command}: {failed} failed ({100 * rate:.2f}% of the {summary.holder}, this run's and earlier "
