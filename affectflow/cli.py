@@ -29,7 +29,7 @@ from typing import Sequence
 from affectflow.commands import benchmark, demo, evaluate, label, preprocess, released, review, setup, store, train
 from affectflow.options import add_verbose_option
 from core.console import command_console
-from core.errors import AffectFlowError, user_error
+from core.errors import user_error
 
 # The command families, in the order they appear in --help.
 COMMANDS = (setup, demo, preprocess, store, train, released, label, evaluate, benchmark, review)

@@ -9,7 +9,8 @@ from core.config import Config, load_config
 
 
 def add_verbose_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
-    """``-v/--verbose``: everything on the console (library logs, warnings, Ray workers' output) instead of the log file.
+    """``-v/--verbose``: everything on the console (library logs, warnings, Ray workers' output) instead of
+    the log file.
 
     On the top-level parser (``top``) it defaults to off; on a subcommand it is only set when given,
     so ``affectflow -v demo`` and ``affectflow demo -v`` mean the same.

@@ -145,7 +145,8 @@ class Console:
             self.err.flush()
 
     def ray_logs(self, logs_dir: str) -> None:
-        """Called by Ray's start-up with the session's log folder: quiet, say (once) that workers' output stays there."""
+        """Called by Ray's start-up with the session's log folder: quiet, say (once) that workers' output
+        stays there."""
         if logs_dir in self.ray_sessions:
             return
         self.ray_sessions.append(logs_dir)

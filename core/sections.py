@@ -274,7 +274,8 @@ class LabelConfig:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, "
+                              f"got {self.max_new_tokens}")
         if self.max_prompt_tokens < 64:
             raise ConfigError(f"max_prompt_tokens must be >= 64, got {self.max_prompt_tokens}")
         if len(self.valence_range) != 2 or not self.valence_range[0] < 0 < self.valence_range[1]:

@@ -143,7 +143,8 @@ def normalize_labels(labels: "pd.DataFrame") -> "pd.DataFrame":
     if "name" not in labels.columns:
         raise InputError(f"a label table needs a 'name' column, found {list(labels.columns)}")
     n = len(labels)
-    openset = [None if _is_missing(v) else parse_openset(v) for v in labels["openset"]] if "openset" in labels else [None] * n
+    openset = ([None if _is_missing(v) else parse_openset(v) for v in labels["openset"]] if "openset" in labels
+               else [None] * n)
     reason = [_cell(v) for v in labels["reason"]] if "reason" in labels else [None] * n
     # object columns: pandas 3 would turn None into NaN in an inferred string column
     out = pd.DataFrame(

@@ -70,7 +70,8 @@ class StoreMaintenance:
             chunks = [same[i : i + part_size] for same in by_arrays.values() for i in range(0, len(same), part_size)]
             for chunk in chunks:
                 sources = {lat.rows[n][0].path: lat.rows[n][0] for n in chunk}
-                keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"] for path, p in sources.items()}
+                keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"]
+                        for path, p in sources.items()}
                 wanted = [(path, k) for path, ks in keys.items() for k in ks]
                 loaded = dict(zip(wanted, self.read_arrays([f"{path}/{k}" for path, k in wanted])))
                 arrays: dict[str, np.ndarray] = {"name": np.array(chunk, dtype=object)}

@@ -19,10 +19,10 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from core.errors import InputError, StoreError
 from features.labels import LABEL_COLUMNS, normalize_labels, openset_from_store
 from features.spec import EncoderSpec
 from features.store import FeatureStore, feature_group
-from core.errors import InputError, StoreError
 
 VISUAL = ("face", "frame")
 

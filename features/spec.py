@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
 from core.errors import MissingFileError, StoreError
 
 MODALITIES = ("frame", "face", "audio")

@@ -29,13 +29,21 @@ import zarr.errors
 from fsspec.implementations.local import LocalFileSystem
 
 from core.errors import StoreError
-from features.spec import MODALITIES, EncoderSpec
-
 from features.layout import (
-    FEATURES, PART_KEY, RESERVED, SAMPLES, STATUSES, STORE_VERSION, Latest, Part, feature_group,
-    part_id_for, str_list,
+    FEATURES,
+    PART_KEY,
+    RESERVED,
+    SAMPLES,
+    STATUSES,
+    STORE_VERSION,
+    Latest,
+    Part,
+    feature_group,
+    part_id_for,
+    str_list,
 )
 from features.maintenance import StoreMaintenance
+from features.spec import MODALITIES, EncoderSpec
 
 
 class FeatureStore(StoreMaintenance):
@@ -227,7 +235,8 @@ class FeatureStore(StoreMaintenance):
             for i in np.flatnonzero(~finite):
                 if status[i] == "ok":
                     status[i] = "failed"
-                    errors[i] = f"store: non-finite {spec.modality} features from {spec.encoder} (overflow in {spec.dtype}?)"
+                    errors[i] = (f"store: non-finite {spec.modality} features from {spec.encoder} "
+                                 f"(overflow in {spec.dtype}?)")
             values[spec.modality] = cast
         failed_rows = np.array([s != "ok" for s in status])
         for arr in values.values():
@@ -281,7 +290,8 @@ class FeatureStore(StoreMaintenance):
             part = self._write_arrays(f"{group}/parts/{pid}", arrays, {"committed": False, "spec": spec_dict})
             if spec is not None:
                 self._ensure_group(group, {"spec": spec_dict})
-            record = {"committed": True, "committed_at": time.time_ns(), "spec": spec_dict, "arrays": sorted(arrays), **index}
+            record = {"committed": True, "committed_at": time.time_ns(), "spec": spec_dict, "arrays": sorted(arrays),
+                      **index}
             part.attrs.update({PART_KEY: record})
         return {"name": name_arr, "status": common["status"], "error": common["error"]}
 
@@ -364,7 +374,8 @@ class FeatureStore(StoreMaintenance):
                 found = [s for s in available if s.spec_id().startswith(text)]
             if not found:
                 raise StoreError(
-                    f"{self.path}: no feature group matches {text!r}; stored: {[s.label() for s in available] or 'none'}"
+                    f"{self.path}: no feature group matches {text!r}; "
+                    f"stored: {[s.label() for s in available] or 'none'}"
                 )
             if len(found) > 1:
                 listing = ", ".join(f"{s.label()} ({s.encoder}, {s.layer}, weights {s.weights_hash})" for s in found)

@@ -17,7 +17,6 @@ from core.console import echo
 from core.errors import InputError, MissingFileError
 from core.paths import absolute
 
-
 # A face model on a video without a face stack sees Haar crops of frames, not the OpenFace faces it was trained
 # on; the release's single-video script passes no face stack (inference_sample.py line 193, face_npy = None),
 # so only its frame model runs on a raw video.
@@ -98,16 +97,16 @@ def infer(request: InferRequest) -> InferResult:
     import numpy as np
     import torch
 
+    from core.tracking import tracking_uri as resolve_uri
     from inference.label_stage import resolve_asks
-    from modeling.generate import clean_output, generate_raw
-    from modeling.sampling import DecodingSettings, sample_seed
     from inference.labeling import plan_encoders
     from modeling.checkpoint import read_spec
-    from registry.resolve import load_model, resolve_model
-    from scoring.parse import parse_template
-    from core.tracking import tracking_uri as resolve_uri
+    from modeling.generate import clean_output, generate_raw
+    from modeling.sampling import DecodingSettings, sample_seed
     from pipelines.encoders import ClipEncoder, HubertEncoder, WhisperASR
     from pipelines.stages import OK, DecodeStage, stack_samples
+    from registry.resolve import load_model, resolve_model
+    from scoring.parse import parse_template
 
     cfg = request.cfg
     video_path = _check_file(request.video, "video")

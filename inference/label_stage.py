@@ -84,9 +84,9 @@ class LabelStage:
         self.visual_key = spec.visual_key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from scoring.parse import parse_template
         from modeling.generate import clean_output, generate_raw, task_budget
         from modeling.sampling import sample_seed
+        from scoring.parse import parse_template
 
         n = len(batch["name"])
         names = [str(x) for x in batch["name"]]
@@ -117,7 +117,8 @@ class LabelStage:
                                                  "subtitle (a shorter --question, or raise label.max_prompt_tokens)")
                         continue
                     if d.finish == "cache-too-long":
-                        st[r], err[r] = FAILED, (f"{CACHE_TOO_LONG}: the prompt and the {task_budget(r[1], self.config)}"
+                        budget = task_budget(r[1], self.config)
+                        st[r], err[r] = FAILED, (f"{CACHE_TOO_LONG}: the prompt and the {budget}"
                                                  "-token answer budget exceed the static cache's "
                                                  f"{self.config.cache_tokens} tokens per row (raise "
                                                  "label.cache_tokens, or 0 for the prompt budget + the answer budget)")

@@ -28,8 +28,7 @@ from core.config import Config, load_config
 from core.errors import InputError, MissingFileError
 from core.paths import absolute, require_writable
 from inference.label_stage import LabelStage, StageSpec, resolve_asks
-from inference.table import (COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table,
-                             recorded_provenance)
+from inference.table import COLUMNS, FAILED, PartWriter, done_pairs, existing, finish, read_table, recorded_provenance
 from modeling.checkpoint import read_spec
 from pipelines import operators
 from pipelines.summary import STATE_EXAMPLES, JobSummary

@@ -45,7 +45,8 @@ def eos_ids_of(model) -> list[int]:
     return sorted(ids)
 
 
-def fit_prompts(model, subtitles: Sequence[str], questions: Sequence[str], config: GenerationConfig) -> list[FittedPrompt]:
+def fit_prompts(model, subtitles: Sequence[str], questions: Sequence[str],
+                config: GenerationConfig) -> list[FittedPrompt]:
     """Each row's prompt within ``config.max_prompt_tokens`` (only the subtitle is shortened)."""
     return [fit_prompt(model.tokenizer, s or "", q, model.spec.visual_stream, config.max_prompt_tokens)
             for s, q in zip(subtitles, questions, strict=True)]

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modeling.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
-from modeling.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
 from core.errors import ConfigError, MissingFileError, ModelRefError
 from core.sections import ModelConfig
+from modeling.checkpoint import ADAPTER_DIR, FUSION_FILE, SPEC_FILE
+from modeling.prompt import AUDIO_TOKEN, MULTI_TOKEN, PLACEHOLDER_TOKENS, visual_token
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SPEC_VERSION = 1

@@ -118,9 +118,9 @@ def load_released(path: str | Path) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ReleasedCheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        found = f"keys {sorted(map(str, data))}" if isinstance(data, dict) else type(data).__name__
         raise ReleasedCheckpointError(f"{path}: expected a dict with a 'model' state dict (a released AffectGPT "
-                                      "checkpoint_*.pth); found " + (f"keys {sorted(map(str, data))}"
-                                                                      if isinstance(data, dict) else type(data).__name__))
+                                      f"checkpoint_*.pth); found {found}")
     return data
 
 

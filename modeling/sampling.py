@@ -27,7 +27,6 @@ from core.errors import ConfigError
 from modeling.checkpoint import DTYPES
 from modeling.prompt import MAX_PROMPT_TOKENS
 
-
 # The release's sampling when the LLM's generation_config leaves top_k unset (transformers' default).
 HF_DEFAULT_TOP_K = 50
 BACKENDS = ("auto", "hf", "static")
@@ -184,7 +183,8 @@ class DecodingSettings:
         if self.decoding not in DECODINGS:
             raise ConfigError(f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
         if self.max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, or 0 for each task's own budget, "
+                              f"got {self.max_new_tokens}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         self.resolve(None, device="cpu").validate()

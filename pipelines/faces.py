@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import InputError, MissingFileError
 from pipelines.errors import SampleError
 from pipelines.frames import uniform_indices
-from core.errors import InputError, MissingFileError
 
 BACKENDS = ("openface", "opencv", "pyfeat")
 
@@ -37,7 +37,8 @@ def load_face_stack(path: str | Path, data: bytes | None = None) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - ValueError for pickled/object arrays, OSError/EOFError when truncated
         raise SampleError("face/unreadable", f"cannot load {path}: {str(exc)[:200]}") from None
     if not isinstance(stack, np.ndarray) or stack.ndim != 4 or stack.shape[-1] != 3:
-        raise SampleError("face/bad-shape", f"{path} holds shape {getattr(stack, 'shape', None)}, expected [T, H, W, 3]")
+        raise SampleError("face/bad-shape",
+                          f"{path} holds shape {getattr(stack, 'shape', None)}, expected [T, H, W, 3]")
     if stack.shape[0] == 0 or stack.shape[1] == 0 or stack.shape[2] == 0:
         raise SampleError("face/empty", f"{path} holds an empty stack {stack.shape}")
     if stack.dtype != np.uint8:
@@ -167,7 +168,8 @@ class PyFeatFaces:
 
 
 def detect_faces(frames_rgb: np.ndarray, detector, size: int = 224) -> tuple[np.ndarray, int]:
-    """Largest face of each frame, BGR ``uint8 [N, size, size, 3]``, and how many frames fell back to the whole frame."""
+    """Largest face of each frame, BGR ``uint8 [N, size, size, 3]``, and how many frames fell back to the
+    whole frame."""
     crops, fallbacks = [], 0
     for frame in frames_rgb:
         box = detector.detect(frame)

@@ -47,6 +47,6 @@ def decode_frames(source: str | Path | bytes, num_frames: int = 8, size: int = 2
         frames = reader.get_batch(list(uniform_indices(n, num_frames))).asnumpy()
     except SampleError:
         raise
-    except Exception as exc:  # decord raises RuntimeError/DECORDError with ffmpeg's text
+    except Exception as exc:  # noqa: BLE001 - decord raises RuntimeError/DECORDError with ffmpeg's text
         raise SampleError("video/unreadable", f"cannot decode {label}: {str(exc).splitlines()[0][:200]}") from None
     return np.ascontiguousarray(frames, dtype=np.uint8)

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from features.labels import parse_openset, read_corpus_labels
-from scoring.unibench import UniBenchDataset, dataset_folder, find_media, get_dataset, load_gold
 from core.errors import InputError, MissingFileError
 from core.paths import name_problem
+from features.labels import parse_openset, read_corpus_labels
+from scoring.unibench import UniBenchDataset, dataset_folder, find_media, get_dataset, load_gold
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm")
 SUBTITLE_CSV = "subtitle_chieng.csv"
@@ -358,7 +358,8 @@ def webdataset_paths(corpus: str | Path) -> list[str]:
 
 
 def webdataset_row(sample: dict[str, Any]) -> dict[str, Any]:
-    """A WebDataset sample (``__key__``, ``mp4``/``avi``/…, ``wav``, ``npy`` face stack, ``json``) -> manifest columns + media bytes."""
+    """A WebDataset sample (``__key__``, ``mp4``/``avi``/…, ``wav``, ``npy`` face stack, ``json``) -> manifest
+    columns + media bytes."""
     import json
 
     name = str(sample.get("__key__", "")).rsplit("/", 1)[-1]

@@ -14,7 +14,6 @@ from typing import ClassVar, Iterable
 
 from core.errors import error_kind
 
-
 STATE_EXAMPLES = 10  # failed outputs of the whole state a summary names; the rest are counted
 
 

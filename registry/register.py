@@ -25,12 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.console import echo
-from core.tracking import short_retries, tracking_uri, unreachable
-from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
-from modeling.checkpoint import ADAPTER_DIR, FAILURE_FILE, FUSION_FILE, SPEC_FILE, find_checkpoint, read_spec
 from core.errors import AffectFlowError, MissingFileError, ModelRefError, TrackingError
-from training.record import (CONFIG_FILE, mlflow_metrics, read_history, read_mlflow_run, recorded_on, run_folder_of,
-                             upload_missing)
+from core.tracking import short_retries, tracking_uri, unreachable
+from modeling.checkpoint import ADAPTER_DIR, FAILURE_FILE, FUSION_FILE, SPEC_FILE, find_checkpoint, read_spec
+from registry.resolve import BASE_ARTIFACT, BUNDLE_ARTIFACT, CKPT_ARTIFACT
+from training.record import (
+    CONFIG_FILE,
+    mlflow_metrics,
+    read_history,
+    read_mlflow_run,
+    recorded_on,
+    run_folder_of,
+    upload_missing,
+)
 
 # MLflow reserves the alias "latest": models:/NAME@latest always means the highest version,
 # which a fresh registration is, so it needs (and admits) no set_registered_model_alias call.

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 from core.errors import InputError, ModelRefError
 from core.paths import inside_root
 from core.runtime import pick_device

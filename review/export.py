@@ -21,7 +21,13 @@ import numpy as np
 
 from core.errors import InputError, MissingFileError
 from review.dataset import (
-    CORRECTED_FIELD, EMBEDDINGS, EMOTION_FIELD, OV_FIELD, STORED_FIELD, WORKSPACE, fiftyone,
+    CORRECTED_FIELD,
+    EMBEDDINGS,
+    EMOTION_FIELD,
+    OV_FIELD,
+    STORED_FIELD,
+    WORKSPACE,
+    fiftyone,
 )
 
 METHODS = ("umap", "tsne", "pca")

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.errors import ConfigError, InputError, MissingFileError
+from features.labels import parse_openset
 from scoring import metrics
 from scoring.parse import MAX_WORDS_PER_LABEL as MAX_LABEL_WORDS
 from scoring.parse import format_openset, parse_template, runon_labels, spot_emotions
 from scoring.unibench import UniBenchDataset, get_dataset, load_gold
 from scoring.wheel import EmotionWheel
-from features.labels import parse_openset
-from core.errors import ConfigError, InputError, MissingFileError
 
 SENTIMENT_MODES = ("rules", "llm")
 EXTRACT_MODES = ("llm", "rules")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from scoring.wheel import EmotionWheel
-from features.labels import parse_openset
 from core.errors import InputError
+from features.labels import parse_openset
+from scoring.wheel import EmotionWheel
 
 SENTIMENTS = ("positive", "negative", "neutral")
 

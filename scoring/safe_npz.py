@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
+
 from core.errors import InputError, MissingFileError
 
 

@@ -89,7 +89,8 @@ def default_valence_table() -> Path:
 
 @dataclass(frozen=True)
 class ValenceTable:
-    """``scoring/valence.csv``: a valence per wheel level-1 word (``level1``) and per label decided directly (``label``)."""
+    """``scoring/valence.csv``: a valence per wheel level-1 word (``level1``) and per label decided directly
+    (``label``)."""
 
     path: Path
     level1: dict[str, int]
@@ -117,7 +118,8 @@ def _load_table(path: str, _mtime: int) -> ValenceTable:
             raise InputError(f"valence table {path}: missing column(s) {missing} (has {reader.fieldnames})")
         for row, rec in enumerate(reader, start=2):
             word = " ".join((rec["word"] or "").lower().split())
-            valence, kind, reason = (rec["valence"] or "").strip(), (rec["kind"] or "").strip(), (rec["why"] or "").strip()
+            valence, kind = (rec["valence"] or "").strip(), (rec["kind"] or "").strip()
+            reason = (rec["why"] or "").strip()
             if not word:
                 raise InputError(f"valence table {path} row {row}: empty word")
             if valence not in VALENCES:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from features.labels import labels_or_neutral, parse_openset
 from core.errors import BenchmarkError, InputError, MissingFileError
 from core.paths import name_problem
+from features.labels import labels_or_neutral, parse_openset
 
 Metric = Literal["hit_rate", "sentiment", "ov"]
 

@@ -16,8 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-from features.labels import split_list_text
 from core.errors import MissingFileError, WheelError
+from features.labels import split_list_text
 
 N_WHEELS = 5
 N_SYNONYM_RUNS = 8

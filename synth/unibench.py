@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import InputError
+from scoring.unibench import DATASETS, SYNTHETIC_MARKER, UniBenchDataset, get_dataset
 from synth.corpus import (
     DEFAULT_SR,
     EMOTIONS,
@@ -38,8 +40,6 @@ from synth.corpus import (
     render_video,
     write_mp4,
 )
-from scoring.unibench import DATASETS, SYNTHETIC_MARKER, UniBenchDataset, get_dataset
-from core.errors import InputError
 
 # What `write_unibench` writes by default: one dataset per label-file format.
 DEFAULT_DATASETS: tuple[str, ...] = ("MER2023", "IEMOCAPFour", "MELD", "CMUMOSI", "OVMERDPlus")

@@ -125,7 +125,8 @@ def load_features(store: str, corpus: str | None, visual: str = "face", verdicts
         labels = override_labels(labels, read_verdicts(verdicts))
     data = FeatureDataset(store, labels=labels, visual=visual, require_labels=True)
     if len(data) == 0:
-        where = f"in {corpus!r}" if corpus else "stored with it (the preprocessed corpus had no track2/track3 rows for them)"
+        where = (f"in {corpus!r}" if corpus
+                 else "stored with it (the preprocessed corpus had no track2/track3 rows for them)")
         raise InputError(f"no stored sample of {store!r} has a label or a reason {where}"
                          + ("" if corpus else ": pass --corpus ROOT with the label CSVs"))
     return data

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from core.errors import ConfigError, MissingFileError, TrainingError
 from modeling.checkpoint import DS_DIR, DS_TAG, FAILURE_FILE, STATE_FILE
 from training.data import Collator, PromptDataset, epoch_order
-from core.errors import ConfigError, MissingFileError, TrainingError
 
 _DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -215,7 +215,8 @@ def rank_order(n: int, seed: int, epoch: int, rank: int, world: int, needed: int
     order: list[int] = []
     j = 0
     while len(order) < needed:
-        order += epoch_order(n, seed, epoch * 100_003 + j, rank, world) if j else epoch_order(n, seed, epoch, rank, world)
+        order += (epoch_order(n, seed, epoch * 100_003 + j, rank, world) if j
+                  else epoch_order(n, seed, epoch, rank, world))
         j += 1
     return order[:needed]
 

@@ -36,8 +36,18 @@ from core.paths import absolute, require_writable
 from core.runtime import init_ray
 from core.tracking import require_tracking, short_retries, tracking_uri, unreachable
 from modeling.checkpoint import FAILURE_FILE
-from training.record import (CONFIG_FILE, METRICS_FILE, mlflow_metrics, read_history, read_mlflow_run, read_unsent,
-                             recorded_on, upload_missing, write_mlflow_run, write_unsent)
+from training.record import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    mlflow_metrics,
+    read_history,
+    read_mlflow_run,
+    read_unsent,
+    recorded_on,
+    upload_missing,
+    write_mlflow_run,
+    write_unsent,
+)
 
 RUN_NAME = "train"
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from affectflow.options import (add_config_options, add_question_options, config_from_args, count, failure_gate,
-                                fraction, question_overrides)
+from affectflow.options import (
+    add_config_options,
+    add_question_options,
+    config_from_args,
+    count,
+    failure_gate,
+    fraction,
+    question_overrides,
+)
 from core.console import echo, progress
 
 MODEL_HELP = ("checkpoint folder, training run folder, or MLflow URI (models:/NAME@ALIAS, models:/NAME/N, "

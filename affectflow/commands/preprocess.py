@@ -9,8 +9,8 @@ from core.console import echo, progress
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from core.errors import InputError
     from affectflow.options import config_from_args, failure_gate
+    from core.errors import InputError
     from pipelines.job import PreprocessRequest, preprocess
 
     extra = []

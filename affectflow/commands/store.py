@@ -63,7 +63,8 @@ def format_inspect(report: dict[str, Any]) -> str:
             pre = ", ".join(f"{k}={v}" for k, v in sp["preprocess"].items()) or "-"
             lines.append(
                 f"  {g['modality']}/{g['spec_id']}: {sp['encoder']} (weights {sp['weights_hash']}), "
-                f"layer {sp['layer']}, pooling {sp['pooling']}, [{sp['num_steps']}, {sp['dim']}] {sp['dtype']}; preprocess {pre}"
+                f"layer {sp['layer']}, pooling {sp['pooling']}, [{sp['num_steps']}, {sp['dim']}] {sp['dtype']}; "
+                f"preprocess {pre}"
             )
     fails = report["failures"]
     if fails["by_kind"]:

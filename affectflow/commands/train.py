@@ -80,7 +80,8 @@ def _cmd_model_summary(args: argparse.Namespace) -> int:
     from modeling.model import model_summary
 
     if args.preset == "tiny" and not args.llm_path:
-        raise InputError("the tiny preset is built from its files: pass --llm-path DIR/qwen2 (see `affectflow tiny-models`)")
+        raise InputError("the tiny preset is built from its files: pass --llm-path DIR/qwen2 "
+                         "(see `affectflow tiny-models`)")
     summary = model_summary(args.preset, llm_path=args.llm_path, visual_dim=args.visual_dim, audio_dim=args.audio_dim)
     if args.json:
         echo(json.dumps(summary, indent=2))
@@ -108,9 +109,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow.tracking_uri)")
     p.add_argument("--no-track", action="store_true",
-                   help="no MLflow: metrics in <out>/metrics.jsonl only (affectflow register RUN_DIR uploads them later)")
+                   help="no MLflow: metrics in <out>/metrics.jsonl only "
+                        "(affectflow register RUN_DIR uploads them later)")
     p.add_argument("--no-register", action="store_true",
-                   help="do not log the final checkpoint as an MLflow model nor register it (see `affectflow register`)")
+                   help="do not log the final checkpoint as an MLflow model nor register it "
+                        "(see `affectflow register`)")
     p.add_argument("--no-bundle-base", action="store_true",
                    help="register without copying the base LLM into the model (the loader then needs its path)")
     add_config_options(p)
