@@ -57,8 +57,6 @@ class StoreMaintenance:
             parts, _ = self._parts(group)
             lat = self._latest(group, parts)
             names = sorted(lat.rows)
-            if len(parts) <= -(-len(names) // part_size):
-                continue  # already as few parts as the size allows
             spec = parts[-1].spec if parts else None
             # Rows whose parts hold different arrays are never merged: a part without the label arrays
             # (written before preprocessing stored labels) must not read back as labelled "" (unlabelled).
@@ -68,6 +66,8 @@ class StoreMaintenance:
             for n in names:
                 by_arrays.setdefault(held[lat.rows[n][0].path], []).append(n)
             chunks = [same[i : i + part_size] for same in by_arrays.values() for i in range(0, len(same), part_size)]
+            if len(parts) <= len(chunks):
+                continue  # already as few parts as the size and the array sets allow
             for chunk in chunks:
                 sources = {lat.rows[n][0].path: lat.rows[n][0] for n in chunk}
                 keys = {path: [k for k in (list(p.arrays) or self._array_names(path)) if k != "name"]

@@ -99,9 +99,20 @@ def init_single_process(backend: str = "gloo") -> None:
 
     if dist.is_initialized():
         return
+    _forget_deepspeed_groups()
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(_free_port()))
     dist.init_process_group(backend, rank=0, world_size=1)
+
+
+def _forget_deepspeed_groups() -> None:
+    """Drop DeepSpeed's cached process groups before a new world: a group of an earlier world in this
+    process (a run whose group was destroyed outside DeepSpeed) would otherwise be reused, and DeepSpeed
+    fails with "Group ... is not registered"."""
+    groups = sys.modules.get("deepspeed.utils.groups")
+    release = getattr(groups, "_release_process_group_references", None)
+    if release is not None:
+        release(None)
 
 
 @contextmanager

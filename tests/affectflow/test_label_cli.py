@@ -68,8 +68,9 @@ def test_a_registered_model_labels_through_ray_as_its_checkpoint(ray_session, ml
     from core.config import load_config
     from registry.register import log_and_register
 
-    registered = log_and_register(trained_checkpoint, load_config(None, [f"mlflow.tracking_uri={mlflow_server}"]),
-                                  name="affectgpt-label-cli", alias="cli")
+    cfg = load_config(None, [f"mlflow.tracking_uri={mlflow_server}", "mlflow.registered_model=affectgpt-label-cli",
+                             "mlflow.alias=cli"])
+    registered = log_and_register(trained_checkpoint, cfg)
     assert registered is not None
     common = ["--input", str(small_store), "--batch-size", "5", "--max-new-tokens", "12", "--set", "ray.num_cpus=2"]
     by_uri, by_path = tmp_path / "uri.parquet", tmp_path / "path.parquet"
