@@ -39,11 +39,17 @@ import sys
 import time
 from pathlib import Path
 
-
 import torch
 
-from modeling.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, AffectGPT, ModelSpec
-from modeling.model import MultimodalFusion, add_lora
+from modeling.model import (
+    QWEN25_7B_CONFIG,
+    REAL_AUDIO_DIM,
+    REAL_VISUAL_DIM,
+    AffectGPT,
+    ModelSpec,
+    MultimodalFusion,
+    add_lora,
+)
 from modeling.prompt import PLACEHOLDER_TOKENS
 
 TINY_CONFIG = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -183,7 +189,9 @@ def mixed_budgets(n: int, seed: int = 0) -> list[int]:
     """30 % of the rows stop near 25 new tokens (20-30), the rest between 150 and 400, shuffled."""
     g = torch.Generator().manual_seed(seed)
     short = int(round(0.3 * n))
-    budgets = torch.cat([torch.randint(20, 31, (short,), generator=g), torch.randint(150, 401, (n - short,), generator=g)])
+    budgets = torch.cat(
+        [torch.randint(20, 31, (short,), generator=g), torch.randint(150, 401, (n - short,), generator=g)]
+    )
     return budgets[torch.randperm(n, generator=g)].tolist()
 
 
@@ -261,14 +269,21 @@ def workloads(args, model: AffectGPT, device: str, name: str) -> dict:
             same = sum(a == b for a, b in zip(rows, results["hf"][1])) if kind != "hf-generate" else None
             print(f"{label:36}{rate:>10.0f}{rate / ceiling:>10.1%}{rate / base:>7.1f}x{steps or '':>8}"
                   f"{'-' if same is None else f'{same}/{n}':>19}")
-            figures[f"{work}_{kind}"] = {"tokens_per_s": rate, "of_bound": rate / ceiling, "vs_hf_generate": rate / base,
-                                         "same_tokens_as_hf": same}
+            figures[f"{work}_{kind}"] = {
+                "tokens_per_s": rate,
+                "of_bound": rate / ceiling,
+                "vs_hf_generate": rate / base,
+                "same_tokens_as_hf": same,
+            }
         figures[f"{work}_bound"] = ceiling
         del decoder
     fixed, mixed = figures["fixed_refill"]["of_bound"], figures["mixed_refill"]["vs_hf_generate"]
-    print(f"\ntargets: fixed >= 40 % of the bound (static + refill: {fixed:.0%}, {'met' if fixed >= 0.4 else 'NOT met'}); "
-          f"mixed >= 3x HF generate (static + refill: {mixed:.1f}x, {'met' if mixed >= 3 else 'NOT met'})"
-          + ("" if device.startswith("cuda") else "; GPU targets: on the CPU the bench only shows that it runs"))
+    print(
+        f"\ntargets: fixed >= 40 % of the bound (static + refill: {fixed:.0%}, "
+        f"{'met' if fixed >= 0.4 else 'NOT met'}); "
+        f"mixed >= 3x HF generate (static + refill: {mixed:.1f}x, {'met' if mixed >= 3 else 'NOT met'})"
+        + ("" if device.startswith("cuda") else "; GPU targets: on the CPU the bench only shows that it runs")
+    )
     return figures
 
 

@@ -24,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-
 import torch
-
 from gpu_generate import SUBTITLE, TINY_CONFIG  # the same tiny shapes and subtitle
+
 from modeling.model import QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM
 
 
@@ -92,8 +91,8 @@ def label_rate(model, n: int, batch: int, new_tokens: int, device: str) -> tuple
     """Samples/s of ``generate`` over ``n`` OV-task samples in batches of ``batch``; and the texts."""
     from modeling.generate import eos_ids_of, fit_prompts
     from modeling.hf_decode import Stops, decode, left_pad
-    from modeling.sampling import GenerationConfig
     from modeling.prompt import question_for
+    from modeling.sampling import GenerationConfig
 
     subs = [" ".join(SUBTITLE.split()[: 8 + (i * 7) % 20]) for i in range(n)]
     g = torch.Generator().manual_seed(1)
@@ -108,7 +107,9 @@ def label_rate(model, n: int, batch: int, new_tokens: int, device: str) -> tuple
         fitted = fit_prompts(model, subs[s:s + batch], [question_for("ov")] * len(subs[s:s + batch]), cfg)
         ids, mask = left_pad([f.ids for f in fitted], model.tokenizer.pad_token_id)
         with torch.inference_mode():
-            embeds = model.inputs_embeds(ids.to(device), model.encode_multimodal(visual[s:s + batch], audio[s:s + batch]))
+            embeds = model.inputs_embeds(
+                ids.to(device), model.encode_multimodal(visual[s : s + batch], audio[s : s + batch])
+            )
         # EOS id -1: every row generates exactly new_tokens (same work for both models).
         rows = decode(model.llm, embeds, mask.to(device), stops=Stops([-1], model.tokenizer.pad_token_id), config=cfg)
         assert eos_ids_of(model) and all(len(r.tokens) == new_tokens for r in rows)

@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-
 import torch
 
 from core.sections import ModelConfig
-from training.loop import optimizer_groups
 from modeling.model import LORA_TARGETS, QWEN25_7B_CONFIG, REAL_AUDIO_DIM, REAL_VISUAL_DIM, add_lora, build_model
+from training.loop import optimizer_groups
 
 TINY_CONFIG = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,

@@ -107,8 +107,15 @@ def main(argv=None) -> int:
         build_tiny_models(models, seed=0)
     cores = os.cpu_count() or 1
     # Parts of one batch, as the loop writes them: the first part then covers the same rows on both sides.
-    cfg = load_config(None, [f"preprocess.batch_size={args.batch_size}", f"preprocess.write_batch_size={args.batch_size}",
-                             f"ray.num_cpus={cores}", *args.set])
+    cfg = load_config(
+        None,
+        [
+            f"preprocess.batch_size={args.batch_size}",
+            f"preprocess.write_batch_size={args.batch_size}",
+            f"ray.num_cpus={cores}",
+            *args.set,
+        ],
+    )
     p = cfg.preprocess
     print(f"corpus {args.n} videos, {cores} cores, batch {args.batch_size}, tiny CLIP/HuBERT on {p.device} "
           f"(dtype {p.dtype}: fp32 on the CPU) on both sides, load avg {os.getloadavg()[0]:.1f}")
@@ -120,7 +127,9 @@ def main(argv=None) -> int:
         runs[f"sequential loop, torch {threads} thread(s)"] = sequential(corpus, models, store, cfg, threads)
     store = work / "ray.zarr"
     shutil.rmtree(store, ignore_errors=True)
-    runs[f"Ray Data pipeline, encoder torch {p.torch_threads} thread(s)"] = ray_run = pipeline(corpus, models, store, cfg)
+    runs[f"Ray Data pipeline, encoder torch {p.torch_threads} thread(s)"] = ray_run = pipeline(
+        corpus, models, store, cfg
+    )
 
     def rates(r: dict) -> tuple[float, float]:
         rest = r["seconds"] - r["first_s"]

@@ -24,7 +24,6 @@ import shutil
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -207,9 +206,11 @@ def main(argv=None) -> int:
     peak = max(r[3] for r in rows)
     if len(rows) == 2:
         (n1, s1, r1, _), (n2, s2, r2, _) = rows
-        print(f"per-row cost at {n2} / at {n1} = {r1 / r2:.2f} (steady rates {r2:.2f} / {r1:.2f} rows/s; target <= 1.1); "
-              f"start-up {s2.first_part_s:.1f}s / {s1.first_part_s:.1f}s; whole runs {s2.seconds:.1f}s / "
-              f"{s1.seconds:.1f}s = {s2.seconds / s1.seconds:.2f} for {n2 / n1:.0f}x the rows")
+        print(
+            f"per-row cost at {n2} / at {n1} = {r1 / r2:.2f} (steady rates {r2:.2f} / {r1:.2f} rows/s; target <= 1.1); "
+            f"start-up {s2.first_part_s:.1f}s / {s1.first_part_s:.1f}s; whole runs {s2.seconds:.1f}s / "
+            f"{s1.seconds:.1f}s = {s2.seconds / s1.seconds:.2f} for {n2 / n1:.0f}x the rows"
+        )
     print(f"peak PSS {peak / 2**30:.2f} GiB  (target <= 3 GiB), driver + its Ray, {cores} cores")
     return 0
 

@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-
 from features.reader import FeatureDataset
 from features.spec import EncoderSpec
 from features.store import FeatureStore
-
 
 
 def specs(dtype: str) -> list[EncoderSpec]:
@@ -105,7 +103,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="samples (default 2000)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--part", type=int, default=256, help="samples per store part (the write batch; store.samples_per_chunk)")
+    ap.add_argument(
+        "--part", type=int, default=256, help="samples per store part (the write batch; store.samples_per_chunk)"
+    )
     ap.add_argument("--compression", choices=["zstd", "none"], default="zstd")
     ap.add_argument("--compact", type=int, metavar="N", help="compact the store into parts of N before reading")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many epochs for each reader")
@@ -131,8 +131,8 @@ def main(argv=None) -> int:
             runs["npy"].append(read_npy(npy_path, names, args.batch, args.seed + r))
             runs["fp16"].append(read_store(store16, args.batch, args.seed + r))
         assert all(run[-1] == args.n for rs in runs.values() for run in rs)
-        load_s, iter_s = min((l + i, l, i) for l, i, _ in runs["fp32"])[1:]
-        load16, iter16 = min((l + i, l, i) for l, i, _ in runs["fp16"])[1:]
+        load_s, iter_s = min((ld + it, ld, it) for ld, it, _ in runs["fp32"])[1:]
+        load16, iter16 = min((ld + it, ld, it) for ld, it, _ in runs["fp16"])[1:]
         npy_s = min(t for t, _ in runs["npy"])
 
         ours_rate = args.n / (load_s + iter_s)
@@ -151,16 +151,25 @@ def main(argv=None) -> int:
             ("bytes on disk (allocated)", f"{z_alloc:,}", f"{n_alloc:,}", f"{z_alloc / n_alloc:.1%}"),
             ("load into memory (s)", f"{load_s:.3f}", "-", ""),
             ("epoch of batches (s)", f"{iter_s:.3f}", f"{npy_s:.3f}", ""),
-            ("read rate incl. load (samples/s)", f"{ours_rate:,.0f}", f"{base_rate:,.0f}", f"{ours_rate / base_rate:.1f}x"),
+            (
+                "read rate incl. load (samples/s)",
+                f"{ours_rate:,.0f}",
+                f"{base_rate:,.0f}",
+                f"{ours_rate / base_rate:.1f}x",
+            ),
         ]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             print("  " + r[0].ljust(widths[0]) + "  " + "  ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:])))
-        print(f"the store's default fp16 (the dtype alone, against the fp32 store): bytes {h_app:,} apparent "
-              f"({h_app / z_app:.1%}), {h_alloc:,} allocated ({h_alloc / z_alloc:.1%}); read rate incl. load "
-              f"{rate16:,.0f} samples/s ({rate16 / ours_rate:.1f}x the fp32 store, {rate16 / base_rate:.1f}x the npy files)")
         print(
-            f"targets (like for like, fp32): read rate >= 1x baseline: {'met' if ours_rate >= base_rate else 'NOT met'}; "
+            f"the store's default fp16 (the dtype alone, against the fp32 store): bytes {h_app:,} apparent "
+            f"({h_app / z_app:.1%}), {h_alloc:,} allocated ({h_alloc / z_alloc:.1%}); read rate incl. load "
+            f"{rate16:,.0f} samples/s ({rate16 / ours_rate:.1f}x the fp32 store, "
+            f"{rate16 / base_rate:.1f}x the npy files)"
+        )
+        print(
+            "targets (like for like, fp32): read rate >= 1x baseline: "
+            f"{'met' if ours_rate >= base_rate else 'NOT met'}; "
             f"bytes <= 50% of baseline: {'met' if z_app <= 0.5 * n_app else 'NOT met'} (apparent), "
             f"{'met' if z_alloc <= 0.5 * n_alloc else 'NOT met'} (allocated)"
         )

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
 
     from core.config import load_config
     from core.runtime import init_ray
-    from synth.tiny_models import build_tiny_models
     from synth.features import SyntheticFeatures, write_synthetic_store
+    from synth.tiny_models import build_tiny_models
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-train-report-"))
     models = work / "models"

@@ -87,7 +87,7 @@ def _wait_http(url: str, proc, what: str, timeout: float = 60.0) -> None:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
-        except Exception:
+        except Exception:  # noqa: BLE001 - not up yet: any error means try again
             time.sleep(0.5)
     raise RuntimeError(f"{what} did not answer {url} within {timeout:.0f}s")
 
@@ -168,8 +168,16 @@ def s3_server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
     try:
         _wait_http(f"{endpoint}/moto-api/", proc, "moto server")
         yield endpoint

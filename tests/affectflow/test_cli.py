@@ -11,7 +11,9 @@ from affectflow.cli import build_parser
 
 
 def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "affectflow.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "affectflow.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for name in ("tiny-models", "synth-corpus", "demo", "config"):
         assert name in out
 

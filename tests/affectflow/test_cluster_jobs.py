@@ -124,7 +124,7 @@ class LocalCluster:
             try:
                 if probe():
                     return
-            except Exception:
+            except Exception:  # noqa: BLE001 - not ready yet: any error means try again
                 pass
             time.sleep(1)
         raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {self.root}")
@@ -172,7 +172,7 @@ def cluster():
 def _job_logs(client, job_id: str) -> str:
     try:
         return client.get_job_logs(job_id)
-    except Exception as exc:  # the logs are for the failure message only
+    except Exception as exc:  # noqa: BLE001 - the logs are for the failure message only
         return f"(no logs: {exc})"
 
 

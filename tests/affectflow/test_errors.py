@@ -1,4 +1,5 @@
-"""One error hierarchy: what the user can fix prints ``affectflow CMD: error: …`` and exits 2; a bug keeps its traceback.
+"""One error hierarchy: what the user can fix prints ``affectflow CMD: error: …`` and exits 2; a bug keeps its
+traceback.
 
 Every case goes through ``affectflow.cli.main`` on real files; none starts Ray.
 """
@@ -56,7 +57,9 @@ def test_config_error_names_the_key(capsys):
     err = user_error(capsys, "config", "config", "show", "--set", "train.lr=-1")
     assert "train: lr must be > 0, got -1.0" in err
     # Checked when the config loads, not in a labeling actor.
-    err = user_error(capsys, "config", "config", "show", "--set", "label.do_sample=true", "--set", "label.temperature=0")
+    err = user_error(
+        capsys, "config", "config", "show", "--set", "label.do_sample=true", "--set", "label.temperature=0"
+    )
     assert "label: temperature must be > 0, got 0.0" in err
 
 

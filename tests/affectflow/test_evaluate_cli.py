@@ -348,8 +348,8 @@ def test_results_folder_table_and_json(capsys, release, tmp_path):
 def test_results_folder_errors(capsys, release, tmp_path):
     import os
 
-    from tests.scoring.test_results import MODEL
     from scoring.results import openset_path
+    from tests.scoring.test_results import MODEL
 
     out, gold = release
     code, _, err = run_cli(capsys, "--results", str(out))

@@ -88,7 +88,9 @@ def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_checkpoint, synth_
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     t0 = time.perf_counter()
-    assert main(["preprocess", "--corpus", str(synth_corpus), "--store", str(blocker), "--models", str(models_dir)]) == 2
+    assert (
+        main(["preprocess", "--corpus", str(synth_corpus), "--store", str(blocker), "--models", str(models_dir)]) == 2
+    )
     assert f"--store {blocker} is a file, not a folder" in capsys.readouterr().err
     assert main(["label", "--input", str(synth_corpus), "--model", str(tiny_checkpoint), "--models", str(models_dir),
                  "--out", str(blocker / "labels.parquet")]) == 2
@@ -101,9 +103,8 @@ def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_checkpoint, synth_
 
 def test_label_fails_over_its_failure_rate_and_says_how_to_retry(ray_session, tiny_checkpoint, synth_corpus,
                                                                models_dir, tmp_path, capsys):
-    from tests.fixtures.pipeline import copy_corpus
-
     from affectflow.cli import main
+    from tests.fixtures.pipeline import copy_corpus
 
     names = [f"sample_{i:08d}" for i in range(4)]
     corpus = copy_corpus(synth_corpus, tmp_path / "corpus", names)

@@ -82,7 +82,9 @@ def test_a_failed_gate_names_the_recorded_failures(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("affectflow label: 12 failed (60.00% of the output, this run's and earlier ones') exceeds "
                         "--max-failure-rate 1.00%; the failures recorded:")
-    assert lines[1:11] == [f"  sample_{i:02d}: video/missing: video/sample_{i:02d}.mp4 does not exist" for i in range(10)]
+    assert lines[1:11] == [
+        f"  sample_{i:02d}: video/missing: video/sample_{i:02d}.mp4 does not exist" for i in range(10)
+    ]
     assert lines[11:] == ["  ... and 2 more", "fix those inputs, then rerun with --retry-failed"]
 
 

@@ -26,7 +26,9 @@ def test_cluster_yaml_passes_ray_schema():
 def test_cluster_has_cpu_and_gpu_groups():
     config = _load()
     types = config["available_node_types"]
-    assert any("p4d" in t["node_config"]["InstanceType"] or "p5" in t["node_config"]["InstanceType"] for t in types.values())
+    assert any(
+        "p4d" in t["node_config"]["InstanceType"] or "p5" in t["node_config"]["InstanceType"] for t in types.values()
+    )
     setup = "\n".join(config["setup_commands"])
     assert "torch==2.13.0" in setup and "constraints.txt" in setup
     assert "AFFECTFLOW_STORE" in setup and "MLFLOW_TRACKING_URI" in setup

@@ -19,7 +19,9 @@ def test_defaults_are_a_config():
     assert cfg.model.lora_r == 16 and cfg.model.lora_alpha == 32
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_every_shipped_yaml_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)

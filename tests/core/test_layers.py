@@ -17,8 +17,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("core", "features", "scoring", "pipelines", "modeling", "training", "registry", "inference", "review", "synth",
-          "affectflow")
+LAYERS = (
+    "core",
+    "features",
+    "scoring",
+    "pipelines",
+    "modeling",
+    "training",
+    "registry",
+    "inference",
+    "review",
+    "synth",
+    "affectflow",
+)
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 

@@ -98,5 +98,7 @@ def test_stored_form_keeps_unlabelled_apart_from_neutral():
 
 def test_a_byte_that_is_not_utf8_costs_only_its_character(tmp_path):
     write(tmp_path, TRACK2, "name,openset\na,[happy]\n")
-    (tmp_path / TRACK3).write_bytes("\ufeffname,reason\na,caf\xe9 talk\nb,fine\n".encode("utf-8").replace(b"\xc3\xa9", b"\xe9"))
+    (tmp_path / TRACK3).write_bytes(
+        "\ufeffname,reason\na,caf\xe9 talk\nb,fine\n".encode("utf-8").replace(b"\xc3\xa9", b"\xe9")
+    )
     assert by_name(read_corpus_labels(tmp_path)) == {"a": (["happy"], "caf\ufffd talk"), "b": (None, "fine")}

@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import StoreError
 from features.spec import EncoderSpec, hash_weights
 from features.store import SAMPLES, FeatureStore, feature_group, part_id_for
-from core.errors import StoreError
 
 REPO = Path(__file__).resolve().parents[2]
-FACE = EncoderSpec("face", "clip:tiny", "aaaa", "image_embeds", "none", 16, preprocess={"image_size": 224, "faces": "openface"})
+FACE = EncoderSpec(
+    "face", "clip:tiny", "aaaa", "image_embeds", "none", 16, preprocess={"image_size": 224, "faces": "openface"}
+)
 AUDIO = EncoderSpec("audio", "hubert:tiny", "bbbb", "mean_last_4", "time_mean", 12, preprocess={"sample_rate": 16000})
 
 
@@ -33,7 +35,9 @@ def make_batch(names, failed=(), specs=(FACE, AUDIO), salt=0) -> dict:
         "name": np.array(names, dtype=object),
         "subtitle": np.array([f"subtitle of {n}" for n in names], dtype=object),
         "status": np.array(["failed" if n in failed else "ok" for n in names], dtype=object),
-        "error": np.array([f"decode: corrupt video /corpus/video/{n}.mp4" if n in failed else "" for n in names], dtype=object),
+        "error": np.array(
+            [f"decode: corrupt video /corpus/video/{n}.mp4" if n in failed else "" for n in names], dtype=object
+        ),
         **{s.modality: np.stack([features_of(n, s, salt) for n in names]) for s in specs},
     }
 
@@ -49,7 +53,10 @@ def test_spec_id_is_canonical_and_round_trips():
     b = EncoderSpec("face", "clip", "h", "image_embeds", "none", 768, preprocess=(("a", "1"), ("b", "2")))
     assert a == b and a.spec_id() == b.spec_id() and len(a.spec_id()) == 12
     assert EncoderSpec.from_json(a.to_json()) == a
-    assert a.spec_id() != EncoderSpec("face", "clip", "h2", "image_embeds", "none", 768, preprocess={"b": 2, "a": "1"}).spec_id()
+    assert (
+        a.spec_id()
+        != EncoderSpec("face", "clip", "h2", "image_embeds", "none", 768, preprocess={"b": 2, "a": "1"}).spec_id()
+    )
     with pytest.raises(ValueError, match="modality"):
         EncoderSpec("video", "clip", "h", "x", "none", 8)
     with pytest.raises(ValueError, match="dim"):
@@ -72,7 +79,9 @@ def test_hash_weights(tmp_path):
 
 def test_round_trip_and_failures(store):
     names = [f"s{i:02d}" for i in range(10)]
-    summary = store.write_part([FACE, AUDIO], make_batch(names[:6], failed={"s03"}) | {"video": np.array(["v.mp4"] * 6)})
+    summary = store.write_part(
+        [FACE, AUDIO], make_batch(names[:6], failed={"s03"}) | {"video": np.array(["v.mp4"] * 6)}
+    )
     assert list(summary["name"]) == names[:6] and summary["status"][3] == "failed"
     store.write_part([FACE, AUDIO], make_batch(names[6:]))
 
@@ -143,7 +152,9 @@ def test_uncommitted_part_is_invisible_then_overwritten(tmp_path, monkeypatch):
     assert list(store.samples()["name"]) == names  # the samples part was rewritten, not duplicated
 
     # an orphan from a batch the resumed run composed differently: vacuum removes it
-    store._write_arrays(f"{feature_group(FACE)}/parts/orphan", {"values": np.ones((1, 8, 16), np.float16)}, {"committed": False})
+    store._write_arrays(
+        f"{feature_group(FACE)}/parts/orphan", {"values": np.ones((1, 8, 16), np.float16)}, {"committed": False}
+    )
     assert store.vacuum() == {"uncommitted": 1, "superseded": 0}
     assert not (face_parts / "orphan").exists() and store.done_names([FACE, AUDIO]) == set(names)
 
@@ -175,7 +186,12 @@ def test_retry_of_failed_sample_replaces_it(store):
 
     # the same batch again (e.g. a forced rewrite) gets a new generation, never clobbers a committed part
     store.write_part([FACE, AUDIO], make_batch(["r1", "r3"], salt=2))
-    np.testing.assert_allclose(store.read([FACE], names=["r1"], dtype=np.float32)["face"][0], features_of("r1", FACE, salt=2), atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(
+        store.read([FACE], names=["r1"], dtype=np.float32)["face"][0],
+        features_of("r1", FACE, salt=2),
+        atol=2e-3,
+        rtol=1e-3,
+    )
     assert store.vacuum(superseded=True)["superseded"] == 1 * 3  # the salt=1 part in samples, face and audio
     assert len(store.read([FACE, AUDIO])["name"]) == 4
 
@@ -185,7 +201,9 @@ def test_second_encoder_spec_beside_the_first(tmp_path):
     names = ["e0", "e1", "e2"]
     store.write_part([FACE, AUDIO], make_batch(names))
     first = {p: p.stat().st_mtime_ns for p in (tmp_path / "store.zarr" / feature_group(FACE)).rglob("*")}
-    face2 = EncoderSpec("face", "clip:tiny", "cccc", "image_embeds", "none", 24, preprocess={"image_size": 224, "faces": "opencv"})
+    face2 = EncoderSpec(
+        "face", "clip:tiny", "cccc", "image_embeds", "none", 24, preprocess={"image_size": 224, "faces": "opencv"}
+    )
     store.write_part([face2], {"name": np.array(names), "face": np.ones((3, 8, 24), np.float32)})
 
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store.zarr" / feature_group(FACE)).rglob("*")} == first
@@ -219,7 +237,12 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     path = str(tmp_path / "store.zarr")
     start_at = str(time.time() + 3.0)
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, path, str(w), str(REPO), start_at], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, path, str(w), str(REPO), start_at],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(3)
     ]
     for p in procs:
@@ -255,7 +278,9 @@ def test_inspect_and_cli(tmp_path, capsys):
     assert main(["store", "inspect", store.path]) == 0
     text = capsys.readouterr().out
     assert "3 ok, 1 failed" in text and FACE.spec_id() in text and "clip:tiny" in text and "decode: 1" in text
-    assert main(["store", "compact", store.path, "--part-size", "8"]) == 0 and "wrote 0 parts" in capsys.readouterr().out
+    assert (
+        main(["store", "compact", store.path, "--part-size", "8"]) == 0 and "wrote 0 parts" in capsys.readouterr().out
+    )
     assert main(["store", "inspect", str(tmp_path / "nowhere")]) == 2
     assert "not a feature store" in capsys.readouterr().err
 

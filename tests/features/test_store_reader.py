@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from core.errors import StoreError
 from features.labels import read_corpus_labels
 from features.reader import FeatureDataset, collate_features
 from features.spec import EncoderSpec
 from features.store import FeatureStore
-from core.errors import StoreError
 from pipelines.operators import read_store
 
 FACE = EncoderSpec("face", "clip:tiny", "aaaa", "image_embeds", "none", 16)
@@ -59,9 +59,13 @@ def test_dataset_items_join_labels(store):
     item = ds[0]
     assert item["name"] == "n00" and item["subtitle"] == "sub n00"
     assert item["visual"].shape == (8, 16) and item["audio"].shape == (8, 12)
-    assert item["visual"].dtype == torch.float32 and float(item["visual"][0, 0]) == 0 and float(item["audio"][0, 0]) == 0.5
+    assert (
+        item["visual"].dtype == torch.float32 and float(item["visual"][0, 0]) == 0 and float(item["audio"][0, 0]) == 0.5
+    )
     assert item["openset"] == ["happy", "relaxed"] and item["reason"] == "In the text, joy."
-    assert ds[1]["openset"] == [] and ds[1]["reason"] is None  # an empty list stays empty (neutral is the prompt's call)
+    assert (
+        ds[1]["openset"] == [] and ds[1]["reason"] is None
+    )  # an empty list stays empty (neutral is the prompt's call)
     assert ds[2]["openset"] == [] and ds[2]["reason"] == "In the text, calm."
     assert ds[ds.names.index("n07")]["openset"] == [] and ds[ds.names.index("n07")]["reason"] is None
     frame = FeatureDataset(store.path, visual="frame")
@@ -114,7 +118,11 @@ def test_read_store_gives_the_feature_dataset_rows(store, ray_session):
     assert [r["name"] for r in rows] == torch_ds.names
     r0 = rows[0]
     assert r0["visual"].shape == (8, 16) and r0["audio"].shape == (8, 12) and r0["visual"].dtype == np.float32
-    assert list(r0["openset"]) == ["happy", "relaxed"] and r0["reason"] == "In the text, joy." and r0["subtitle"] == "sub n00"
+    assert (
+        list(r0["openset"]) == ["happy", "relaxed"]
+        and r0["reason"] == "In the text, joy."
+        and r0["subtitle"] == "sub n00"
+    )
     assert list(rows[1]["openset"]) == [] and rows[1]["reason"] is None
     for r in rows:
         assert float(r["audio"][0, 0]) == NAMES.index(r["name"]) + 0.5

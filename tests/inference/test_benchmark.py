@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from affectflow import cli as affectflow_cli
-from synth.corpus import EMOTIONS, MAIN_WORD, crop_faces, render_video
-from synth.unibench import write_unibench
 from core.config import load_config
-from inference.benchmark import BenchmarkRequest, benchmark
 from core.errors import BenchmarkError
+from inference.benchmark import BenchmarkRequest, benchmark
 from scoring.report import PAPER
 from scoring.unibench import DATASETS, load_gold
+from synth.corpus import EMOTIONS, MAIN_WORD, crop_faces, render_video
+from synth.unibench import write_unibench
 
 N = 3
 TEMPLATE = "The character's emotional state is {}."
@@ -336,5 +336,8 @@ def test_only_the_asked_task_is_scored_from_a_reused_table(unibench, wheel_dir, 
                       labeler=two_tasks)
     plain = benchmark(bench_request(["ckpt"], unibench.root, tmp_path / "plain", wheel_dir, *one, datasets=["MER2023"]),
                       labeler=tint_labeler)
-    assert mixed["models"]["ckpt"]["datasets"]["MER2023"]["score"] == plain["models"]["ckpt"]["datasets"]["MER2023"]["score"]
+    assert (
+        mixed["models"]["ckpt"]["datasets"]["MER2023"]["score"]
+        == plain["models"]["ckpt"]["datasets"]["MER2023"]["score"]
+    )
     assert plain["models"]["ckpt"]["datasets"]["MER2023"]["score"] == pytest.approx(1.0)

@@ -7,7 +7,6 @@ import pytest
 from core.config import load_config
 from inference.infer import InferRequest, infer
 
-
 NAME = "sample_00000002"
 
 

@@ -117,8 +117,8 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     assert s.failed == len(NAMES) and set(s.failures) == {"prompt/too-long"}
     assert t["error"].str.startswith("prompt/too-long: the prompt is over 150 tokens").all()
 
-    from registry.resolve import load_model
     from modeling.prompt import build_prompt
+    from registry.resolve import load_model
 
     model, _ = load_model(str(tiny_checkpoint), device="cpu")
     bare = len(model.tokenizer(build_prompt("", question_for("ov")), add_special_tokens=False)["input_ids"])

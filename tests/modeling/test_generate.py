@@ -11,7 +11,6 @@ from modeling.generate import clean_output, generate, generate_raw
 from modeling.hf_decode import Stops, decode, left_pad
 from modeling.sampling import GenerationConfig, sample_seed
 
-
 SUBTITLES = ["hello there", "", "a much longer subtitle with many more words in it " * 3, "ok", "why not", "x y z"]
 TASKS = ["ov", "description", "ov", "description", "ov", "description"]
 
@@ -28,7 +27,9 @@ def test_left_pad_right_aligns_rows():
 
 
 def test_clean_output_cuts_at_the_marker_and_stop_string():
-    assert clean_output(" The character's emotional state is happy.###junk") == "The character's emotional state is happy."
+    assert (
+        clean_output(" The character's emotional state is happy.###junk") == "The character's emotional state is happy."
+    )
     assert clean_output("###Human: hi ###Assistant: sad, tired ### more") == "sad, tired"
 
 
@@ -139,7 +140,9 @@ def test_the_prompt_budget_does_not_depend_on_the_answer_budget(tiny_model, one_
         assert kept.fits and not kept.shortened and kept.subtitle_kept == kept.subtitle_tokens > 40
         assert cut.fits and cut.shortened and len(cut.ids) <= MAX_PROMPT_TOKENS < cut.subtitle_tokens
     visual, audio = _features(2)
-    _, rows = generate_raw(tiny_model, visual, audio, [subtitle, long], ["ov", "ov"], GenerationConfig(max_new_tokens=4))
+    _, rows = generate_raw(
+        tiny_model, visual, audio, [subtitle, long], ["ov", "ov"], GenerationConfig(max_new_tokens=4)
+    )
     assert rows[0].subtitle_cut == 0 and rows[1].subtitle_cut > 2000 and all(len(r.tokens) == 4 for r in rows)
 
 

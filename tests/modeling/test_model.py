@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from core.sections import ModelConfig
-from synth.features import SyntheticFeatures
-from training.data import Collator, PromptDataset
 from modeling.model import AffectGPT, build_model, model_summary
 from modeling.prompt import AUDIO_TOKEN, FACE_TOKEN, MULTI_TOKEN
+from synth.features import SyntheticFeatures
+from training.data import Collator, PromptDataset
 
 QWEN25_7B_COUNTS = {"lora": 40_370_176, "fusion": 3_939_076, "projectors": 10_103_296, "trainable": 54_412_548}
 

@@ -321,7 +321,9 @@ def test_the_visual_stream_comes_from_the_file_or_the_flag(released, tiny_models
                                                       r"face_or_frame='multiframe_audio_frame_text' \(frame\)"):
         import_released(frame, tiny_models["llm"], tmp_path / "frame-as-face", visual="face")
     unknown = write_released(tmp_path / "none.pth", released[1], config={"model": {}})
-    with pytest.raises(ReleasedCheckpointError, match=r"none\.pth: the file does not say which visual stream.*--visual"):
+    with pytest.raises(
+        ReleasedCheckpointError, match=r"none\.pth: the file does not say which visual stream.*--visual"
+    ):
         import_released(unknown, tiny_models["llm"], tmp_path / "none")
     assert not (tmp_path / "none").exists()
     assert import_released(unknown, tiny_models["llm"], tmp_path / "forced", visual="face").visual_stream == "face"

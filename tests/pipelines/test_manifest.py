@@ -36,7 +36,9 @@ def test_mer2025_rows(synth_corpus):
 def test_mer2025_bad_rows_name_the_file(bad_corpus):
     rows = {r.name: r for r in read_mer2025(bad_corpus)}
     assert rows["../evil"].error.startswith("manifest/bad-name") and "subtitle_chieng.csv line" in rows["../evil"].error
-    assert rows["bad_missing"].error.startswith("manifest/missing-file") and "bad_missing.mp4" in rows["bad_missing"].error
+    assert (
+        rows["bad_missing"].error.startswith("manifest/missing-file") and "bad_missing.mp4" in rows["bad_missing"].error
+    )
     assert rows["bad_utf8"].error.startswith("subtitle/not-utf8") and "subtitle_chieng.csv" in rows["bad_utf8"].error
     assert rows["good_nowav"].audio == "" and not rows["good_nowav"].error
     assert not rows["good_0"].error and rows["good_0"].openset
@@ -54,7 +56,9 @@ def test_mer2025_labels_are_the_label_reader_s(tmp_path):
     rows = {r.name: r for r in read_mer2025(tmp_path)}
     labels = read_corpus_labels(tmp_path).set_index("name")
     for name in ("a", "b", "c"):
-        assert rows[name].openset == labels.loc[name, "openset"] and rows[name].reason == (labels.loc[name, "reason"] or "")
+        assert rows[name].openset == labels.loc[name, "openset"] and rows[name].reason == (
+            labels.loc[name, "reason"] or ""
+        )
     assert (rows["a"].openset, rows["a"].reason) == (["happy"], "In the text, a.")
     assert (rows["b"].openset, rows["b"].reason) == ([], "")  # labelled neutral
     assert (rows["c"].openset, rows["c"].reason) == (None, "In the text, c.")  # a description, no label list
@@ -120,7 +124,8 @@ def test_folder_links_stay_inside_the_root(tmp_path, synth_corpus):
     assert followed["away"].error == "" and followed["gone"].error.startswith("manifest/dangling-link")
 
 def write_shards(out, corpus, names, per_shard=2):
-    """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.npy`` (face stack), ``{key}.json`` (subtitle, labels)."""
+    """WebDataset shards: ``{key}.mp4``, ``{key}.wav``, ``{key}.npy`` (face stack), ``{key}.json``
+    (subtitle, labels)."""
     import pandas as pd
 
     subs = pd.read_csv(corpus / "subtitle_chieng.csv").set_index("name")["english"]

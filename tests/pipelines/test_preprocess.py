@@ -9,7 +9,6 @@ import sys
 from fractions import Fraction
 
 import numpy as np
-import pytest
 
 from features.store import FeatureStore
 from pipelines.job import PreprocessRequest, preprocess
@@ -23,12 +22,11 @@ NAMES = [f"sample_{i:08d}" for i in (0, 3, 5)]  # 16 kHz mono, 44.1 kHz stereo, 
 
 def direct_features(corpus, models, names):
     """The same samples encoded with plain transformers calls (processor + model), no pipeline code."""
+    import cv2
     import decord
     import librosa
     import torch
     from transformers import CLIPImageProcessorPil, CLIPModel, HubertModel, Wav2Vec2FeatureExtractor
-
-    import cv2
 
     clip = CLIPModel.from_pretrained(str(models / "clip")).eval()
     proc = CLIPImageProcessorPil.from_pretrained(str(models / "clip"))

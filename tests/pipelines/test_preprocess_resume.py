@@ -28,8 +28,22 @@ def test_kill_9_then_rerun_equals_uninterrupted(ray_session, reference_store, sy
     # The CLI joins this session's Ray (as a driver on a cluster would): killing the driver must
     # leave a store that the next run completes without duplicates or losses.
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
-    cmd = [sys.executable, "-m", "affectflow.cli", "preprocess", "--corpus", str(synth_corpus),
-           "--store", str(store), "--models", str(models_dir), "--set", "preprocess.batch_size=2", "--set", "preprocess.write_batch_size=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "affectflow.cli",
+        "preprocess",
+        "--corpus",
+        str(synth_corpus),
+        "--store",
+        str(store),
+        "--models",
+        str(models_dir),
+        "--set",
+        "preprocess.batch_size=2",
+        "--set",
+        "preprocess.write_batch_size=2",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fs = FeatureStore(str(store))
     killed_at = None

@@ -170,7 +170,12 @@ def test_decode_stage_records_every_bad_input(bad_corpus):
         assert s.status == "failed" and s.error.startswith(kind + ":"), (name, s.error)
         assert word in s.error, (name, s.error)
         assert not s.frames.any()
-    batch = stage({k: np.array([r[k] for r in rows.values()] + [None], dtype=object)[:-1] for k in ("name", "video", "audio", "face", "subtitle", "error")})
+    batch = stage(
+        {
+            k: np.array([r[k] for r in rows.values()] + [None], dtype=object)[:-1]
+            for k in ("name", "video", "audio", "face", "subtitle", "error")
+        }
+    )
     assert batch["frames"].shape == (len(rows), 8, 224, 224, 3)
     assert sorted(batch["name"][batch["status"] == "ok"]) == sorted(GOOD)
 

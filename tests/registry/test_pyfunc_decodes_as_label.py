@@ -11,9 +11,9 @@ from core.config import load_config
 from features.store import FeatureStore
 from inference.labeling import LabelRequest, label
 from inference.table import read_table
+from modeling.checkpoint import read_spec
 from registry.pyfunc import AffectGPTPyfunc, signature
 from registry.resolve import BASE_ARTIFACT, CKPT_ARTIFACT
-from modeling.checkpoint import read_spec
 
 
 @pytest.mark.parametrize("decoding", ["greedy", "released"])
@@ -34,9 +34,15 @@ def test_served_model_gives_label_s_text(ray_session, small_store, tiny_checkpoi
     feats = fs.read(["face", "audio"], dtype="float32")
     subs = fs.samples(["subtitle"]).set_index("name")["subtitle"]
     rows = [(i, n, t) for i, n in enumerate(feats["name"]) for t in ("ov", "sentiment")]
-    df = pd.DataFrame({"name": [n for _, n, _ in rows], "task": [t for _, _, t in rows],
-                       "visual": [feats["face"][i] for i, _, _ in rows], "audio": [feats["audio"][i] for i, _, _ in rows],
-                       "subtitle": [subs[n] for _, n, _ in rows]})
+    df = pd.DataFrame(
+        {
+            "name": [n for _, n, _ in rows],
+            "task": [t for _, _, t in rows],
+            "visual": [feats["face"][i] for i, _, _ in rows],
+            "audio": [feats["audio"][i] for i, _, _ in rows],
+            "subtitle": [subs[n] for _, n, _ in rows],
+        }
+    )
     got = served.predict(df, params={"decoding": decoding, "seed": 7})
     assert list(zip(df["name"], df["task"])) == list(zip(table["name"], table["task"]))
     assert list(got["text"]) == list(table["text"])

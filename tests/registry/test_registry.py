@@ -14,9 +14,9 @@ import pytest
 
 from core.config import load_config
 from core.tracking import tracking_uri
-from registry.resolve import resolve_model
 from modeling.checkpoint import find_checkpoint
 from registry.register import log_and_register
+from registry.resolve import resolve_model
 from tests.conftest import REPO, _free_port
 from tests.fixtures.inference import build_checkpoint
 

@@ -84,7 +84,9 @@ def test_scores_every_checkpoint_and_picks_the_best(release, wheel_dir):
     summary = score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)))
     assert list(summary["datasets"]) == ["MER2023", "CMUMOSI", "OVMERDPlus"]
     mer = summary["datasets"]["MER2023"]["checkpoints"]
-    assert sorted(mer) == [p.name for p in sorted((out / "results-mer2023" / MODEL).glob("checkpoint_*_loss_0.500.npz"))]
+    assert sorted(mer) == [
+        p.name for p in sorted((out / "results-mer2023" / MODEL).glob("checkpoint_*_loss_0.500.npz"))
+    ]
     assert [mer[c]["score"] for c in sorted(mer)] == pytest.approx([1.0, 0.5, 0.75, 0.25, 0.75])
     best = summary["best"]
     # The release picks with np.argmax over the scores of sorted(glob('*.npz')) (evaluation.py:230-269):
@@ -156,6 +158,8 @@ def test_malicious_pickle_is_refused(release, wheel_dir, tmp_path):
     ckpt = out / "results-mer2023" / MODEL / "checkpoint_000030_loss_0.500.npz"
     np.savez(results.openset_path(ckpt), filenames=np.array(list(MER_GOLD)),
              fileitems=np.array([SystemCall()] * len(MER_GOLD), dtype=object))
-    with pytest.raises(UnsafeNpzError, match="refused to unpickle global posix.system|refused to unpickle global os.system"):
+    with pytest.raises(
+        UnsafeNpzError, match="refused to unpickle global posix.system|refused to unpickle global os.system"
+    ):
         score_results(out, gold, ScoreConfig(wheel_dir=str(wheel_dir)))
     assert not marker.exists()

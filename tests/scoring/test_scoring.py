@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.errors import WheelError
+from features.labels import labels_or_neutral, parse_openset
 from scoring import metrics
 from scoring.parse import (
     clean_response,
@@ -22,8 +24,7 @@ from scoring.wheel import (
     level1_grouping,
     read_wheel_tree,
 )
-from core.errors import WheelError
-from features.labels import labels_or_neutral, parse_openset
+
 
 @pytest.fixture(scope="session")
 def wheel(wheel_dir) -> EmotionWheel:

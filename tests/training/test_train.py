@@ -189,7 +189,9 @@ def preprocessed(ray_session, synth_corpus, models_dir, tmp_path_factory):
 def test_training_reads_the_labels_preprocessing_stored(preprocessed):
     root, store = preprocessed
     csv = read_corpus_labels(root)
-    want = {n: (o or [], r) for n, o, r in zip(csv["name"], csv["openset"], csv["reason"]) if o is not None or r is not None}
+    want = {
+        n: (o or [], r) for n, o, r in zip(csv["name"], csv["openset"], csv["reason"]) if o is not None or r is not None
+    }
     assert sorted(want) == LABELLED[:5] and want[LABELLED[4]][0] == [] and "angry" not in want[LABELLED[0]][0]
     for corpus in (None, str(root)):  # the stored labels, then the corpus CSVs: the same
         data = load_features(str(store), corpus)
@@ -202,8 +204,18 @@ def test_train_with_store_only(preprocessed, tiny_models, tmp_path, capsys):
     _, store = preprocessed
     sets = [f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", "train.global_batch_size=2",
             "train.micro_batch_size=1", "train.steps_per_epoch=2", "train.max_tokens=256", "train.progress=false"]
-    args = ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--models", str(Path(tiny_models["llm"]).parent),
-            "--workers", "1", "--no-register"]
+    args = [
+        "train",
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "run"),
+        "--models",
+        str(Path(tiny_models["llm"]).parent),
+        "--workers",
+        "1",
+        "--no-register",
+    ]
     assert main(args + [x for s in sets for x in ("--set", s)]) == 0
     final = Path(capsys.readouterr().out.split("final checkpoint: ")[1].split()[0])
     assert final.name == f"step_{2:08d}"
@@ -227,6 +239,8 @@ def test_a_store_partly_without_labels_needs_the_corpus(tmp_path):
     write_synthetic_store(SyntheticFeatures(4, 8, 4, seed=2), store, corpus, labels_in_store=False)
     # The first two again, with labels (their label CSVs go elsewhere: the corpus keeps all four).
     write_synthetic_store(SyntheticFeatures(2, 8, 4, seed=3), store, str(tmp_path / "corpus2"))
-    with pytest.raises(StoreError, match=r"2 samples of feature store .* without labels \(e.g. 'synth_00002'.*--corpus ROOT"):
+    with pytest.raises(
+        StoreError, match=r"2 samples of feature store .* without labels \(e.g. 'synth_00002'.*--corpus ROOT"
+    ):
         store_labels(store)
     assert len(load_features(store, corpus)) == 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from modeling.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
 from synth.features import SyntheticFeatures
 from training.data import Collator, PromptDataset, epoch_order
 from training.loop import lr_factor, optimizer_groups, steps_plan
-from modeling.prompt import QUESTIONS, build_prompt, draw_task, encode_example, ov_answer
 
 RELEASED_PROMPT = (
     "###Human: The audio and video merged info is: <Multi><MultiHere></Multi>. The audio content is as "
@@ -103,7 +103,9 @@ def test_lr_schedule_defaults_are_constant():
 def test_steps_plan():
     from core.config import load_config
 
-    cfg = load_config(None, ["train.global_batch_size=8", "train.micro_batch_size=2", "train.workers=2", "train.epochs=3"])
+    cfg = load_config(
+        None, ["train.global_batch_size=8", "train.micro_batch_size=2", "train.workers=2", "train.epochs=3"]
+    )
     assert steps_plan(35, cfg.train, 2) == (2, 4, 12)
     with pytest.raises(Exception, match="multiple"):
         load_config(None, ["train.global_batch_size=6", "train.micro_batch_size=4"])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from core.config import load_config
+from modeling.model import AffectGPT
+from modeling.prompt import QUESTIONS, encode_example, ov_answer
 from synth.features import SyntheticFeatures, write_synthetic_store
 from training.data import load_features
 from training.loop import LoopHooks, run_loop, single_process
-from modeling.model import AffectGPT
-from modeling.prompt import QUESTIONS, encode_example, ov_answer
 
 N_TRAIN, N_HELD_OUT = 192, 48
 N_CORPUS = 96
@@ -53,10 +53,10 @@ def test_tiny_model_learns_the_emotion_from_features(tiny_models, tmp_path):
 @pytest.mark.slow  # about a minute on 2 cores
 def test_tiny_model_learns_the_emotion_from_the_synthetic_corpus_store(tiny_models, ray_session, tmp_path):
     """End to end on real media: synthetic corpus -> preprocessing -> store -> training -> held-out OV answers."""
-    from synth.corpus import EMOTIONS, MAIN_WORD, write_corpus
     from features.labels import read_corpus_labels
     from features.reader import FeatureDataset
     from pipelines.job import PreprocessRequest, preprocess
+    from synth.corpus import EMOTIONS, MAIN_WORD, write_corpus
 
     models = Path(tiny_models["llm"]).parent
     write_corpus(tmp_path / "corpus", n=N_CORPUS, seed=0)
@@ -72,7 +72,9 @@ def test_tiny_model_learns_the_emotion_from_the_synthetic_corpus_store(tiny_mode
     cfg = load_config(None, ["train.global_batch_size=8", "train.micro_batch_size=8", "train.lr=3e-3",
                              "train.steps_per_epoch=200", "train.max_tokens=256", "train.description_prob=0"])
     with single_process():
-        result = run_loop(cfg, subset(names[:split]), tiny_models["llm"], LoopHooks(checkpoint_root=str(tmp_path / "ckpt")))
+        result = run_loop(
+            cfg, subset(names[:split]), tiny_models["llm"], LoopHooks(checkpoint_root=str(tmp_path / "ckpt"))
+        )
     model = AffectGPT.load_trainable(result.last_checkpoint)
     held_out = subset(names[split:])
     words = tuple(MAIN_WORD[e] for e in EMOTIONS)
