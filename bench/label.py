@@ -2,11 +2,13 @@
 batch-size-1 loop like the released code (one ``llm.generate`` call per sample).
 
 Same model (an untrained tiny AffectGPT, or ``--model``), same inputs (a synthetic feature
-store), same ``max_new_tokens``, greedy in both, so both do the same work per sample (an
-untrained model rarely stops early). Ours is timed end to end — job start, actor start, model
-load, generation, writing the table — on a running Ray. The baseline is timed on its first
-``--baseline-n`` samples (a rate; the loop's per-sample cost does not change with N), before
-and after our job, keeping the better of the two rates; its texts are compared with ours.
+store), same ``max_new_tokens``, greedy in both, fp32 and one torch thread on both sides, so both do
+the same work per sample (an untrained model rarely stops early). Start-up is treated alike: warm,
+ours after its first block against the loop after its model load; end to end, ours from starting
+Ray (job start, actor start, model load, generation, writing the table) against the loop's model
+load plus N samples at its rate. The baseline is timed on its first ``--baseline-n`` samples (a
+rate; the loop's per-sample cost does not change with N), before and after our job, keeping the
+better of the two rates; its texts are compared with ours.
 
     .venv/bin/python bench/label.py [--n 8192] [--baseline-n 32] [--batch-size 256] [--max-new-tokens 64]
                                     [--backend auto|hf|static]
@@ -85,11 +87,15 @@ def main() -> int:
             write_synthetic_store(chunk, str(store), str(work / "labels"))
     data = FeatureDataset(str(store), visual="face")
 
+    t0 = time.perf_counter()
     model, _ = load_model(model_ref, device="cpu")
+    load_s = time.perf_counter() - t0  # the loop's start-up: its model load
     model.llm.generation_config.max_length = None  # max_new_tokens rules (silences a warning)
     base_rate, base_texts = released_loop(model, data, min(args.baseline_n, len(data)), args.max_new_tokens)
 
+    t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_s = time.perf_counter() - t0
     cfg = load_config(None, [f"label.max_new_tokens={args.max_new_tokens}", f"label.actors={args.actors}",
                              f"label.backend={args.backend}", "label.task=ov", f"label.batch_size={args.batch_size}",
                              "seed=0"])
@@ -99,21 +105,29 @@ def main() -> int:
     t0 = time.perf_counter()
     summary = label(LabelRequest(store, model_ref, out, cfg),
                     on_batch=lambda rows: stamps.append((time.perf_counter(), rows)))
-    ours = summary.ok / (time.perf_counter() - t0)
-    first = stamps[0][0] - t0 if stamps else float("nan")  # job + actor start-up + the first batch
+    end = time.perf_counter()
+    ours = summary.ok / (ray_s + end - t0)  # from nothing running: Ray, job and actor start, model load, all rows
+    first = stamps[0][0] - t0 if stamps else float("nan")  # job + actor start-up + the first block
+    rest = summary.ok - (stamps[0][1] if stamps else 0)
+    steady = rest / (end - stamps[0][0]) if stamps and rest > 0 else float("nan")  # after the first block
     # The box is shared: time the loop again after the job and keep its better rate (conservative).
     base_rate = max(base_rate, released_loop(model, data, len(base_texts), args.max_new_tokens)[0])
     table = read_table(out).to_pandas().set_index("name")
     same = sum(table.loc[data.names[i], "text"] == t for i, t in enumerate(base_texts))
     ray.shutdown()
 
-    print(f"tiny AffectGPT on the CPU, {args.max_new_tokens} new tokens, greedy, torch threads 1, "
-          f"label.backend={args.backend}")
-    print(f"{'':34}{'samples':>8}{'samples/s':>12}")
-    print(f"{'bs-1 loop (released style)':34}{len(base_texts):>8}{base_rate:>12.2f}")
-    print(f"{'Ray labeling, batch ' + str(args.batch_size) + ', end to end':34}{summary.ok:>8}{ours:>12.2f}")
-    print(f"speed-up: {ours / base_rate:.1f}x end to end (target >= 8x); the job's first rows arrived after "
-          f"{first:.1f}s (start-up, amortized over large inputs)")
+    # The loop's end-to-end rate over the job's N samples: its model load, then N samples at its measured rate.
+    base_end = summary.ok / (load_s + summary.ok / base_rate)
+    print(f"tiny AffectGPT on the CPU, fp32, {args.max_new_tokens} new tokens, greedy, torch threads 1 on both "
+          f"sides (the actor's label.torch_threads), label.backend={args.backend}")
+    print(f"{'':44}{'samples':>8}{'samples/s':>12}")
+    print(f"{'bs-1 loop (released style), after model load':44}{len(base_texts):>8}{base_rate:>12.2f}")
+    print(f"{'Ray labeling, batch ' + str(args.batch_size) + ', after its first block':44}{rest:>8}{steady:>12.2f}")
+    print(f"{'bs-1 loop, end to end (model load ' + f'{load_s:.1f}s + rate)':44}{summary.ok:>8}{base_end:>12.2f}")
+    print(f"{'Ray labeling, end to end (Ray ' + f'{ray_s:.1f}s + job)':44}{summary.ok:>8}{ours:>12.2f}")
+    print(f"speed-up: {steady / base_rate:.1f}x warm on both sides (start-up excluded alike), {ours / base_end:.1f}x "
+          f"end to end (start-up included alike; target >= 8x); the job's first rows arrived {first:.1f}s after "
+          f"its start (job and actor start-up, model load, the first block)")
     print(f"same text as the bs-1 loop: {same}/{len(base_texts)} samples")
     return 0
 
