@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 
-
 def released_loop(model, data, n: int, max_new_tokens: int) -> tuple[float, list[str]]:
     """Samples/s and texts of the released-style loop: per sample, prompt -> embeds -> llm.generate."""
     import torch
@@ -65,13 +64,13 @@ def main() -> int:
     import torch
 
     from core.config import load_config
-    from synth.tiny_models import build_tiny_models
     from features.reader import FeatureDataset
     from inference.labeling import LabelRequest, label
     from inference.table import read_table
+    from modeling.model import build_model
     from registry.resolve import load_model
     from synth.features import SyntheticFeatures, write_synthetic_store
-    from modeling.model import build_model
+    from synth.tiny_models import build_tiny_models
 
     torch.set_num_threads(1)  # the actor runs one thread too (label.torch_threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="affectflow-bench-label-"))
