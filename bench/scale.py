@@ -1,7 +1,7 @@
 """Scale: a manifest of N rows through the pipeline at N/10 and at N, per-row rate and memory.
 
     python bench/scale.py --n 132171          # the full MER2025 size (hours on 2 cores)
-    python bench/scale.py --n 2000            # what fits in minutes here
+    python bench/scale.py --n 2000            # what fits in minutes here (N >= 1,280: 8+ parts at N/10)
 
 Runs N/10 rows, then N rows, each into a fresh store, with the tiny encoders. Every row has its
 own files (copies of one synthetic sample, so every row does the same decode work), up to
@@ -9,7 +9,8 @@ own files (copies of one synthetic sample, so every row does the same decode wor
 dropped from the page cache (``posix_fadvise(DONTNEED)`` after a sync), so each file's first read
 comes from the disk, not from memory. Prints, per pass: the start-up on its own (Ray, once; the
 manifest, the store's index, the actors and model loads up to the first written part) and the
-steady per-row rate after it, so fixed costs cannot hide per-row growth; the ratio of the per-row
+steady per-row rate over the middle half of the rows (past the start-up and the pipeline's fill,
+before its drain, alike in both passes), so fixed costs cannot hide per-row growth; the ratio of the per-row
 cost at N to that at N/10 (target <= 1.1: no super-linear cost in the manifest, resume index or
 store); the time of a rerun on each finished store (resume: a no-op that reads the manifest and
 the index) and the peak memory summed over the driver and every Ray worker (target <= 3 GiB).
@@ -136,6 +137,17 @@ class PeakRss:
         self.thread.join()
 
 
+def middle_rate(stamps: list[tuple[float, int]], n: int) -> tuple[float, str]:
+    """Rows/s between the parts written around 1/4 and 3/4 of ``n`` rows: the same share of each run, past
+    its start-up and the pipeline's fill (rows decoded while the first part was still encoding), before
+    its drain; and which rows that window covers."""
+    a = next((s for s in stamps if s[1] >= n // 4), None)
+    b = next((s for s in stamps if s[1] >= 3 * n // 4), None)
+    if a is None or b is None or b[0] <= a[0]:
+        return float("nan"), "-"
+    return (b[1] - a[1]) / (b[0] - a[0]), f"{a[1] + 1}..{b[1]}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=132171)
@@ -144,8 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/affectflow_bench_scale")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--write-batch-size", type=int, default=0,
-                    help="rows per store part, both passes (default: N/80, at most 256, so that the N/10 pass writes "
-                         "about 8 parts and has a steady rate after its first)")
+                    help="rows per store part, both passes (default: N/80 within [batch size, 256], so that the N/10 "
+                         "pass writes about 8 parts and its middle half spans several)")
     ap.add_argument("--only-large", action="store_true",
                     help="run the N pass only (its N/10 figures then come from an earlier run; no ratio printed)")
     args = ap.parse_args(argv)
@@ -166,7 +178,8 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "affectflow.cli", "tiny-models", str(models)],
                        check=True, cwd=Path(__file__).resolve().parents[1])
     cores = os.cpu_count() or 1
-    part = args.write_batch_size or max(min(args.n // 80, 256), 1)
+    # Parts are never smaller than a batch; with N >= 1,280 the N/10 pass writes 8 parts or more.
+    part = args.write_batch_size or max(min(args.n // 80, 256), args.batch_size)
     cfg = load_config(None, [f"preprocess.batch_size={args.batch_size}", f"preprocess.write_batch_size={part}",
                              f"ray.num_cpus={cores}"])
     t0 = time.perf_counter()
@@ -182,14 +195,17 @@ def main(argv=None) -> int:
         dropped = drop_page_cache(corpus)
         store = work / f"store_{n}.zarr"
         shutil.rmtree(store, ignore_errors=True)
+        stamps: list[tuple[float, int]] = []  # (time, rows written so far), one per written part
         with PeakRss() as rss:
-            summary = preprocess(PreprocessRequest(corpus, store, cfg=cfg, models=models))
-        rest = summary.processed - summary.first_part_n
-        steady = rest / (summary.seconds - summary.first_part_s) if rest > 0 else float("nan")
+            summary = preprocess(PreprocessRequest(corpus, store, cfg=cfg, models=models),
+                                 progress=lambda k, _: stamps.append((time.perf_counter(), k + (stamps[-1][1]
+                                                                                                if stamps else 0))))
+        steady, window = middle_rate(stamps, n)
         rows.append((n, summary, steady, rss.peak))
         print(f"n={n}: {summary.ok} ok, {summary.failed} failed in {summary.seconds:.1f}s; start-up (manifest, index, "
               f"actors, model loads, first part of {summary.first_part_n} rows) {summary.first_part_s:.1f}s; steady "
-              f"{steady:.2f} rows/s over the other {rest} rows; peak PSS {rss.peak / 2**30:.2f} GiB (summed RSS "
+              f"{steady:.2f} rows/s over rows {window} (the middle half: no start-up, no pipeline fill or drain); "
+              f"peak PSS {rss.peak / 2**30:.2f} GiB (summed RSS "
               f"{rss.peak_rss / 2**30:.2f} GiB); load avg {os.getloadavg()[0]:.1f}; corpus ({min(args.distinct, n)} "
               f"rows with files of their own, {dropped} files dropped from the page cache) built in {built:.1f}s",
               flush=True)
