@@ -1,6 +1,6 @@
 """How often our sentiment mapping gives what the reference scorer's LLM gave, on outputs it was not calibrated on.
 
-    python bench/sentiment_agreement.py            # print the table (about a minute on one core)
+    python bench/sentiment_agreement.py            # print the table (under a minute on one core)
     python bench/sentiment_agreement.py --write    # also refit on both sets and rewrite the packaged weights
 
 Data: ``scoring/calibration/sentiment/`` (the released AffectGPT's label lists on CMU-MOSI and
@@ -12,7 +12,8 @@ Lines, all from this one run and the same rows:
 - rules alone (`SentimentRules.decide`, no calibration): measured on each set whole;
 - cross-set, weights alone: calibrated on one set, measured on the other;
 - cross-set, weights + the calibration set's own answers (what ships, fitted on one set only);
-then the disagreement kinds of the last line, with counts.
+then the C each calibration chose by its inner cross-validation (with each candidate's held-out
+log loss) and the disagreement kinds of the last line, with counts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from scoring.sentiment import (
     SentimentRules,
     agreement,
     calibrate,
-    cross_set_agreement,
     default_weights_path,
     packaged_calibration,
     reference_answers,
@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         a = agreement(rules.decide, set_rows)
         print(f"{'rules alone (no calibration)':58s} {name:>12s} {100 * a.positive_rate:10.2f}% "
               f"{100 * a.three_class_rate:7.2f}%")
-    weights_only = cross_set_agreement(sets, wheel, lookup=False)
-    shipped = cross_set_agreement(sets, wheel, lookup=True)
+    # As scoring.sentiment.cross_set_agreement, each set calibrated once for every line below.
+    fitted = {a: calibrate({a: sets[a]}, wheel) for a in sorted(sets)}
+    pairs = [(a, b) for a in sorted(sets) for b in sorted(sets) if b != a]
+    mappings = {a: SentimentMapping(wheel, fitted[a], reference_answers(sets[a])) for a in fitted}
+    weights_only = {f"{a}->{b}": agreement(SentimentMapping(wheel, fitted[a], {}).decide, sets[b]) for a, b in pairs}
+    shipped = {f"{a}->{b}": agreement(mappings[a].decide, sets[b]) for a, b in pairs}
     for label, result in (("weights alone, calibrated on", weights_only),
                           ("weights + calibration answers, calibrated on", shipped)):
         for pair, a in result.items():
@@ -73,9 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label + ' ' + src:58s} {dst:>12s} {100 * a.positive_rate:10.2f}% "
                   f"{100 * a.three_class_rate:7.2f}%")
 
+    print("\nstage 1's C, chosen by the inner cross-validation on the calibration set alone:")
+    for a_name, w in fitted.items():
+        losses = ", ".join(f"{c} {v:.5f}" for c, v in w.selection["inner_log_loss"].items())
+        print(f"  {a_name}: C {w.selection['C']} (held-out log loss by C: {losses})")
+
     print("\ndisagreements on positive vs not, weights + calibration answers, cross-set:")
     for a_name in sorted(sets):
-        mapping = SentimentMapping(wheel, calibrate({a_name: sets[a_name]}, wheel), reference_answers(sets[a_name]))
+        mapping = mappings[a_name]
         for b_name in sorted(set(sets) - {a_name}):
             kinds: Counter = Counter()
             for r in sets[b_name]:
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {n:4d}  {k}; {said}")
 
     if args.write:
-        record = {pair: {"weights_alone": weights_only[pair].as_dict(), "with_calibration_answers": a.as_dict()}
+        record = {pair: {"weights_alone": weights_only[pair].as_dict(), "with_calibration_answers": a.as_dict(),
+                         "chosen_C": fitted[pair.split("->")[0]].selection["C"]}
                   for pair, a in shipped.items()}
         path = dataclasses.replace(calibrate(sets, wheel), agreement=record).save(default_weights_path())
         print(f"\nwrote {path} (calibrated on {', '.join(sorted(sets))})")

@@ -34,16 +34,37 @@ reference scorer's LLM answered for the released model's own label lists
 
 1. **calibration**: a list seen there gets the reference's own answer for it (the LLM gives the
    same answer to the same list 99.9 % of the time).
-2. **weights**: otherwise each label casts a weight, the sum decides. A label's weight is the sum of
-   small learned weights of what is known about it: the label itself, its wheel base form, its
-   level-1 word on each wheel, its valence by the rules above, and its VADER lexicon valence
-   (``scoring/lexicon/``, MIT). Later labels count more: the i-th of n labels is multiplied by
-   ``1 + i/(n-1)`` (the last twice the first), the reference LLM's recency. **positive** when the
-   positive score is above 0, else **negative** when the negative score is, else **neutral**.
-   Both scores are L2-regularised logistic regressions (positive vs not, negative vs not) fitted
-   by `calibrate`. Their weights, fitted on both sets, ship in ``scoring/sentiment_weights.json``
-   with the agreement the mapping reached when calibrated on one set alone and measured on the
-   other (`cross_set_agreement`, ``bench/sentiment_agreement.py``).
+2. **weights**: otherwise a stacked score in two stages, both L2-regularised logistic regressions
+   fitted by `calibrate` on the calibration lists:
+
+   - stage 1 gives each label a **score**, the sum of small learned weights of what is known about
+     it: the label itself, its wheel base form, its level-1 word on each wheel, its valence by the
+     rules above, and its VADER lexicon valence (``scoring/lexicon/``, MIT). The weights are those
+     of a regression of positive-vs-not on each list's label features summed with a position weight
+     ``1 + i/(n-1)`` for the i-th of n labels (the last twice the first: the reference LLM's recency).
+   - stage 2 reads eight summaries of a list's label scores c_1..c_n (`summarise`): their sum,
+     their ramped sum (c_i times (i-1)/(n-1)), the largest, the smallest, the last, the mean, and
+     the sums of the positive and of the negative scores; a second regression over them decides:
+     **positive** when its score is above 0. It is fitted on label
+     scores a stage 1 gave without seeing the row's list (out of fold, ``STACK_FOLDS`` folds by
+     list), the situation it meets in use, so it learns how far to trust a new list's scores and
+     how one strongly negative or one late label sways the reference LLM (a sum alone cannot).
+   - not positive: **negative** when a regression of negative-vs-not on the position-weighted
+     features is above 0, else **neutral**.
+
+   Each distinct list counts once per answer it got (the lookup answers repeated lists; the
+   weights serve lists never seen). Stage 1's C (the L2 strength, also the negative regression's)
+   is chosen from ``REGULARISATION_GRID`` by an inner cross-validation on the calibration rows alone
+   (``SELECTION_FOLDS`` folds by list): the candidate whose stacked score has the lowest log loss on
+   the held-out lists' rows wins (log loss, not accuracy: over a few thousand rows accuracy moves by
+   single rows and its choice flips with the folds). Both kinds of folds are drawn at random with a
+   fixed seed (sklearn's ``GroupKFold`` unshuffled deals the sorted lists out in turn, so near
+   twins that sort side by side, ``[happy, excited]`` and ``[happy, excited, proud]``, land in
+   different folds and held-out scores look better than a new list's). The weights,
+   fitted on both sets, ship in ``scoring/sentiment_weights.json`` with the choice, each
+   candidate's held-out loss and the agreement the mapping reached when calibrated on one set alone
+   and measured on the other (`cross_set_agreement`, ``bench/sentiment_agreement.py``). A row's
+   reason names the three labels with the largest scores and the summaries stage 2 read.
 """
 
 from __future__ import annotations
@@ -261,12 +282,20 @@ CALIBRATION_DIR = "calibration/sentiment"
 CALIBRATION_SETS = {"CMUMOSI": "cmumosi.csv", "SIMS": "sims.csv"}
 CALIBRATION_COLUMNS = ("dataset", "checkpoint", "name", "openset", "llm_sentiment")
 INTERCEPT = "(intercept)"
-# L2 strength of the two regressions (sklearn's C) and the scale of the shared features: a larger
-# scale is a weaker penalty, so the valence by the rules (x3) carries a word the calibration never
-# saw, and the five wheel words (x0.5 each) weigh about as much as the label itself.
-REGULARISATION_C = 0.3
+# The scale of the shared label features: a larger scale is a weaker L2 penalty, so the valence by
+# the rules (x3) carries a word the calibration never saw, and the five wheel words (x0.5 each) weigh
+# about as much as the label itself.
 VALENCE_SCALE = 3.0
 WHEEL_SCALE = 0.5
+# Stage 1's L2 strengths (sklearn's C) that `calibrate` chooses among by an inner cross-validation
+# of SELECTION_FOLDS folds over the calibration lists; the out-of-fold folds that give stage 2 its
+# training scores; stage 2's own C.
+REGULARISATION_GRID = (0.1, 0.2, 0.3, 0.5, 1.0)
+SELECTION_FOLDS = 3
+STACK_FOLDS = 5
+STAGE2_C = 1.0
+# What stage 2 reads of a list's label scores (`summarise`).
+SUMMARIES = ("sum", "ramped", "max", "min", "last", "mean", "positive_sum", "negative_sum")
 
 
 def _package_file(name: str) -> Path:
@@ -358,15 +387,32 @@ def reference_answers(rows: Iterable[CalibrationRow]) -> dict[tuple[str, ...], t
     return {k: (min(c, key=lambda w: (-c[w], w)), sum(c.values())) for k, c in seen.items() if k}
 
 
+def summarise(scores: list[float]) -> dict[str, float]:
+    """What stage 2 reads of a list's label scores c_1..c_n, in list order: their sum, their
+    ramped sum (c_i times (i-1)/(n-1), 1 for a single label: later labels count more), the
+    largest, the smallest, the last, the mean, and the sums of the positive and of the negative
+    scores."""
+    n = len(scores)
+    total = float(sum(scores))
+    ramped = float(sum(c * (i / (n - 1) if n > 1 else 1.0) for i, c in enumerate(scores)))
+    return {"sum": total, "ramped": ramped, "max": float(max(scores)), "min": float(min(scores)),
+            "last": float(scores[-1]), "mean": total / n, "positive_sum": float(sum(c for c in scores if c > 0)),
+            "negative_sum": float(sum(c for c in scores if c < 0))}
+
+
 @dataclass(frozen=True)
 class SentimentWeights:
-    """The two regressions' weights by feature name, the sets they were fitted on and, when
-    measured, the agreement reached on the other set (``{"A->B": {...}}``)."""
+    """Stage 1's positive weights and the negative regression's weights by feature name, stage 2's
+    coefficient per summary (``SUMMARIES`` and the intercept), the sets they were fitted on, how
+    stage 1's regularisation was chosen (``selection``) and, when measured, the agreement reached
+    on the other set (``{"A->B": {...}}``)."""
 
     positive: dict[str, float]
     negative: dict[str, float]
     calibrated_on: tuple[str, ...]
     agreement: dict = field(default_factory=dict)
+    stage2: dict[str, float] = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "SentimentWeights":
@@ -379,11 +425,16 @@ class SentimentWeights:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             weights = data["weights"]
+            stage2 = {str(k): float(v) for k, v in data["stage2"].items()}
+            unknown = sorted(set(stage2) - {*SUMMARIES, INTERCEPT})
+            if unknown:
+                raise ValueError(f"stage2 names {unknown} are not among {[*SUMMARIES, INTERCEPT]}")
             return cls({f: float(w[0]) for f, w in weights.items()}, {f: float(w[1]) for f, w in weights.items()},
-                       tuple(data["calibrated_on"]), data.get("agreement", {}))
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise InputError(f"sentiment weights {path}: expected {{'calibrated_on', 'agreement', 'weights': "
-                             f"{{feature: [positive, negative]}}}}: {exc!r}") from None
+                       tuple(data["calibrated_on"]), data.get("agreement", {}), stage2, data.get("selection", {}))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise InputError(f"sentiment weights {path}: expected {{'calibrated_on', 'agreement', 'selection', "
+                             f"'stage2': {{summary: coefficient}}, 'weights': {{feature: [positive, negative]}}}}: "
+                             f"{exc!r}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON, one feature a line, sorted (diffs show what a recalibration moved)."""
@@ -392,8 +443,10 @@ class SentimentWeights:
         path = Path(path)
         names = sorted(set(self.positive) | set(self.negative))
         lines = [f"  {json.dumps(n)}: [{self.positive.get(n, 0.0)}, {self.negative.get(n, 0.0)}]" for n in names]
-        head = {"method": "logistic regressions, positive vs not and negative vs not (scoring.sentiment)",
-                "calibrated_on": list(self.calibrated_on), "agreement": self.agreement}
+        head = {"method": "positive: label scores by stage-1 weights, stage 2 over their summaries; "
+                          "negative: one regression (scoring.sentiment)",
+                "calibrated_on": list(self.calibrated_on), "agreement": self.agreement,
+                "selection": self.selection, "stage2": self.stage2}
         text = json.dumps(head, indent=1, sort_keys=True)[:-2] + ',\n "weights": {\n' + ",\n".join(lines) + "\n }\n}\n"
         path.write_text(text, encoding="utf-8")
         return path
@@ -461,6 +514,19 @@ class SentimentMapping:
         n = len(items)
         return [(1.0 + (i / (n - 1) if n > 1 else 1.0), self.label_features(v)) for i, v in enumerate(items)]
 
+    def label_score(self, item: LabelValence) -> float:
+        """One label's stage-1 score: its features times the positive weights (no position weight)."""
+        weights = self.weights.positive
+        return sum(weights.get(f, 0.0) * x for f, x in self.label_features(item).items())
+
+    def positive_score(self, items: list[LabelValence]) -> tuple[float, list[float], dict[str, float]]:
+        """Stage 2's score over the labels' stage-1 scores (above 0: positive), the label scores and
+        their summaries."""
+        scores = [self.label_score(v) for v in items]
+        summary = summarise(scores)
+        stage2 = self.weights.stage2
+        return stage2.get(INTERCEPT, 0.0) + sum(stage2.get(k, 0.0) * x for k, x in summary.items()), scores, summary
+
     def decide(self, labels: Iterable[str]) -> SentimentDecision:
         """The list's sentiment: the reference's own answer for a calibration list, else the weights."""
         labels = list(labels)
@@ -471,28 +537,25 @@ class SentimentMapping:
         if known is not None:
             return SentimentDecision(known[0], f"calibration: the reference's answer for this list "
                                                f"({known[1]} row{'s' if known[1] > 1 else ''})", tuple(items))
-        feats = self.features(items)
-        pos = self._score(self.weights.positive, feats)
+        pos = self.positive_score(items)
         if pos[0] > 0:
-            return SentimentDecision("positive", self._why("positive", pos, items), tuple(items))
-        neg = self._score(self.weights.negative, feats)
+            return SentimentDecision("positive", self._why(pos, items), tuple(items))
+        parts = [w * sum(self.weights.negative.get(f, 0.0) * x for f, x in fx.items())
+                 for w, fx in self.features(items)]
+        neg = (self.weights.negative.get(INTERCEPT, 0.0) + sum(parts), parts)
         word = "negative" if neg[0] > 0 else "neutral"
-        return SentimentDecision(word, self._why(word, pos, items, neg), tuple(items))
+        return SentimentDecision(word, self._why(pos, items, neg), tuple(items))
 
     @staticmethod
-    def _score(weights: dict[str, float], feats) -> tuple[float, list[float]]:
-        parts = [w * sum(weights.get(f, 0.0) * x for f, x in fx.items()) for w, fx in feats]
-        return weights.get(INTERCEPT, 0.0) + sum(parts), parts
-
-    @staticmethod
-    def _why(word, pos, items, neg=None) -> str:
-        def top(score):
-            ranked = sorted(zip(score[1], items), key=lambda p: -abs(p[0]))[:3]
+    def _why(pos, items, neg=None) -> str:
+        def top(parts):
+            ranked = sorted(zip(parts, items), key=lambda p: -abs(p[0]))[:3]
             return ", ".join(f"{v.label} {c:+.2f}" for c, v in ranked)
 
-        text = f"weights: positive score {pos[0]:+.2f} ({top(pos)})"
+        summary = ", ".join(f"{k} {x:+.2f}" for k, x in pos[2].items())
+        text = f"weights: positive score {pos[0]:+.2f} (label scores {top(pos[1])}; {summary})"
         if neg is not None:
-            text += f"; negative score {neg[0]:+.2f} ({top(neg)})"
+            text += f"; negative score {neg[0]:+.2f} ({top(neg[1])})"
         return text
 
 
@@ -510,15 +573,20 @@ def agreement_note() -> str:
     """What ``score.sentiment=rules`` is and how far it agrees with the reference's LLM, as measured
     cross-set when the packaged weights were made (for reports)."""
     rates = sorted(r["with_calibration_answers"]["positive_vs_not"] for r in _packaged_weights().agreement.values())
-    measured = (f"; it gives the reference LLM's positive-or-not on {100 * rates[0]:.1f}–{100 * rates[-1]:.1f} % "
+    measured = (f"; it gives the reference LLM's positive-or-not on {100 * rates[0]:.2f}–{100 * rates[-1]:.2f} % "
                 "of released outputs it was not calibrated on" if rates else "")
     return ("score.sentiment=rules, no LLM: calibrated on the reference LLM's answers, an approximation of the "
             f"reference's way, score.sentiment=llm{measured}")
 
 
 def calibrate(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,
-              table: ValenceTable | None = None, lexicon: dict[str, float] | None = None) -> SentimentWeights:
-    """Fit the two regressions on every row of ``sets`` (dataset -> rows); deterministic."""
+              table: ValenceTable | None = None, lexicon: dict[str, float] | None = None,
+              regularisation: float | None = None) -> SentimentWeights:
+    """Fit the mapping on ``sets`` (dataset -> rows); deterministic. Each distinct label list
+    (as `SentimentMapping.items` reads it) counts once per answer the reference gave it. Stage 1's
+    C is chosen from ``REGULARISATION_GRID`` by the inner cross-validation on these rows alone
+    (``regularisation`` fixes it instead); the choice and each candidate's held-out log loss are
+    kept in ``selection``."""
     import numpy as np
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -527,33 +595,107 @@ def calibrate(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,
 
     mapping = SentimentMapping(wheel, SentimentWeights({}, {}, ()), {}, table=table, lexicon=lexicon)
     # An empty list is neutral by rule (the reference prompt's own example), not by the weights.
-    lists = [(items, r) for name in sorted(sets) for r in sets[name]
-             if (items := mapping.items(parse_openset(r.openset)))]
-    if not lists:
-        raise InputError("sentiment calibration: no rows with labels to calibrate on")
-    rows = [r for _, r in lists]
+    counts: dict[tuple[tuple[str, ...], str], int] = {}
+    by_labels: dict[tuple[str, ...], list[LabelValence]] = {}
+    for name in sorted(sets):
+        for r in sets[name]:
+            items = mapping.items(parse_openset(r.openset))
+            if items:
+                key = tuple(v.label for v in items)
+                by_labels.setdefault(key, items)
+                counts[(key, r.answer)] = counts.get((key, r.answer), 0) + 1
+    entries = sorted(counts)
+    answers = np.array([a for _, a in entries])
+    n_lists = len(by_labels)
+    if n_lists < SELECTION_FOLDS * STACK_FOLDS or not {"positive", "negative"} <= set(answers):
+        raise InputError(f"sentiment calibration: {n_lists} distinct label lists with answers "
+                         f"{sorted(map(str, set(answers)))}; needs at least {SELECTION_FOLDS * STACK_FOLDS} lists "
+                         "and both positive and negative answers")
+    # Each distinct label's features (one row each), and each list as its labels' position weights.
+    label_ids: dict[str, int] = {}
+    for key in by_labels:
+        for label in key:
+            label_ids.setdefault(label, len(label_ids))
     vocab: dict[str, int] = {}
     data, cols, ptr = [], [], [0]
-    for items, _ in lists:
-        summed: dict[str, float] = {}
-        for w, fx in mapping.features(items):
-            for f, x in fx.items():
-                summed[f] = summed.get(f, 0.0) + w * x
-        for f in sorted(summed):
+    items_of = {v.label: v for key in by_labels for v in by_labels[key]}
+    for label in label_ids:
+        fx = mapping.label_features(items_of[label])
+        for f in sorted(fx):
             cols.append(vocab.setdefault(f, len(vocab)))
-            data.append(summed[f])
+            data.append(fx[f])
         ptr.append(len(cols))
-    x = sparse.csr_matrix((data, cols, ptr), shape=(len(rows), len(vocab)))
-    answers = np.array([r.answer for r in rows])
+    label_x = sparse.csr_matrix((data, cols, ptr), shape=(len(label_ids), len(vocab)))
+    lists = [np.array([label_ids[label] for label in key]) for key, _ in entries]
+    data, cols, ptr = [], [], [0]
+    for key, _ in entries:
+        items = by_labels[key]
+        for (w, _), v in zip(mapping.features(items), items):
+            cols.append(label_ids[v.label])
+            data.append(w)
+        ptr.append(len(cols))
+    x = sparse.csr_matrix((data, cols, ptr), shape=(len(entries), len(label_ids))) @ label_x
+    group_ids: dict[tuple[str, ...], int] = {}
+    groups = np.array([group_ids.setdefault(key, len(group_ids)) for key, _ in entries])
+    weight = np.array([counts[e] for e in entries], dtype=float)
+    positive = answers == "positive"
+
+    if regularisation is None:
+        losses = _inner_losses(x, label_x, lists, positive, groups, weight)
+        regularisation = min(REGULARISATION_GRID, key=lambda c: (losses[c], REGULARISATION_GRID.index(c)))
+        selection = {"C": regularisation, "inner_log_loss": {str(c): round(v, 5) for c, v in losses.items()}}
+    else:
+        selection = {"C": regularisation, "inner_log_loss": {}}
+    selection.update(grid=list(REGULARISATION_GRID), inner_folds=SELECTION_FOLDS, stack_folds=STACK_FOLDS,
+                     distinct_lists=n_lists, rows_with_labels=int(weight.sum()))
+    coef, second = _fit_stack(x, label_x, lists, positive, groups, regularisation)
     names = sorted(vocab, key=vocab.get)
-    fitted = {}
-    for word in ("positive", "negative"):
-        y = answers == word
-        model = LogisticRegression(C=REGULARISATION_C, max_iter=10000).fit(x, y)
-        weights = {n: round(float(c), 4) for n, c in zip(names, model.coef_[0]) if round(float(c), 4)}
-        weights[INTERCEPT] = round(float(model.intercept_[0]), 4)
-        fitted[word] = weights
-    return SentimentWeights(fitted["positive"], fitted["negative"], tuple(sorted(sets)))
+    fitted = {"positive": {n: round(float(c), 4) for n, c in zip(names, coef) if round(float(c), 4)}}
+    model = LogisticRegression(C=regularisation, max_iter=10000).fit(x, answers == "negative")
+    fitted["negative"] = {n: round(float(c), 4) for n, c in zip(names, model.coef_[0]) if round(float(c), 4)}
+    fitted["negative"][INTERCEPT] = round(float(model.intercept_[0]), 4)
+    stage2 = {k: round(float(c), 4) for k, c in zip(SUMMARIES, second.coef_[0])}
+    stage2[INTERCEPT] = round(float(second.intercept_[0]), 4)
+    return SentimentWeights(fitted["positive"], fitted["negative"], tuple(sorted(sets)), {}, stage2, selection)
+
+
+def _summaries(label_scores, lists):
+    import numpy as np
+
+    return np.array([[summarise(label_scores[ids].tolist())[k] for k in SUMMARIES] for ids in lists])
+
+
+def _fit_stack(x, label_x, lists, y, groups, c):
+    """Stage 1 (positive vs not over the lists' position-weighted label features) on all rows, and
+    stage 2 on summaries of label scores that a stage 1 fitted without the row's list gave
+    (``STACK_FOLDS`` folds by list), so stage 2 learns how scores of unseen labels combine."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    z = np.zeros((len(lists), len(SUMMARIES)))
+    for train, test in GroupKFold(STACK_FOLDS, shuffle=True, random_state=0).split(x, y, groups):
+        coef = LogisticRegression(C=c, max_iter=10000).fit(x[train], y[train]).coef_[0]
+        z[test] = _summaries(label_x @ coef, [lists[i] for i in test])
+    coef = LogisticRegression(C=c, max_iter=10000).fit(x, y).coef_[0]
+    return coef, LogisticRegression(C=STAGE2_C, max_iter=1000).fit(z, y)
+
+
+def _inner_losses(x, label_x, lists, y, groups, weight) -> dict[float, float]:
+    """Each candidate C's log loss on held-out lists (``SELECTION_FOLDS`` folds by list, every row
+    of a held-out list counted): the mapping's own question, a list it has not seen."""
+    import numpy as np
+    from sklearn.model_selection import GroupKFold
+
+    losses = {}
+    for c in REGULARISATION_GRID:
+        total = 0.0
+        for train, test in GroupKFold(SELECTION_FOLDS, shuffle=True, random_state=0).split(x, y, groups):
+            coef, second = _fit_stack(x[train], label_x, [lists[i] for i in train], y[train], groups[train], c)
+            d = second.decision_function(_summaries(label_x @ coef, [lists[i] for i in test]))
+            total += float((weight[test] * np.logaddexp(0.0, -np.where(y[test], d, -d))).sum())
+        losses[c] = total / float(weight.sum())
+    return losses
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from scoring.sentiment import (
     read_calibration,
     reference_answers,
     reference_word,
+    summarise,
 )
 from scoring.wheel import EmotionWheel
 
@@ -201,9 +202,11 @@ def test_hand_labelled_lists_look_like_affectgpt_outputs():
 
 # ---------------------------------------------------------------- the calibrated mapping
 
-# The issue's target is 0.98 on positive vs not, both ways; the mapping reaches 0.9791 (CMU-MOSI ->
-# CH-SIMS) and 0.9769 (CH-SIMS -> CMU-MOSI), so the floor asserted is what is reached, not the target.
-CROSS_SET_FLOOR = 0.976
+# The issue's target, 0.98 on positive vs not both ways, is the floor: the stacked mapping reaches
+# 0.9806 (CMU-MOSI -> CH-SIMS, 62 rows differ, 63 allowed) and 0.9806 (CH-SIMS -> CMU-MOSI, 93 rows,
+# 96 allowed); the single regression before it (0.9791 / 0.9769) fails it. 3-class: 0.9678 / 0.9633.
+CROSS_SET_FLOOR = 0.980
+THREE_CLASS_FLOOR = 0.962
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +244,12 @@ def test_calibration_file_errors_name_the_file(tmp_path):
         read_calibration(tmp_path / "none.csv")
 
 
+def test_calibrating_on_too_little_says_so(wheel_dir):
+    rows = [CalibrationRow("X", "c", "a", "[happy]", "positive"), CalibrationRow("X", "c", "b", "[]", "neutral")]
+    with pytest.raises(InputError, match=r"1 distinct label lists with answers \['positive'\]; needs at least 15"):
+        calibrate({"X": rows}, EmotionWheel.load(wheel_dir))
+
+
 def test_mapping_decisions_say_why(mapping):
     d = mapping.decide
     assert (d([]).sentiment, d([]).rule) == ("neutral", "empty list")
@@ -250,21 +259,60 @@ def test_mapping_decisions_say_why(mapping):
     # A list the calibration never saw: the weights, naming the labels that weighed most.
     new = d(["jubilant", "grateful", "xyzzy"])
     assert new.sentiment == "positive" and new.rule.startswith("weights: positive score +")
-    assert "grateful" in new.rule and "jubilant" in new.rule
+    assert "grateful" in new.rule and "jubilant" in new.rule and "ramped" in new.rule
     grim = d(["furious", "betrayed", "xyzzy"])
     assert grim.sentiment == "negative" and "negative score +" in grim.rule
 
 
+def test_summaries_by_hand():
+    # Scores 1, -2, 3: ramp 0, 1/2, 1 -> ramped 0 - 1 + 3 = 2; a single label's ramp is 1.
+    assert summarise([1.0, -2.0, 3.0]) == {"sum": 2.0, "ramped": 2.0, "max": 3.0, "min": -2.0, "last": 3.0,
+                                           "mean": pytest.approx(2 / 3), "positive_sum": 4.0, "negative_sum": -2.0}
+    assert summarise([-0.5]) == {"sum": -0.5, "ramped": -0.5, "max": -0.5, "min": -0.5, "last": -0.5, "mean": -0.5,
+                                 "positive_sum": 0.0, "negative_sum": -0.5}
+
+
+def test_positive_score_is_the_shipped_numbers(mapping):
+    """A new list's positive score, recomputed here from the shipped JSON alone: each label's stage-1
+    score is the sum of its features' weights, stage 2 a linear function of their summaries."""
+    import json
+
+    from scoring.sentiment import default_weights_path
+
+    shipped = json.loads(default_weights_path().read_text(encoding="utf-8"))
+    items = mapping.items(["jubilant", "worried", "grateful"])
+    scores = [sum(shipped["weights"].get(f, [0.0, 0.0])[0] * x for f, x in mapping.label_features(v).items())
+              for v in items]
+    # "worried" is negative by the wheels and its own label weight; "jubilant" and "grateful" positive.
+    assert scores[1] < 0 < min(scores[0], scores[2])
+    n = len(scores)
+    z = {"sum": sum(scores), "ramped": sum(c * i / (n - 1) for i, c in enumerate(scores)), "max": max(scores),
+         "min": min(scores), "last": scores[-1], "mean": sum(scores) / n,
+         "positive_sum": scores[0] + scores[2], "negative_sum": scores[1]}
+    expected = shipped["stage2"][INTERCEPT] + sum(shipped["stage2"][k] * z[k] for k in z)
+    score, label_scores, _ = mapping.positive_score(items)
+    assert label_scores == pytest.approx(scores) and score == pytest.approx(expected)
+    decision = mapping.decide(["jubilant", "worried", "grateful"])
+    assert (decision.sentiment == "positive") == (expected > 0)
+    assert decision.rule.startswith(f"weights: positive score {expected:+.2f}")
+
+
 def test_weights_round_trip(tmp_path):
-    weights = SentimentWeights({INTERCEPT: -1.5, "label:happy": 2.25}, {INTERCEPT: 0.5, "label:sad": 1.0},
-                               ("A",), {"A->B": {"rows": 3}})
+    weights = SentimentWeights({"label:happy": 2.25}, {INTERCEPT: 0.5, "label:sad": 1.0},
+                               ("A",), {"A->B": {"rows": 3}}, {"sum": 0.25, "last": -0.5, INTERCEPT: -1.0},
+                               {"C": 0.2})
     back = SentimentWeights.load(weights.save(tmp_path / "w.json"))
-    assert back.positive == {INTERCEPT: -1.5, "label:happy": 2.25, "label:sad": 0.0}
+    assert back.positive == {INTERCEPT: 0.0, "label:happy": 2.25, "label:sad": 0.0}
     assert back.negative == {INTERCEPT: 0.5, "label:happy": 0.0, "label:sad": 1.0}
     assert (back.calibrated_on, back.agreement) == (("A",), {"A->B": {"rows": 3}})
+    assert (back.stage2, back.selection) == ({"sum": 0.25, "last": -0.5, INTERCEPT: -1.0}, {"C": 0.2})
     (tmp_path / "bad.json").write_text('{"weights": {}}', encoding="utf-8")
     with pytest.raises(InputError, match="bad.json: expected"):
         SentimentWeights.load(tmp_path / "bad.json")
+    (tmp_path / "odd.json").write_text('{"weights": {}, "calibrated_on": [], "stage2": {"median": 1}}',
+                                       encoding="utf-8")
+    with pytest.raises(InputError, match=r"odd.json: .*'median'"):
+        SentimentWeights.load(tmp_path / "odd.json")
 
 
 def test_cross_set_agreement_floor(calibration, wheel_dir, report_line):
@@ -280,7 +328,7 @@ def test_cross_set_agreement_floor(calibration, wheel_dir, report_line):
     for pair, a in both.items():
         assert a.rows == len(calibration[pair.split("->")[1]])
         assert a.positive_rate >= CROSS_SET_FLOOR, line
-        assert a.three_class_rate >= 0.96, line
+        assert a.three_class_rate >= THREE_CLASS_FLOOR, line
     recorded = SentimentWeights.load().agreement
     assert {p: r["with_calibration_answers"] for p, r in recorded.items()} == {p: a.as_dict() for p, a in both.items()}
 
@@ -288,11 +336,16 @@ def test_cross_set_agreement_floor(calibration, wheel_dir, report_line):
 def test_packaged_answers_and_weights_cover_both_sets(calibration, mapping, wheel_dir):
     weights = SentimentWeights.load()
     assert weights.calibrated_on == ("CMUMOSI", "SIMS")
-    # The shipped weights are what calibrating on both packaged sets gives (bench --write).
-    refit = calibrate(calibration, EmotionWheel.load(wheel_dir))
+    # The shipped weights are what calibrating on both packaged sets gives (bench --write). The
+    # choice of C is the candidate with the lowest recorded held-out loss (the floor test above runs
+    # the choice itself); refitting with it keeps this test short.
+    losses = weights.selection["inner_log_loss"]
+    assert float(min(losses, key=losses.get)) == weights.selection["C"]
+    refit = calibrate(calibration, EmotionWheel.load(wheel_dir), regularisation=weights.selection["C"])
     for shipped, fresh in ((weights.positive, refit.positive), (weights.negative, refit.negative)):
         assert set(fresh) <= set(shipped)  # the file lists each feature with both weights
         assert max(abs(shipped[f] - fresh.get(f, 0.0)) for f in shipped) < 1e-3
+    assert weights.stage2 == pytest.approx(refit.stage2, abs=1e-3)
     assert mapping.answers == reference_answers(r for rows in calibration.values() for r in rows)
     # The reference LLM answers a repeated list the same way: the lookup keeps its answer.
     agree = sum(mapping.decide(parse_openset(r.openset)).sentiment == r.answer for rows in calibration.values()
