@@ -12,7 +12,7 @@ MLFLOW_PORT ?= 5000
 MLFLOW_DB ?= sqlite:///.affectflow/mlflow-server.db
 MLFLOW_ARTIFACTS ?= .affectflow/mlflow-artifacts
 
-.PHONY: install browser demo test bench mlflow-server clean
+.PHONY: install browser demo test test-slow test-all bench mlflow-server clean
 
 install: $(STAMP)
 
@@ -43,10 +43,18 @@ browser:
 			chromium; } >> $(INSTALL_LOG) 2>&1 || echo "chromium did not install (see $(INSTALL_LOG)): that test skips"; \
 	fi
 
-# The linter first (rules in pyproject.toml's [tool.ruff]), then the tests; the 15 slowest are listed.
+# Two tiers, both run by CI (.ci/run). `make test`: the linter (rules in pyproject.toml's [tool.ruff]),
+# then every test not marked `slow`. `make test-slow`: the tests marked `slow`, the end-to-end jobs (Ray
+# Train runs, commands in child processes, servers killed and restarted, a two-node cluster). Each
+# lists its 15 slowest tests. `make test-all`: both.
 test: install browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS)
+
+test-slow: install browser
+	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS)
+
+test-all: test test-slow
 
 # A tracking + registry server: sqlite database, local artifact root, bound to loopback by default.
 mlflow-server: install

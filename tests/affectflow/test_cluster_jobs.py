@@ -27,6 +27,8 @@ import pytest
 
 from tests.fixtures.pipeline import models_dir  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 JOB_TIMEOUT_S = 240

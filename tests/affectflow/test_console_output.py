@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from affectflow.cli import main
 
 
@@ -28,6 +30,7 @@ def test_tiny_models_prints_its_summary_and_logs_the_library_bars(capfd, tmp_pat
     assert "llm: " in out and "Writing model shards" in err and "log ->" not in err
 
 
+@pytest.mark.slow
 def test_preprocess_shows_one_bar_its_summary_and_where_ray_logs_are(ray_session, synth_corpus, models_dir,
                                                                     tmp_path, capfd):
     args = ["preprocess", "--corpus", str(synth_corpus), "--store", str(tmp_path / "s.zarr"), "--models",

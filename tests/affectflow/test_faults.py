@@ -63,6 +63,7 @@ def train_data(tmp_path_factory):
     return root / "store.zarr"
 
 
+@pytest.mark.slow
 def test_train_refuses_a_silent_server_at_once_and_runs_without_tracking(silent_server, train_data, tiny_models,
                                                                          tmp_path, capsys, ray_session):
     from affectflow.cli import main
@@ -101,6 +102,7 @@ def test_bad_output_paths_fail_before_any_work(tmp_path, tiny_checkpoint, synth_
     assert exit_.value.code == 2 and "argument --limit: must be >= 0, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_label_fails_over_its_failure_rate_and_says_how_to_retry(ray_session, tiny_checkpoint, synth_corpus,
                                                                models_dir, tmp_path, capsys):
     from affectflow.cli import main

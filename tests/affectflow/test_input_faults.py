@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 
 @pytest.mark.parametrize("option, value, shown", [
     ("--labels", "[happy, sad", "'[happy, sad'"),

@@ -14,10 +14,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from affectflow.cli import main
 from inference.table import parts_dir, read_table
 from tests.conftest import REPO
 from tests.fixtures.inference import STORE_NAMES
+
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
 
 # base_dataset.py:313 (func_get_qa_sentiment).
 SENTIMENT = ("Please select the most likely sentiment label that can best describe the person's emotional state: "

@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import _stop, kill_mlflow, start_mlflow
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 SETS = ["train.global_batch_size=2", "train.micro_batch_size=2", "train.max_tokens=256", "train.progress=false"]
 
 

@@ -12,6 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 from core.config import load_config
 from core.console import command_console, current, echo, progress
 from core.runtime import init_ray
@@ -118,6 +120,7 @@ def test_ray_worker_print_stays_in_rays_session_logs(ray_session, capfd, tmp_pat
     assert {p.suffix for p in files if token in p.read_text(errors="replace")} == {".out", ".err"}
 
 
+@pytest.mark.slow
 def test_verbose_forwards_ray_workers_output(tmp_path):
     """``--verbose``: a local Ray started by `init_ray` forwards a task's print to the driver's stdout."""
     script = (

@@ -300,6 +300,7 @@ def test_reference_result_files_rescore(unibench, wheel_dir, tmp_path, capsys):
     assert result["score"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_cli_benchmark_labels_with_a_trained_model(unibench, wheel_dir, models_dir, trained_checkpoint, ray_session,
                                                   tmp_path, capsys):
     """`affectflow benchmark` end to end with real labeling: a tiny model trained to answer with the label

@@ -46,6 +46,7 @@ def test_raw_corpus_end_to_end_and_resume(ray_session, small_corpus, models_dir,
     assert out.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_store_input_is_deterministic_and_resumes(ray_session, small_store, tiny_checkpoint, tmp_path):
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
     cfg = label_config("label.batch_size=2", "seed=3")
@@ -81,6 +82,7 @@ def test_cli_label_to_csv(ray_session, small_store, tiny_checkpoint, tmp_path, c
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_checkpoint, tmp_path):
     """Named tasks ask the released questions, --question asks yours; both are recorded per row. A
     subtitle is shortened to fit the prompt (flagged on its row, counted); a prompt that cannot fit
@@ -130,6 +132,7 @@ def test_tasks_questions_and_the_prompt_budget(ray_session, small_store, tiny_ch
     assert f"subtitles shortened to fit the {bare + 2}-token prompt: {s.shortened} rows" in s.format()
 
 
+@pytest.mark.slow
 def test_the_static_backend_labels_byte_identical_to_hf(ray_session, small_store, tiny_checkpoint, tmp_path):
     """Greedy labeling through the static cache (3 slots, refilled within each actor batch of 4 samples x 2
     tasks) writes the hf backend's rows byte for byte (the tables' provenance differs in the backend it records);

@@ -63,6 +63,7 @@ def test_the_released_decoding_is_recorded_as_the_release_ran_it(ray_session, sm
     assert out.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_label_dtype_fp16_is_used_and_recorded(ray_session, small_store, tiny_checkpoint, tmp_path):
     """label.dtype=fp16 is what the job resolves, records and hands its actors; another task added later keeps
     one table (its budget joins the record)."""
@@ -103,6 +104,7 @@ def test_the_label_actor_decodes_in_the_dtype_and_settings_it_is_given(tiny_chec
     assert list(out["text"]) == want
 
 
+@pytest.mark.slow
 def test_the_benchmark_labels_in_label_dtype(ray_session, tiny_checkpoint, models_dir, wheel_dir, tmp_path):
     """`benchmark` labels through the same job: its label table records label.dtype=fp16 and the released
     decoding's settings."""

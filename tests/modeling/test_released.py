@@ -390,6 +390,7 @@ def test_register_logs_the_imported_model_with_its_source(released, tiny_models,
     assert (version.tags["affectflow.visual_stream"], version.tags["affectflow.source_epoch"]) == ("face", "60")
 
 
+@pytest.mark.slow
 def test_label_runs_on_the_imported_model(ray_session, imported, released, synth_corpus, models_dir, tmp_path):
     from core.config import load_config
     from inference.labeling import LabelRequest, label

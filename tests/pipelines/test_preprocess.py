@@ -9,6 +9,7 @@ import sys
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
 from features.store import FeatureStore
 from pipelines.job import PreprocessRequest, preprocess
@@ -96,6 +97,7 @@ def test_rerun_is_a_no_op(reference_store, synth_corpus, models_dir):
     assert summary.skipped == 24 and summary.processed == 0
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, models_dir, tmp_path, capsys):
     from affectflow.cli import main
 
@@ -131,6 +133,7 @@ def test_bad_inputs_are_recorded_and_the_rest_stored(ray_session, bad_corpus, mo
                  str(models_dir), "--max-failure-rate", "0.9"]) == 0
 
 
+@pytest.mark.slow
 def test_second_encoder_version_beside_the_first(reference_store, synth_corpus, models_dir, models_v2, tmp_path):
     store = tmp_path / "two.zarr"
     shutil.copytree(reference_store[0], store)
@@ -152,6 +155,7 @@ def test_second_encoder_version_beside_the_first(reference_store, synth_corpus, 
     assert len(new["name"]) == 24 and not np.allclose(new["frame"], before["frame"], atol=1e-2)
 
 
+@pytest.mark.slow
 def test_webdataset_layout_matches_mer2025(reference_store, synth_corpus, models_dir, tmp_path):
     names = [f"sample_{i:08d}" for i in range(4)]
     shards = write_shards(tmp_path / "shards", synth_corpus, names)
@@ -185,6 +189,7 @@ def test_folder_layout_with_opencv_faces(ray_session, synth_corpus, models_dir, 
     assert summary.face_fallback < 3 * 8  # the cascade finds the synthetic face in some frames
 
 
+@pytest.mark.slow
 def test_asr_fills_missing_subtitles(ray_session, synth_corpus, models_dir, whisper_model, tmp_path):
     names = ["sample_00000000", "sample_00000001"]
     root = copy_corpus(synth_corpus, tmp_path / "c", names)

@@ -9,10 +9,13 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from features.store import FeatureStore
 from pipelines.job import PreprocessRequest, preprocess
 from tests.fixtures.pipeline import pipeline_config
+
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
 
 # The shared fixtures (session-scoped: built once however many modules use them).
 

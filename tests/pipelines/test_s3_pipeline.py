@@ -13,6 +13,8 @@ import pytest
 
 from tests.fixtures.pipeline import models_dir, pipeline_config  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 BUCKET = "affectflow-test"
 LIMIT = 8
 

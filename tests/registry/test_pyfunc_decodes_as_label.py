@@ -16,6 +16,7 @@ from registry.pyfunc import AffectGPTPyfunc, signature
 from registry.resolve import BASE_ARTIFACT, CKPT_ARTIFACT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decoding", ["greedy", "released"])
 def test_served_model_gives_label_s_text(ray_session, small_store, tiny_checkpoint, tmp_path, decoding):
     cfg = load_config(None, ["ray.num_cpus=2", f"label.decoding={decoding}", "seed=7", "label.task=ov,sentiment",

@@ -55,6 +55,7 @@ FRESH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_register_then_load_by_alias_in_a_fresh_process(mlflow_server, checkpoint_with_state, tmp_path, capsys):
     cfg = load_config(None, [f"mlflow.tracking_uri={mlflow_server}"])
     first = log_and_register(checkpoint_with_state, cfg)
@@ -137,6 +138,7 @@ ROUND = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_recreated_registry_never_serves_a_cached_model(tiny_models, tmp_path):
     """Version 1 of a fresh registry is another model than version 1 of the one it replaced
     (the demo recreates its sqlite registry on every run; the download cache outlives it)."""

@@ -13,10 +13,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, _free_port, _wait_http
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_one_request(tiny_checkpoint, tmp_path, one_thread):
     import torch
 

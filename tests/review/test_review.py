@@ -26,6 +26,8 @@ import pytest
 
 from tests.fixtures.inference import STORE_NAMES as NAMES
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 DATASET = "affectflow-review-test"
 
 

@@ -89,6 +89,7 @@ def secret_server(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow
 def test_no_run_file_log_or_mlflow_record_holds_the_secret(ray_session, secret_server, synth_corpus, models_dir,
                                                            tiny_models, tmp_path, monkeypatch, capsys):
     from affectflow.cli import main

@@ -21,6 +21,8 @@ from training.data import load_features, store_labels
 from training.loop import LoopHooks, run_loop, single_process
 from training.trainer import TrainRequest, train
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 STEPS = 4
 
 

@@ -15,6 +15,8 @@ from synth.features import SyntheticFeatures, write_synthetic_store
 from training.data import load_features
 from training.loop import LoopHooks, run_loop, single_process
 
+pytestmark = pytest.mark.slow  # end-to-end jobs: `make test-slow` (CI runs both tiers)
+
 N_TRAIN, N_HELD_OUT = 192, 48
 N_CORPUS = 96
 
