@@ -1,5 +1,7 @@
 """A model served through ``mlflow.pyfunc`` answers as ``affectflow label`` does: same decoding settings
-(each task's own budget, the released sampling when asked), same seeds, same text."""
+(each task's own budget, the released sampling when asked), same seeds, same text. The model is the
+session's briefly trained one: it ends its answers itself, as a real one does (an untrained model runs
+every row to its whole budget, up to 1,200 tokens under the released sampling)."""
 
 from __future__ import annotations
 
@@ -18,18 +20,18 @@ from registry.resolve import BASE_ARTIFACT, CKPT_ARTIFACT
 
 @pytest.mark.slow
 @pytest.mark.parametrize("decoding", ["greedy", "released"])
-def test_served_model_gives_label_s_text(ray_session, small_store, tiny_checkpoint, tmp_path, decoding):
+def test_served_model_gives_label_s_text(ray_session, small_store, trained_checkpoint, tmp_path, decoding):
     cfg = load_config(None, ["ray.num_cpus=2", f"label.decoding={decoding}", "seed=7", "label.task=ov,sentiment",
                              "label.batch_size=2"])
     out = tmp_path / "labels.parquet"
-    summary = label(LabelRequest(small_store, str(tiny_checkpoint), out, cfg))
+    summary = label(LabelRequest(small_store, str(trained_checkpoint), out, cfg))
     assert summary.failed == 0
     table = read_table(out).to_pandas().sort_values(["name", "task"]).reset_index(drop=True)
 
     saved = tmp_path / "pyfunc"
     mlflow.pyfunc.save_model(saved, python_model=AffectGPTPyfunc(), signature=signature(),
-                             artifacts={CKPT_ARTIFACT: str(tiny_checkpoint),
-                                        BASE_ARTIFACT: read_spec(tiny_checkpoint)["llm_path"]})
+                             artifacts={CKPT_ARTIFACT: str(trained_checkpoint),
+                                        BASE_ARTIFACT: read_spec(trained_checkpoint)["llm_path"]})
     served = mlflow.pyfunc.load_model(str(saved))
     fs = FeatureStore(str(small_store))
     feats = fs.read(["face", "audio"], dtype="float32")
