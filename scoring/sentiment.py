@@ -573,7 +573,9 @@ def agreement_note() -> str:
     """What ``score.sentiment=rules`` is and how far it agrees with the reference's LLM, as measured
     cross-set when the packaged weights were made (for reports)."""
     rates = sorted(r["with_calibration_answers"]["positive_vs_not"] for r in _packaged_weights().agreement.values())
-    measured = (f"; it gives the reference LLM's positive-or-not on {100 * rates[0]:.2f}–{100 * rates[-1]:.2f} % "
+    span = f"{100 * rates[0]:.2f}" if rates and f"{rates[0]:.4f}" == f"{rates[-1]:.4f}" else (
+        f"{100 * rates[0]:.2f}–{100 * rates[-1]:.2f}" if rates else "")
+    measured = (f"; it gives the reference LLM's positive-or-not on {span} % "
                 "of released outputs it was not calibrated on" if rates else "")
     return ("score.sentiment=rules, no LLM: calibrated on the reference LLM's answers, an approximation of the "
             f"reference's way, score.sentiment=llm{measured}")
