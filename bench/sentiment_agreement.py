@@ -28,6 +28,7 @@ from scoring.sentiment import (
     SentimentRules,
     agreement,
     calibrate,
+    cross_set_agreement,
     default_weights_path,
     packaged_calibration,
     reference_answers,
@@ -64,12 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         a = agreement(rules.decide, set_rows)
         print(f"{'rules alone (no calibration)':58s} {name:>12s} {100 * a.positive_rate:10.2f}% "
               f"{100 * a.three_class_rate:7.2f}%")
-    # As scoring.sentiment.cross_set_agreement, each set calibrated once for every line below.
-    fitted = {a: calibrate({a: sets[a]}, wheel) for a in sorted(sets)}
-    pairs = [(a, b) for a in sorted(sets) for b in sorted(sets) if b != a]
-    mappings = {a: SentimentMapping(wheel, fitted[a], reference_answers(sets[a])) for a in fitted}
-    weights_only = {f"{a}->{b}": agreement(SentimentMapping(wheel, fitted[a], {}).decide, sets[b]) for a, b in pairs}
-    shipped = {f"{a}->{b}": agreement(mappings[a].decide, sets[b]) for a, b in pairs}
+    fitted = {a: calibrate({a: sets[a]}, wheel) for a in sorted(sets)}  # each set once, for every line below
+    weights_only = cross_set_agreement(sets, wheel, lookup=False, fitted=fitted)
+    shipped = cross_set_agreement(sets, wheel, lookup=True, fitted=fitted)
     for label, result in (("weights alone, calibrated on", weights_only),
                           ("weights + calibration answers, calibrated on", shipped)):
         for pair, a in result.items():
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\ndisagreements on positive vs not, weights + calibration answers, cross-set:")
     for a_name in sorted(sets):
-        mapping = mappings[a_name]
+        mapping = SentimentMapping(wheel, fitted[a_name], reference_answers(sets[a_name]))
         for b_name in sorted(set(sets) - {a_name}):
             kinds: Counter = Counter()
             for r in sets[b_name]:

@@ -573,8 +573,8 @@ def agreement_note() -> str:
     """What ``score.sentiment=rules`` is and how far it agrees with the reference's LLM, as measured
     cross-set when the packaged weights were made (for reports)."""
     rates = sorted(r["with_calibration_answers"]["positive_vs_not"] for r in _packaged_weights().agreement.values())
-    span = f"{100 * rates[0]:.2f}" if rates and f"{rates[0]:.4f}" == f"{rates[-1]:.4f}" else (
-        f"{100 * rates[0]:.2f}–{100 * rates[-1]:.2f}" if rates else "")
+    low, high = (f"{100 * rates[0]:.2f}", f"{100 * rates[-1]:.2f}") if rates else ("", "")
+    span = low if low == high else f"{low}–{high}"
     measured = (f"; it gives the reference LLM's positive-or-not on {span} % "
                 "of released outputs it was not calibrated on" if rates else "")
     return ("score.sentiment=rules, no LLM: calibrated on the reference LLM's answers, an approximation of the "
@@ -686,7 +686,7 @@ def _fit_stack(x, label_x, lists, y, groups, c):
 def _inner_losses(x, label_x, lists, y, groups, weight) -> dict[float, float]:
     """Each candidate C's log loss on held-out lists (``SELECTION_FOLDS`` folds by list, every row
     of a held-out list counted): the mapping's own question, a list it has not seen."""
-    import numpy as np
+    from sklearn.metrics import log_loss
     from sklearn.model_selection import GroupKFold
 
     losses = {}
@@ -694,9 +694,9 @@ def _inner_losses(x, label_x, lists, y, groups, weight) -> dict[float, float]:
         total = 0.0
         for train, test in GroupKFold(SELECTION_FOLDS, shuffle=True, random_state=0).split(x, y, groups):
             coef, second = _fit_stack(x[train], label_x, [lists[i] for i in train], y[train], groups[train], c)
-            d = second.decision_function(_summaries(label_x @ coef, [lists[i] for i in test]))
-            total += float((weight[test] * np.logaddexp(0.0, -np.where(y[test], d, -d))).sum())
-        losses[c] = total / float(weight.sum())
+            p = second.predict_proba(_summaries(label_x @ coef, [lists[i] for i in test]))
+            total += log_loss(y[test], p, sample_weight=weight[test], labels=second.classes_) * weight[test].sum()
+        losses[c] = float(total / weight.sum())
     return losses
 
 
@@ -735,13 +735,14 @@ def agreement(decide, rows: Iterable[CalibrationRow]) -> Agreement:
     return Agreement(n, pos, three)
 
 
-def cross_set_agreement(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *,
-                        lookup: bool = True) -> dict[str, Agreement]:
+def cross_set_agreement(sets: dict[str, list[CalibrationRow]], wheel: EmotionWheel, *, lookup: bool = True,
+                        fitted: dict[str, SentimentWeights] | None = None) -> dict[str, Agreement]:
     """For each ordered pair of sets: calibrate on the first alone (weights, and with ``lookup`` its
-    answers too) and measure on the second. Keys ``"A->B"``."""
+    answers too) and measure on the second. Keys ``"A->B"``. ``fitted``: each set's weights when
+    already calibrated on it alone (several measurements of one calibration)."""
     out = {}
     for a in sorted(sets):
-        weights = calibrate({a: sets[a]}, wheel)
+        weights = fitted[a] if fitted is not None else calibrate({a: sets[a]}, wheel)
         mapping = SentimentMapping(wheel, weights, reference_answers(sets[a]) if lookup else {})
         for b in sorted(sets):
             if b != a:

@@ -99,38 +99,9 @@ def init_single_process(backend: str = "gloo") -> None:
 
     if dist.is_initialized():
         return
-    _forget_deepspeed_groups()
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(_free_port()))
     dist.init_process_group(backend, rank=0, world_size=1)
-
-
-# DeepSpeed's own cache of process groups (deepspeed/utils/groups.py). Releases from 0.19.8 drop them on
-# destroy (``_release_process_group_references``); earlier ones keep them for the life of the process.
-_DS_GROUP_SLOTS = ("_WORLD_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "_TENSOR_MODEL_PARALLEL_GROUP",
-                   "_MODEL_PARALLEL_GROUP", "_DATA_PARALLEL_GROUP", "_MPU_TENSOR_MODEL_PARALLEL_WORLD_SIZE",
-                   "_MPU_TENSOR_MODEL_PARALLEL_RANK", "mpu", "mesh_device")
-_DS_GROUP_MAPS = ("_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS", "_EXPERT_DATA_PARALLEL_GROUP",
-                  "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP")
-
-
-def _forget_deepspeed_groups() -> None:
-    """Drop DeepSpeed's cached process groups before a new world: a group of an earlier world in this
-    process would otherwise be reused, and DeepSpeed fails with "Group ... is not registered"."""
-    groups = sys.modules.get("deepspeed.utils.groups")
-    if groups is None:
-        return
-    release = getattr(groups, "_release_process_group_references", None)
-    if release is not None:
-        release(None)
-        return
-    for name in _DS_GROUP_SLOTS:
-        if hasattr(groups, name):
-            setattr(groups, name, None)
-    for name in _DS_GROUP_MAPS:
-        cached = getattr(groups, name, None)
-        if isinstance(cached, dict):
-            cached.clear()
 
 
 @contextmanager
@@ -168,7 +139,6 @@ def shutdown_distributed(barrier: bool = True) -> None:
                 ds_comm.destroy_process_group()
             else:
                 dist.destroy_process_group()
-            _forget_deepspeed_groups()
 
 
 def _skip_cpu_shm_comm() -> None:
